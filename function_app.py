@@ -1,0 +1,36 @@
+"""Azure Functions entry points (Python v2 model): triggers and bindings only.
+
+All logic lives in the `shared` package; see README "How it works".
+"""
+
+import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob
+
+from shared import functions
+from shared.settings import CONNECTION, LOGS_CONTAINER, Settings
+
+app = func.FunctionApp()
+_SOURCE = {
+    "EventGrid": func.BlobSource.EVENT_GRID,
+    "LogsAndContainerScan": func.BlobSource.LOGS_AND_CONTAINER_SCAN,
+}[Settings.load().blob_trigger_source]
+
+
+@app.function_name("ingest_blob")
+@app.blob_trigger(
+    arg_name="client", path=LOGS_CONTAINER + "/{name}", connection=CONNECTION, source=_SOURCE
+)
+def ingest_blob(client: blob.BlobClient) -> None:
+    functions.on_blob(client)
+
+
+@app.function_name("sweep_recent_blobs")
+@app.timer_trigger(arg_name="timer", schedule="%SWEEP_SCHEDULE%", run_on_startup=False)
+def sweep_recent_blobs(timer: func.TimerRequest) -> None:
+    functions.on_sweep(timer.past_due)
+
+
+@app.function_name("redeliver_alerts")
+@app.timer_trigger(arg_name="timer", schedule="%ALERT_RETRY_SCHEDULE%", run_on_startup=False)
+def redeliver_alerts(timer: func.TimerRequest) -> None:
+    functions.on_redeliver()

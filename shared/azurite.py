@@ -1,0 +1,104 @@
+"""Start and stop a private Azurite (the storage emulator) for the demo, tests and benchmarks.
+
+Loopback only, free ports, in memory unless a folder is given, and always stopped: a test
+session must not leave processes behind. Not used by the function app itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .storage import AZURITE_KEY
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Azurite:
+    """A running emulator; use as a context manager."""
+
+    blob_port: int
+    queue_port: int
+    table_port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def connection_string(self) -> str:
+        host = "http://127.0.0.1"
+        return (
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+            f"AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint={host}:{self.blob_port}/devstoreaccount1;"
+            f"QueueEndpoint={host}:{self.queue_port}/devstoreaccount1;"
+            f"TableEndpoint={host}:{self.table_port}/devstoreaccount1;"
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def __enter__(self) -> Azurite:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def executable() -> str:
+    """The pinned Azurite from `npm ci` (node_modules), else one on PATH."""
+    local = ROOT / "node_modules" / ".bin" / "azurite"
+    found = str(local) if local.exists() else shutil.which("azurite")
+    if not found:
+        raise RuntimeError("Azurite not found: run `npm ci` in the project root")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(
+    location: str | None = None,
+    ports: tuple[int, int, int] | None = None,
+    timeout: float = 30.0,
+) -> Azurite:
+    """Start Azurite and wait until all three services accept connections."""
+    blob, queue, table = ports or (free_port(), free_port(), free_port())
+    args = [executable(), "--silent", "--disableTelemetry", "--skipApiVersionCheck"]
+    args += ["--location", location] if location else ["--inMemoryPersistence"]
+    for service, port in (("blob", blob), ("queue", queue), ("table", table)):
+        args += [f"--{service}Host", "127.0.0.1", f"--{service}Port", str(port)]
+    errors = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True
+    )
+    emulator = Azurite(blob, queue, table, process)
+    deadline = time.monotonic() + timeout
+    pending = {blob, queue, table}
+    while pending:
+        if process.poll() is not None:
+            errors.seek(0)
+            err = errors.read().decode(errors="replace")
+            raise RuntimeError(f"Azurite exited with {process.returncode}: {err[-2000:]}")
+        if time.monotonic() > deadline:
+            emulator.stop()
+            raise RuntimeError("Azurite did not start in time")
+        for port in list(pending):
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    pending.discard(port)
+        time.sleep(0.05)
+    return emulator

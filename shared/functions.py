@@ -1,0 +1,42 @@
+"""Bodies of the Azure Functions, kept out of `function_app.py` so tests can call them.
+
+The pipeline (clients, HTTP session) is built on first use and shared by all invocations of
+the worker process; building it at import time would make indexing need storage.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from azure.storage.blob import BlobClient
+
+from .ingest import Pipeline, Summary
+from .settings import LOGS_CONTAINER, Settings
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=1)
+def pipeline() -> Pipeline:
+    return Pipeline(Settings.load())
+
+
+def on_blob(client: BlobClient) -> Summary:
+    """Blob trigger: a log blob was created or grew. Raises on storage faults (host retries)."""
+    return pipeline().ingest(client)
+
+
+def on_sweep(past_due: bool = False) -> list[Summary]:
+    """Timer: pick up appends that raised no event (Event Grid fires on creation only)."""
+    if past_due:
+        log.info("sweep timer is past due; running now")
+    p = pipeline()
+    container = p.storage.blobs.get_container_client(LOGS_CONTAINER)
+    return p.sweep(container, datetime.now(UTC))
+
+
+def on_redeliver() -> tuple[int, int]:
+    """Timer: send alerts still pending after a failed delivery."""
+    return pipeline().deliverer.redeliver_pending()

@@ -1,0 +1,321 @@
+"""Ingest what is new in one audit-log blob: read from the cursor, store, detect, advance.
+
+Every trigger means "this blob changed; read the delta". The cursor (bytes consumed, parser
+mode, the bytes just before it) lives in a table row; the new bytes are read with ranged GETs
+in bounded chunks, and after each chunk's records, index rows, quarantine and detection are
+written, the cursor moves on under an ETag check. A crash anywhere repeats at most one chunk,
+whose writes are idempotent upserts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from azure.storage.blob import BlobClient, BlobType, ContainerClient
+
+from . import detection, keys, model, parse
+from .alerting import Deliverer
+from .detection import Event, Thresholds
+from .incidents import open_incident_starts, record
+from .settings import Settings
+from .storage import Conflict, Cursor, Storage
+
+log = logging.getLogger(__name__)
+GUARD_BYTES = 32
+_HOUR = re.compile(r"/y=(\d{4})/m=(\d{2})/d=(\d{2})/h=(\d{2})/")
+#: Hour blobs stop growing soon after their hour; past this their partial tail is final.
+SETTLE = timedelta(hours=1)
+#: How far back detection reaches to recount an incident that is still open.
+MAX_LOOKBACK = timedelta(hours=24)
+_PROJECTION = (
+    "TimeGenerated",
+    "UserKey",
+    "UserName",
+    "ClientIpKey",
+    "ClientIpAddress",
+    "Outcome",
+    "Message",
+    "TargetVMName",
+    "BastionHostName",
+    "Protocol",
+)
+
+
+@dataclass
+class Summary:
+    """What one invocation did with one blob; `read == stored + quarantined + skipped`."""
+
+    blob: str
+    read: int = 0
+    stored: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+    bytes_read: int = 0
+    alerts: list[str] = field(default_factory=list)
+    restarted: bool = False
+
+    def line(self) -> str:
+        return (
+            f"blob={self.blob} read={self.read} stored={self.stored} "
+            f"quarantined={self.quarantined} skipped={self.skipped} "
+            f"bytes_read={self.bytes_read} new_alerts={len(self.alerts)}"
+        )
+
+
+class Pipeline:
+    """Everything an invocation needs, built once per worker process."""
+
+    def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
+        self.settings = settings
+        self.storage = storage or Storage(settings)
+        self.deliverer = Deliverer(self.storage)
+        self.thresholds = Thresholds(
+            failures=settings.failure_threshold,
+            window=timedelta(minutes=settings.failure_window_minutes),
+            spray_users=settings.spray_user_threshold,
+            spray_window=timedelta(minutes=settings.spray_window_minutes),
+            quiet=timedelta(minutes=settings.incident_quiet_minutes),
+        )
+
+    def ingest(self, blob: BlobClient, now: datetime | None = None) -> Summary:
+        """Store everything the blob holds beyond its cursor. Raises on storage faults."""
+        summary = Summary(blob.blob_name)
+        while True:
+            try:
+                self._ingest_once(blob, summary, now or datetime.now(UTC))
+            except Conflict:
+                log.info(
+                    "cursor of %s moved under us; continuing from its new place", blob.blob_name
+                )
+                continue
+            log.info("ingest %s", summary.line())
+            return summary
+
+    def _ingest_once(self, blob: BlobClient, summary: Summary, now: datetime) -> None:
+        s = self.settings
+        props = blob.get_blob_properties()
+        size = int(props.size)
+        final = props.blob_type != BlobType.APPENDBLOB or _settled(blob.blob_name, now)
+        bkey = keys.blob_key(blob.container_name, blob.blob_name)
+        cursor = self.storage.read_cursor(blob.container_name, bkey)
+        start = cursor.offset
+        if start > size or (cursor.guard and not self._guard_ok(blob, cursor)):
+            log.warning(
+                "%s was rewritten (cursor %d, size %d): reading it again",
+                blob.blob_name,
+                start,
+                size,
+            )
+            summary.restarted = True
+            start, cursor = 0, Cursor(etag=cursor.etag)
+        mode = parse.Mode(cursor.mode)
+        if start >= size and not (final and mode is parse.Mode.UNKNOWN and size == 0):
+            return
+        carry, guard = b"", cursor.guard
+        pos = start  # absolute offset of carry[0]
+        read_at = start
+        while True:
+            length = min(s.read_chunk_bytes, size - read_at)
+            chunk = blob.download_blob(offset=read_at, length=length).readall() if length else b""
+            read_at += len(chunk)
+            summary.bytes_read += len(chunk)
+            buf = carry + chunk if carry else chunk
+            last = read_at >= size
+            split = parse.split(buf, pos, mode, final and last, s.max_record_bytes)
+            counts = self._store(blob.blob_name, split.pieces, summary, now)
+            new_pos = pos + split.consumed
+            guard = (guard + buf[max(0, split.consumed - GUARD_BYTES) : split.consumed])[
+                -GUARD_BYTES:
+            ]
+            advanced = Cursor(
+                offset=new_pos,
+                mode=split.mode.value,
+                guard=guard,
+                stored=cursor.stored + counts[0],
+                quarantined=cursor.quarantined + counts[1],
+                skipped=cursor.skipped + counts[2],
+            )
+            if new_pos != cursor.offset or split.mode.value != cursor.mode or cursor.etag is None:
+                etag = self.storage.write_cursor(bkey, blob.blob_name, cursor, advanced)
+                cursor = replace(advanced, etag=etag)
+            carry, pos, mode = buf[split.consumed :], new_pos, split.mode
+            if last:
+                return
+
+    def _guard_ok(self, blob: BlobClient, cursor: Cursor) -> bool:
+        begin = cursor.offset - len(cursor.guard)
+        data = blob.download_blob(offset=begin, length=len(cursor.guard)).readall()
+        return data == cursor.guard
+
+    def _store(
+        self, blob_name: str, pieces: list[parse.Piece], summary: Summary, now: datetime
+    ) -> tuple[int, int, int]:
+        events: dict[tuple[str, str], dict[str, Any]] = {}
+        rejects: list[dict[str, Any]] = []
+        skipped = 0
+        normalize = model.normalize
+        for piece in pieces:
+            if piece.error is not None:
+                rejects.append(_reject(blob_name, piece, piece.error))
+                continue
+            try:
+                entity = normalize(piece.value, blob_name, piece.offset, piece.index)
+            except model.Rejected as exc:
+                rejects.append(_reject(blob_name, piece, str(exc)))
+                continue
+            key = (entity["PartitionKey"], entity["RowKey"])
+            if key in events:
+                skipped += 1
+            else:
+                events[key] = entity
+        rows = list(events.values())
+        self.storage.upsert(self.settings.events_table, rows)
+        self.storage.upsert(self.settings.index_table, list(model.index_rows(rows)))
+        self.storage.quarantine(rejects)
+        summary.read += len(pieces)
+        summary.stored += len(rows)
+        summary.quarantined += len(rejects)
+        summary.skipped += skipped
+        if rows:
+            self.detect(rows, summary)
+        return len(rows), len(rejects), skipped
+
+    # -- detection ----------------------------------------------------------------------
+    def detect(self, rows: list[dict[str, Any]], summary: Summary | None = None) -> list[str]:
+        """Run the rules for every user and IP these records touch; record and send alerts."""
+        t = self.thresholds
+        spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+        failed: set[tuple[str, str]] = set()
+        for row in rows:
+            if row["Outcome"] == model.Outcome.OTHER.value:
+                continue
+            when = row["TimeGenerated"]
+            for kind, subject in (
+                (detection.USER, row["UserKey"]),
+                (detection.IP, row["ClientIpKey"]),
+            ):
+                if not subject or (kind == detection.IP and self._allowed(subject)):
+                    continue
+                lo, hi = spans.get((kind, subject), (when, when))
+                spans[(kind, subject)] = (min(lo, when), max(hi, when))
+                if row["Outcome"] == model.Outcome.FAILURE.value:
+                    failed.add((kind, subject))
+        if len(failed) < len(spans):  # successes only matter where failures are stored nearby
+            hours = {keys.hour_of(row["TimeGenerated"].isoformat()) for row in rows}
+            failed |= self._failing_subjects(hours, t.reach)
+        created: list[str] = []
+        for (kind, subject), (lo, hi) in spans.items():
+            if (kind, subject) not in failed:
+                continue
+            begin = lo - t.reach
+            for first in open_incident_starts(self.storage, kind, subject):
+                if first < begin and lo - first <= MAX_LOOKBACK:
+                    begin = first
+            events = self.subject_events(kind, subject, begin, hi + t.reach)
+            for finding in detection.evaluate(kind, subject, events, t):
+                alert, new = record(self.storage, finding)
+                if new:
+                    created.append(alert["RowKey"])
+                    self.deliverer.deliver(alert)
+        if summary is not None:
+            summary.alerts.extend(created)
+        return created
+
+    def _allowed(self, ip: str) -> bool:
+        if not self.settings.ip_allowlist:
+            return False
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.settings.ip_allowlist)
+
+    def _failing_subjects(self, hours: set[str], reach: timedelta) -> set[tuple[str, str]]:
+        """Subjects with a stored failure in these hours or the ones just before."""
+        wanted = set(hours)
+        for hour in hours:
+            stamp = datetime.strptime(hour, "%Y-%m-%dT%H").replace(tzinfo=UTC)
+            wanted.add(keys.hour_of((stamp - reach).isoformat()))
+        found: set[tuple[str, str]] = set()
+        for hour in wanted:
+            for row in self.storage.query(
+                self.settings.index_table,
+                "PartitionKey eq @pk",
+                {"pk": model.FAIL_PREFIX + hour},
+                select=["Kind", "Subject"],
+            ):
+                found.add((row["Kind"], row["Subject"]))
+        return found
+
+    def subject_events(
+        self, kind: str, subject: str, begin: datetime, end: datetime
+    ) -> list[Event]:
+        """Stored successes and failures of a user or an IP between two times."""
+        first, last = keys.hour_of(begin.isoformat()), keys.hour_of(end.isoformat())
+        if kind == detection.USER:
+            table, (lo, hi) = self.settings.events_table, keys.hour_range(subject, first, last)
+        else:
+            table = self.settings.index_table
+            lo, hi = keys.hour_range(subject, first, last)
+            lo, hi = model.IP_PREFIX + lo, model.IP_PREFIX + hi
+        rows = self.storage.query(
+            table,
+            "PartitionKey ge @lo and PartitionKey lt @hi and TimeGenerated ge @begin "
+            "and TimeGenerated le @end and Outcome ne @other",
+            {"lo": lo, "hi": hi, "begin": begin, "end": end, "other": model.Outcome.OTHER.value},
+            select=["RowKey", *_PROJECTION],
+        )
+        return [
+            Event(
+                time=row["TimeGenerated"],
+                key=row["RowKey"],
+                user=row["UserKey"],
+                ip=row["ClientIpKey"],
+                success=row["Outcome"] == model.Outcome.SUCCESS.value,
+                target=row.get("TargetVMName", ""),
+                host=row.get("BastionHostName", ""),
+            )
+            for row in rows
+        ]
+
+    # -- the sweep ----------------------------------------------------------------------
+    def sweep(self, container: ContainerClient, now: datetime | None = None) -> list[Summary]:
+        """Ingest every recently changed blob: appends to an append blob raise no event."""
+        now = now or datetime.now(UTC)
+        since = now - timedelta(hours=self.settings.sweep_lookback_hours)
+        done = []
+        for item in container.list_blobs():
+            if item.last_modified >= since and item.name.endswith(".json"):
+                done.append(self.ingest(container.get_blob_client(item.name), now))
+        log.info("sweep: %d recent blob(s) checked", len(done))
+        return done
+
+
+def _settled(name: str, now: datetime) -> bool:
+    """An hour blob whose hour ended more than SETTLE ago will not grow any more."""
+    match = _HOUR.search("/" + name)
+    if not match:
+        return False
+    y, m, d, h = (int(g) for g in match.groups())
+    end = datetime(y, m, d, h, tzinfo=UTC) + timedelta(hours=1)
+    return now >= end + SETTLE
+
+
+def _reject(blob_name: str, piece: parse.Piece, reason: str) -> dict[str, Any]:
+    raw = piece.raw or orjson.dumps(piece.value)[:32768]
+    text = raw.decode("utf-8", errors="replace")
+    return {
+        "SourceBlob": blob_name,
+        "SourceOffset": piece.offset,
+        "SourceIndex": piece.index,
+        "Reason": reason[:500],
+        "RawBytes": len(raw),
+        "Raw": text,
+        "QuarantinedAt": datetime.now(UTC).isoformat(),
+    }

@@ -1,0 +1,59 @@
+"""Table keys: deterministic, injective, and legal in Azure Table Storage.
+
+Keys forbid `/ \\ # ?` and control characters and may be at most 1 KiB, yet user names such as
+`CONTOSO\\alice` or `h#x?r` must stay distinct. We percent-encode instead of dropping, so no
+two users share a key, and cut very long values with a hash suffix. Pure code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+
+#: Longest encoded subject kept verbatim (200 chars stays under 1 KiB even in UTF-16 surrogate
+#: pairs); longer ones are cut and suffixed with a hash, which
+#: makes them exactly MAX_SUBJECT + 17 characters long, so they cannot collide with short ones.
+MAX_SUBJECT = 200
+_FORBIDDEN = frozenset("/\\#?%|'") | frozenset(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0)))
+
+
+@lru_cache(maxsize=65536)
+def encode(value: str) -> str:
+    """Percent-encode the characters Table keys forbid (plus `%`, our `|` separator and `'`)."""
+    if not _FORBIDDEN.isdisjoint(value):
+        value = "".join(f"%{ord(c):02X}" if c in _FORBIDDEN else c for c in value)
+    if len(value) > MAX_SUBJECT:
+        digest = hashlib.sha256(value.encode()).hexdigest()[:16]
+        value = f"{value[:MAX_SUBJECT]}~{digest}"
+    return value
+
+
+def user_key(user_name: str, user_email: str) -> str:
+    """Who a record is about: the name, else the e-mail, compared without case; '' if neither."""
+    return (user_name.strip() or user_email.strip()).casefold()
+
+
+def hour_of(stamp: str) -> str:
+    """UTC hour bucket `yyyy-MM-ddTHH` of an ISO 8601 UTC timestamp (sorts as text)."""
+    return stamp[:13]
+
+
+def partition_key(subject: str, hour: str) -> str:
+    """`<encoded subject>|<hour>`: one partition per subject and UTC hour."""
+    return f"{encode(subject)}|{hour}"
+
+
+def hour_range(subject: str, first_hour: str, last_hour: str) -> tuple[str, str]:
+    """PartitionKey bounds [low, high) that cover `subject`'s hours first..last inclusive."""
+    prefix = encode(subject) + "|"
+    return prefix + first_hour, prefix + last_hour + "~"
+
+
+def row_key(stamp: str, digest: str) -> str:
+    """Sorts by event time inside a partition; the digest makes it unique per record."""
+    return f"{stamp[:26]}Z-{digest}"
+
+
+def blob_key(container: str, name: str) -> str:
+    """A fixed-length RowKey for a blob path (paths contain `/`, which keys forbid)."""
+    return hashlib.sha256(f"{container}/{name}".encode()).hexdigest()

@@ -1,0 +1,300 @@
+"""Normalize one raw `BastionAuditLogs` record into a flat Table entity.
+
+Property names follow the Log Analytics table `MicrosoftAzureBastionAuditLogs`, so queries and
+habits carry over. Field names are matched without case (exports and hand-made files vary);
+properties we do not know are kept, as JSON in `Extra`, rather than dropped. Pure code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import lru_cache
+from typing import Any
+
+import ciso8601
+import orjson
+
+from . import keys
+
+CATEGORY = "bastionauditlogs"
+_UTC = UTC
+
+
+#: Index partitions: `ip|<ip>|<hour>` and `vm|<vm>|<hour>` copy the fields below of each
+#: event (so IP and VM questions read one partition per hour instead of scanning), and
+#: `fail|<hour>` lists the users and IPs that failed in that hour.
+IP_PREFIX, VM_PREFIX, FAIL_PREFIX = "ip|", "vm|", "fail|"
+INDEX_FIELDS = (
+    "TimeGenerated",
+    "UserName",
+    "UserKey",
+    "ClientIpAddress",
+    "ClientIpKey",
+    "ClientPort",
+    "TargetVMName",
+    "TargetResourceId",
+    "TargetVMIPAddress",
+    "Protocol",
+    "Message",
+    "Outcome",
+    "BastionHostName",
+)
+
+
+class Outcome(StrEnum):
+    SUCCESS = "Success"
+    FAILURE = "Failure"
+    OTHER = "Other"
+
+
+class Rejected(ValueError):
+    """The record cannot be stored; `reason` is a short machine-readable code."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+# Raw property name (as Azure writes it) -> entity property name.
+_TEXT_PROPS = {
+    "userName": "UserName",
+    "userEmail": "UserEmail",
+    "userAgent": "UserAgent",
+    "clientIpAddress": "ClientIpAddress",
+    "protocol": "Protocol",
+    "targetResourceId": "TargetResourceId",
+    "targetVMIPAddress": "TargetVMIPAddress",
+    "message": "Message",
+    "resourceType": "ResourceType",
+    "tunnelId": "TunnelId",
+    "subscriptionId": "TargetSubscriptionId",
+    "sessionEndTime": "SessionEndTime",
+}
+_INT_PROPS = {"clientPort": "ClientPort", "duration": "Duration"}
+_TIME_PROPS = {"sessionStartTime": "SessionStartTime"}
+#: What makes two records the same event (besides time, host, port and duration).
+_IDENTITY = (
+    "TunnelId",
+    "UserName",
+    "UserEmail",
+    "ClientIpAddress",
+    "Message",
+    "TargetResourceId",
+    "TargetVMIPAddress",
+    "Protocol",
+    "SessionEndTime",
+)
+_TOP = ("time", "resourceId", "operationName", "category", "location", "level", "properties")
+#: Top-level fields the docs show that repeat other fields or are pipeline internals.
+_DROPPED = ("FluentdIngestTimestamp", "Region", "CustomerSubscriptionId")
+_KNOWN_PROPS = frozenset((*_TEXT_PROPS, *_INT_PROPS, *_TIME_PROPS))
+_KNOWN_TOP = frozenset((*_TOP, *_DROPPED))
+# Lower-case spellings, including the Log Analytics column names, -> canonical raw name.
+_PROP_ALIASES = {k.lower(): k for k in _KNOWN_PROPS} | {
+    v.lower(): k for k, v in (_TEXT_PROPS | _INT_PROPS | _TIME_PROPS).items()
+}
+_TOP_ALIASES = {k.lower(): k for k in _KNOWN_TOP} | {
+    "timegenerated": "time",
+    "type": "category",
+    "_resourceid": "resourceId",
+}
+
+
+def normalize(value: object, source_blob: str, offset: int, index: int) -> dict[str, Any]:
+    """Entity for one record, keys included; raises `Rejected` for records we must not store."""
+    if not isinstance(value, dict):
+        raise Rejected("not_an_object", type(value).__name__)
+    fast = value.keys() <= _KNOWN_TOP
+    top = value if fast else _canonical(value, _TOP_ALIASES)
+    props = top.get("properties")
+    flat = props is None
+    if flat:  # exports put the properties at the top level
+        props = _canonical({k: v for k, v in top.items() if k not in _KNOWN_TOP}, _PROP_ALIASES)
+    elif not isinstance(props, dict):
+        raise Rejected("bad_field", "properties is not an object")
+    elif not props.keys() <= _KNOWN_PROPS:
+        fast = False
+        props = _canonical(props, _PROP_ALIASES)
+    extra = None if fast else _extras({} if flat else top, props)
+
+    category = top.get("category")
+    if not isinstance(category, str) or category.casefold() not in (
+        CATEGORY,
+        "microsoftazurebastionauditlogs",
+    ):
+        raise Rejected("wrong_category", repr(category)[:100])
+    when = _time(top.get("time"), "time")
+
+    stamp = when.isoformat(timespec="microseconds")  # fixed width: sorts as text
+    entity: dict[str, Any] = {"TimeGenerated": when}
+    for raw, name in _TEXT_PROPS.items():
+        text = props.get(raw, "")
+        entity[name] = text if text.__class__ is str else _text(text, raw)
+    for raw, name in _INT_PROPS.items():
+        number = props.get(raw)
+        if number is not None:
+            number = number if number.__class__ is int else _int(number, raw)
+            if number is not None:
+                entity[name] = number
+    start = props.get("sessionStartTime")
+    if start not in (None, ""):
+        entity["SessionStartTime"] = _time(start, "sessionStartTime")
+    port = entity.get("ClientPort")
+    if port is not None and not 0 <= port <= 65535:
+        raise Rejected("bad_field", f"clientPort {port} out of range")
+
+    resource_id = _text(top.get("resourceId"), "resourceId")
+    entity["SubscriptionId"], entity["ResourceGroup"], entity["BastionHostName"] = _resource_parts(
+        resource_id
+    )
+    entity["BastionResourceId"] = resource_id
+    entity["OperationName"] = _text(top.get("operationName"), "operationName")
+    entity["Location"] = _text(top.get("location"), "location")
+    entity["Level"] = _text(top.get("level"), "level")
+    entity["TargetVMName"] = vm_name(entity["TargetResourceId"])
+    entity["Outcome"] = outcome(entity["Message"]).value
+    user = entity["UserKey"] = keys.user_key(entity["UserName"], entity["UserEmail"])
+    entity["ClientIpKey"] = ip_key(entity["ClientIpAddress"])
+    entity["SourceBlob"] = source_blob
+    entity["SourceOffset"] = offset
+    entity["SourceIndex"] = index
+    if extra:
+        entity["Extra"] = orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode()
+    identity = "\x1f".join(
+        [stamp, resource_id, str(port), str(entity.get("Duration"))]
+        + [entity[name] for name in _IDENTITY]
+    )
+    digest = hashlib.blake2b(identity.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
+    entity["PartitionKey"] = keys.partition_key(user, keys.hour_of(stamp))
+    entity["RowKey"] = keys.row_key(stamp, digest)
+    return entity
+
+
+def index_rows(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The index rows for stored events (each key once, as a transaction requires)."""
+    fails: set[tuple[str, str, str]] = set()
+    for e in events:
+        hour = e["PartitionKey"].rsplit("|", 1)[1]
+        row = {name: e[name] for name in INDEX_FIELDS if name in e}
+        row["RowKey"] = e["RowKey"]
+        row["EventPartitionKey"] = e["PartitionKey"]
+        yield {**row, "PartitionKey": f"{IP_PREFIX}{keys.encode(e['ClientIpKey'])}|{hour}"}
+        if e["TargetVMName"]:
+            vm = keys.encode(e["TargetVMName"].casefold())
+            yield {**row, "PartitionKey": f"{VM_PREFIX}{vm}|{hour}"}
+        if e["Outcome"] == Outcome.FAILURE.value:
+            fails.add((hour, "user", e["UserKey"]))
+            fails.add((hour, "ip", e["ClientIpKey"]))
+    for hour, kind, subject in sorted(fails):
+        yield {
+            "PartitionKey": FAIL_PREFIX + hour,
+            "RowKey": f"{kind}|{keys.encode(subject)}",
+            "Kind": kind,
+            "Subject": subject,
+        }
+
+
+def outcome(message: str) -> Outcome:
+    """Only "Successfully Connected." and "Login Failed" are documented; be generous with both."""
+    text = message.strip().casefold()
+    if text.startswith("successfully connected"):
+        return Outcome.SUCCESS
+    if "fail" in text:
+        return Outcome.FAILURE
+    return Outcome.OTHER
+
+
+@lru_cache(maxsize=65536)
+def ip_key(address: str) -> str:
+    """Canonical text of an IP (so `::ffff:1.2.3.4`, `2001:DB8::1` group properly)."""
+    text = address.strip()
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return text.casefold()
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+@lru_cache(maxsize=65536)
+def vm_name(resource_id: str) -> str:
+    """`LINUX-KEY` from `.../VIRTUALMACHINES/LINUX-KEY`; `SCALESET/3` for a VMSS instance."""
+    parts = [p for p in resource_id.split("/") if p]
+    lowered = [p.casefold() for p in parts]
+    if "virtualmachinescalesets" in lowered:
+        i = lowered.index("virtualmachinescalesets")
+        name = parts[i + 1] if i + 1 < len(parts) else ""
+        if i + 3 < len(parts) and lowered[i + 2] == "virtualmachines":
+            name += "/" + parts[i + 3]
+        return name
+    return parts[-1] if parts else ""
+
+
+@lru_cache(maxsize=4096)
+def _resource_parts(resource_id: str) -> tuple[str, str, str]:
+    parts = [p for p in resource_id.split("/") if p]
+    lowered = [p.casefold() for p in parts]
+
+    def after(word: str) -> str:
+        return parts[lowered.index(word) + 1] if word in lowered[:-1] else ""
+
+    return after("subscriptions"), after("resourcegroups"), after("bastionhosts")
+
+
+def _canonical(raw: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
+    """Re-key a dict to canonical names; first spelling wins, unknown keys stay as they are."""
+    out: dict[str, Any] = {}
+    for key, val in raw.items():
+        name = aliases.get(key.lower(), key) if isinstance(key, str) else str(key)
+        out.setdefault(name, val)
+    return out
+
+
+def _extras(top: dict[str, Any], props: dict[str, Any]) -> dict[str, Any] | None:
+    extra = {k: v for k, v in top.items() if k not in _KNOWN_TOP}
+    extra.update((f"properties.{k}", v) for k, v in props.items() if k not in _KNOWN_PROPS)
+    return extra or None
+
+
+def _text(value: object, name: str) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)):
+        return str(value)
+    raise Rejected("bad_field", f"{name} is a {type(value).__name__}")
+
+
+def _int(value: object, name: str) -> int | None:
+    if value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip()[:12])
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    else:
+        raise Rejected("bad_field", f"{name} is not an integer")
+    if not -(2**63) <= number < 2**63:
+        raise Rejected("bad_field", f"{name} out of range")
+    return number
+
+
+def _time(value: object, name: str) -> datetime:
+    if not isinstance(value, str) or not value:
+        raise Rejected("bad_time", f"{name} missing" if value in (None, "") else f"{name} not text")
+    try:
+        when = ciso8601.parse_datetime(value)
+    except ValueError:
+        raise Rejected("bad_time", f"{name} {value[:40]!r} is not ISO 8601") from None
+    when = when.replace(tzinfo=_UTC) if when.tzinfo is None else when.astimezone(_UTC)
+    if not 2000 <= when.year <= 2999:
+        raise Rejected("bad_time", f"{name} {value[:40]!r} out of range")
+    return when

@@ -1,0 +1,142 @@
+"""App settings, read once from the environment into one immutable object.
+
+Every setting and its default is listed here and nowhere else; the README table and
+`local.settings.sample.json` mirror `DEFAULTS` (a test keeps them in step).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+#: Name of the app setting (or `<name>__accountName` / `<name>__*ServiceUri` group) that
+#: points at the storage account holding the Bastion logs, our tables, queue and quarantine.
+CONNECTION = "BastionLogsStorage"
+
+#: Container Azure Monitor writes Bastion audit logs into (fixed by Azure).
+LOGS_CONTAINER = "insights-logs-bastionauditlogs"
+
+DEFAULTS: dict[str, str] = {
+    "BLOB_TRIGGER_SOURCE": "LogsAndContainerScan",
+    "EVENTS_TABLE": "BastionAuditEvents",
+    "INDEX_TABLE": "BastionAuditIndex",
+    "STATE_TABLE": "BastionAuditState",
+    "ALERTS_TABLE": "BastionAuditAlerts",
+    "QUARANTINE_CONTAINER": "bastion-audit-quarantine",
+    "ALERT_QUEUE": "bastion-alerts",
+    "ALERT_WEBHOOK_URL": "",
+    "ALERT_TEAMS_WEBHOOK_URL": "",
+    "ALERT_SLACK_WEBHOOK_URL": "",
+    "WEBHOOK_TIMEOUT_SECONDS": "10",
+    "WEBHOOK_MAX_ATTEMPTS": "4",
+    "FAILURE_THRESHOLD": "5",
+    "FAILURE_WINDOW_MINUTES": "15",
+    "SPRAY_USER_THRESHOLD": "5",
+    "SPRAY_WINDOW_MINUTES": "20",
+    "INCIDENT_QUIET_MINUTES": "60",
+    "IP_ALLOWLIST": "",
+    "SWEEP_SCHEDULE": "0 */5 * * * *",
+    "SWEEP_LOOKBACK_HOURS": "3",
+    "ALERT_RETRY_SCHEDULE": "0 */5 * * * *",
+    "MAX_RECORD_BYTES": "32768",
+    "READ_CHUNK_BYTES": "4194304",
+    "WRITE_CONCURRENCY": "4",
+}
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot use; raised at start-up, not mid-invocation."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed view of the app settings. Build with `Settings.from_env(os.environ)`."""
+
+    connection: str = ""
+    blob_trigger_source: str = "LogsAndContainerScan"
+    events_table: str = "BastionAuditEvents"
+    index_table: str = "BastionAuditIndex"
+    state_table: str = "BastionAuditState"
+    alerts_table: str = "BastionAuditAlerts"
+    quarantine_container: str = "bastion-audit-quarantine"
+    alert_queue: str = "bastion-alerts"
+    webhook_url: str = field(default="", repr=False)
+    teams_webhook_url: str = field(default="", repr=False)
+    slack_webhook_url: str = field(default="", repr=False)
+    webhook_timeout_seconds: float = 10.0
+    webhook_max_attempts: int = 4
+    failure_threshold: int = 5
+    failure_window_minutes: int = 15
+    spray_user_threshold: int = 5
+    spray_window_minutes: int = 20
+    incident_quiet_minutes: int = 60
+    ip_allowlist: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    sweep_lookback_hours: int = 3
+    max_record_bytes: int = 32768
+    read_chunk_bytes: int = 4 * 1024 * 1024
+    write_concurrency: int = 4
+    #: Connection-setting group for identity-based connections (`<name>__accountName`, ...).
+    connection_parts: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls) -> Settings:
+        """The app's settings, from the process environment (app settings in Azure)."""
+        return cls.from_env(os.environ)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Read and validate all settings; unknown keys are ignored."""
+
+        def get(name: str) -> str:
+            return env.get(name, DEFAULTS[name]).strip()
+
+        def num(name: str, low: int, high: int) -> int:
+            raw = get(name)
+            try:
+                value = int(raw)
+            except ValueError:
+                raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+            if not low <= value <= high:
+                raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+            return value
+
+        source = get("BLOB_TRIGGER_SOURCE")
+        if source not in ("LogsAndContainerScan", "EventGrid"):
+            raise SettingsError(
+                f"BLOB_TRIGGER_SOURCE must be LogsAndContainerScan or EventGrid, got {source!r}"
+            )
+        allow = []
+        for item in filter(None, (p.strip() for p in get("IP_ALLOWLIST").split(","))):
+            try:
+                allow.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise SettingsError(f"IP_ALLOWLIST entry {item!r} is not an IP or CIDR") from None
+        prefix = CONNECTION + "__"
+        return cls(
+            connection=env.get(CONNECTION, "").strip(),
+            blob_trigger_source=source,
+            events_table=get("EVENTS_TABLE"),
+            index_table=get("INDEX_TABLE"),
+            state_table=get("STATE_TABLE"),
+            alerts_table=get("ALERTS_TABLE"),
+            quarantine_container=get("QUARANTINE_CONTAINER"),
+            alert_queue=get("ALERT_QUEUE"),
+            webhook_url=get("ALERT_WEBHOOK_URL"),
+            teams_webhook_url=get("ALERT_TEAMS_WEBHOOK_URL"),
+            slack_webhook_url=get("ALERT_SLACK_WEBHOOK_URL"),
+            webhook_timeout_seconds=float(num("WEBHOOK_TIMEOUT_SECONDS", 1, 120)),
+            webhook_max_attempts=num("WEBHOOK_MAX_ATTEMPTS", 1, 10),
+            failure_threshold=num("FAILURE_THRESHOLD", 2, 10_000),
+            failure_window_minutes=num("FAILURE_WINDOW_MINUTES", 1, 24 * 60),
+            spray_user_threshold=num("SPRAY_USER_THRESHOLD", 2, 10_000),
+            spray_window_minutes=num("SPRAY_WINDOW_MINUTES", 1, 24 * 60),
+            incident_quiet_minutes=num("INCIDENT_QUIET_MINUTES", 1, 7 * 24 * 60),
+            ip_allowlist=tuple(allow),
+            sweep_lookback_hours=num("SWEEP_LOOKBACK_HOURS", 1, 48),
+            max_record_bytes=num("MAX_RECORD_BYTES", 1024, 32768),
+            read_chunk_bytes=num("READ_CHUNK_BYTES", 64 * 1024, 64 * 1024 * 1024),
+            write_concurrency=num("WRITE_CONCURRENCY", 1, 32),
+            connection_parts={k[len(prefix) :]: v for k, v in env.items() if k.startswith(prefix)},
+        )

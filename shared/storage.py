@@ -1,0 +1,250 @@
+"""Thin I/O layer over Azure Storage: clients, batched upserts, cursors, quarantine.
+
+Everything here either succeeds or raises, so a storage fault fails the invocation and the host
+retries it; every write is an upsert with a deterministic key or an ETag-guarded update, so the
+retry duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.queue import QueueServiceClient
+
+from .settings import CONNECTION, LOGS_CONTAINER, Settings
+
+log = logging.getLogger(__name__)
+
+#: The emulator's well-known development account (public, documented by Microsoft).
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+DEV_CONNECTION = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    f"AccountKey={AZURITE_KEY};"
+    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+)
+MAX_BATCH = 100  # entity-group transaction limit
+MAX_BATCH_BYTES = 3 * 1024 * 1024  # stay well under the 4 MiB payload limit
+CURSOR_PARTITION = "cursor"
+
+
+class Conflict(Exception):
+    """Someone else changed the row first (HTTP 409/412); re-read and try again."""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """How far one blob has been read: everything before `offset` is stored."""
+
+    offset: int = 0
+    mode: str = "unknown"
+    guard: bytes = b""  # the bytes just before `offset`, to notice a rewritten blob
+    etag: str | None = None  # the cursor row's ETag (None: no row yet)
+    stored: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+
+
+class Storage:
+    """Clients for one storage account, shared by all invocations of a worker process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        conn = settings.connection
+        if conn.replace(" ", "").lower() == "usedevelopmentstorage=true":
+            conn = DEV_CONNECTION
+        if conn:
+            self.blobs = BlobServiceClient.from_connection_string(conn)
+            self.tables = TableServiceClient.from_connection_string(conn)
+            self.queues = QueueServiceClient.from_connection_string(conn)
+        else:
+            self.blobs, self.tables, self.queues = _identity_clients(settings.connection_parts)
+        self._ready: set[str] = set()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(settings.write_concurrency, "storage")
+
+    # -- tables -------------------------------------------------------------------------
+    def table(self, name: str) -> TableClient:
+        """A table client; the table is created on first use in this process."""
+        if name not in self._ready:
+            with self._lock:
+                with contextlib.suppress(ResourceExistsError):
+                    self.tables.create_table(name)
+                self._ready.add(name)
+        return self.tables.get_table_client(name)
+
+    def container(self, name: str) -> ContainerClient:
+        client = self.blobs.get_container_client(name)
+        key = "blob:" + name
+        if key not in self._ready and name != LOGS_CONTAINER:
+            with self._lock:
+                with contextlib.suppress(ResourceExistsError):
+                    client.create_container()
+                self._ready.add(key)
+        return client
+
+    def upsert(self, table: str, entities: Sequence[dict[str, Any]]) -> int:
+        """Upsert entities in same-partition transactions of <=100, in parallel; returns count.
+
+        Callers pass each (PartitionKey, RowKey) once: a transaction may not hold one twice.
+        """
+        client = self.table(table)
+        batches = list(_batches(entities))
+        if len(batches) <= 1 or self.settings.write_concurrency == 1:
+            for batch in batches:
+                _submit(client, batch)
+        else:
+            for future in [self._pool.submit(_submit, client, b) for b in batches]:
+                future.result()
+        return len(entities)
+
+    def query(
+        self,
+        table: str,
+        flt: str,
+        parameters: dict[str, Any],
+        select: list[str] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Filtered query; values always go in as parameters, never into the filter text."""
+        yield from self.table(table).query_entities(flt, parameters=parameters, select=select)
+
+    # -- cursors ------------------------------------------------------------------------
+    def read_cursor(self, container: str, blob_key: str) -> Cursor:
+        try:
+            row = self.table(self.settings.state_table).get_entity(CURSOR_PARTITION, blob_key)
+        except ResourceNotFoundError:
+            return Cursor()
+        return Cursor(
+            offset=int(row["Offset"]),
+            mode=row["Mode"],
+            guard=bytes.fromhex(row.get("Guard", "")),
+            etag=row.metadata["etag"],
+            stored=int(row.get("Stored", 0)),
+            quarantined=int(row.get("Quarantined", 0)),
+            skipped=int(row.get("Skipped", 0)),
+        )
+
+    def write_cursor(self, blob_key: str, blob_name: str, old: Cursor, new: Cursor) -> str:
+        """Advance a cursor only if nobody else moved it since `old` was read; returns new ETag."""
+        row = {
+            "PartitionKey": CURSOR_PARTITION,
+            "RowKey": blob_key,
+            "BlobName": blob_name,
+            "Offset": new.offset,
+            "Mode": new.mode,
+            "Guard": new.guard.hex(),
+            "Stored": new.stored,
+            "Quarantined": new.quarantined,
+            "Skipped": new.skipped,
+        }
+        client = self.table(self.settings.state_table)
+        try:
+            if old.etag is None:
+                meta = client.create_entity(row)
+            else:
+                meta = client.update_entity(
+                    row,
+                    mode=UpdateMode.REPLACE,
+                    etag=old.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except (ResourceExistsError, ResourceModifiedError) as exc:  # 409 create, 412 update
+            raise Conflict(blob_name) from exc
+        return str(meta.get("etag", ""))
+
+    # -- quarantine ---------------------------------------------------------------------
+    def quarantine(self, items: Sequence[dict[str, Any]]) -> None:
+        """One small JSON blob per rejected piece, named by source and position (idempotent)."""
+        if not items:
+            return
+        client = self.container(self.settings.quarantine_container)
+
+        def put(item: dict[str, Any]) -> None:
+            name = (
+                f"{item['SourceBlob']}/{item['SourceOffset']:012d}-{item['SourceIndex']:04d}.json"
+            )
+            client.upload_blob(name, orjson.dumps(item), overwrite=True)
+
+        if len(items) == 1:
+            put(items[0])
+        else:
+            for future in [self._pool.submit(put, item) for item in items]:
+                future.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def _identity_clients(
+    parts: dict[str, str] | Any,
+) -> tuple[BlobServiceClient, TableServiceClient, QueueServiceClient]:
+    """Identity-based connection, as the Functions host reads `<name>__*` settings."""
+    from azure.identity import DefaultAzureCredential  # only needed in Azure
+
+    account = parts.get("accountName", "")
+    if not (account or parts.get("blobServiceUri")):
+        raise RuntimeError(
+            f"No storage connection: set {CONNECTION} (a connection string) or "
+            f"{CONNECTION}__accountName / {CONNECTION}__blobServiceUri, "
+            f"{CONNECTION}__queueServiceUri and {CONNECTION}__tableServiceUri"
+        )
+
+    def uri(kind: str) -> str:
+        return parts.get(f"{kind}ServiceUri") or f"https://{account}.{kind}.core.windows.net"
+
+    client_id = parts.get("clientId") if parts.get("credential") == "managedidentity" else None
+    credential = DefaultAzureCredential(managed_identity_client_id=client_id)
+    return (
+        BlobServiceClient(uri("blob"), credential=credential),
+        TableServiceClient(uri("table"), credential=credential),
+        QueueServiceClient(uri("queue"), credential=credential),
+    )
+
+
+def _batches(entities: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    by_partition: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for entity in entities:
+        by_partition[entity["PartitionKey"]].append(entity)
+    for group in by_partition.values():
+        batch: list[dict[str, Any]] = []
+        size = 0
+        for entity in group:
+            weight = _weight(entity)
+            if batch and (len(batch) == MAX_BATCH or size + weight > MAX_BATCH_BYTES):
+                yield batch
+                batch, size = [], 0
+            batch.append(entity)
+            size += weight
+        if batch:
+            yield batch
+
+
+def _weight(entity: dict[str, Any]) -> int:
+    """Upper bound of an entity's wire size (UTF-16 strings plus per-property overhead)."""
+    return sum(2 * len(v) + 64 if isinstance(v, str) else 64 for v in entity.values())
+
+
+def _submit(client: TableClient, batch: list[dict[str, Any]]) -> None:
+    if len(batch) == 1:
+        client.upsert_entity(batch[0], mode=UpdateMode.REPLACE)
+        return
+    client.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
