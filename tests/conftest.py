@@ -1,0 +1,106 @@
+"""Shared fixtures: one real Azurite per test session, isolated names per test, the indexed app.
+
+Tests that touch storage take the `pipeline` (or `storage_env`) fixture; the emulator is started
+on free loopback ports on first use and stopped when the session ends.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from shared import azurite, functions
+from shared.ingest import Pipeline
+from shared.settings import CONNECTION, LOGS_CONTAINER, Settings
+
+_ids = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[azurite.Azurite]:
+    with azurite.start() as running:
+        yield running
+
+
+def isolated_env(connection: str, **overrides: str) -> dict[str, str]:
+    """App settings with table, queue and container names no other test uses."""
+    n = f"{os.getpid()}x{next(_ids)}"
+    env = {
+        CONNECTION: connection,
+        "EVENTS_TABLE": f"Events{n.replace('x', 'X')}",
+        "INDEX_TABLE": f"Index{n.replace('x', 'X')}",
+        "STATE_TABLE": f"State{n.replace('x', 'X')}",
+        "ALERTS_TABLE": f"Alerts{n.replace('x', 'X')}",
+        "QUARANTINE_CONTAINER": f"quarantine-{n}",
+        "ALERT_QUEUE": f"alerts-{n}",
+        "WEBHOOK_TIMEOUT_SECONDS": "2",
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def make_pipeline(emulator: azurite.Azurite) -> Iterator[Callable[..., Pipeline]]:
+    """Build pipelines on isolated names: `make_pipeline(FAILURE_THRESHOLD="3")`."""
+    built: list[Pipeline] = []
+
+    def make(**overrides: str) -> Pipeline:
+        settings = Settings.from_env(isolated_env(emulator.connection_string, **overrides))
+        pipeline = Pipeline(settings)
+        built.append(pipeline)
+        return pipeline
+
+    yield make
+    for pipeline in built:
+        pipeline.storage.close()
+        pipeline.deliverer.session.close()
+
+
+@pytest.fixture
+def pipeline(make_pipeline: Callable[..., Pipeline]) -> Pipeline:
+    return make_pipeline()
+
+
+@pytest.fixture
+def logs(pipeline: Pipeline) -> Any:
+    """The logs container on the emulator (created once)."""
+    container = pipeline.storage.blobs.get_container_client(LOGS_CONTAINER)
+    if not container.exists():
+        container.create_container()
+    return container
+
+
+@pytest.fixture
+def blob_prefix(request: pytest.FixtureRequest) -> str:
+    """A blob-name prefix unique to the test, in the real path layout."""
+    return f"resourceId=/SUBSCRIPTIONS/T{next(_ids)}/RESOURCEGROUPS/{request.node.name[:40]}/"
+
+
+@pytest.fixture(scope="session")
+def indexed_app() -> dict[str, Any]:
+    """function_app indexed once, as the worker does (get_functions is not repeatable)."""
+    import function_app
+
+    return {fn.get_function_name(): fn for fn in function_app.app.get_functions()}
+
+
+@pytest.fixture
+def app_env(
+    emulator: azurite.Azurite, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Pipeline]]:
+    """Point the function app's own settings at the emulator, on isolated names."""
+
+    def configure(**overrides: str) -> Pipeline:
+        for key, value in isolated_env(emulator.connection_string, **overrides).items():
+            monkeypatch.setenv(key, value)
+        functions.pipeline.cache_clear()
+        return functions.pipeline()
+
+    yield configure
+    if functions.pipeline.cache_info().currsize:
+        functions.pipeline().storage.close()
+    functions.pipeline.cache_clear()
