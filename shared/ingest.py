@@ -9,6 +9,7 @@ whose writes are idempotent upserts.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import re
@@ -27,7 +28,8 @@ from .settings import Settings
 from .storage import Conflict, Cursor, Storage
 
 log = logging.getLogger(__name__)
-GUARD_BYTES = 32
+#: The cursor remembers a digest of this many bytes before it, to notice a rewritten blob.
+GUARD_BYTES = 4096
 _HOUR = re.compile(r"/y=(\d{4})/m=(\d{2})/d=(\d{2})/h=(\d{2})/")
 #: Hour blobs stop growing soon after their hour; past this their partial tail is final.
 SETTLE = timedelta(hours=1)
@@ -105,7 +107,8 @@ class Pipeline:
         bkey = keys.blob_key(blob.container_name, blob.blob_name)
         cursor = self.storage.read_cursor(blob.container_name, bkey)
         start = cursor.offset
-        if start > size or (cursor.guard and not self._guard_ok(blob, cursor)):
+        tail = self._tail(blob, cursor) if 0 < start <= size else b""
+        if start > size or (start and digest(tail) != cursor.guard):
             log.warning(
                 "%s was rewritten (cursor %d, size %d): reading it again",
                 blob.blob_name,
@@ -113,11 +116,11 @@ class Pipeline:
                 size,
             )
             summary.restarted = True
-            start, cursor = 0, Cursor(etag=cursor.etag)
+            start, cursor, tail = 0, Cursor(etag=cursor.etag), b""
         mode = parse.Mode(cursor.mode)
         if start >= size and not (final and mode is parse.Mode.UNKNOWN and size == 0):
             return
-        carry, guard = b"", cursor.guard
+        carry = b""
         pos = start  # absolute offset of carry[0]
         read_at = start
         while True:
@@ -130,13 +133,13 @@ class Pipeline:
             split = parse.split(buf, pos, mode, final and last, s.max_record_bytes)
             counts = self._store(blob.blob_name, split.pieces, summary, now)
             new_pos = pos + split.consumed
-            guard = (guard + buf[max(0, split.consumed - GUARD_BYTES) : split.consumed])[
-                -GUARD_BYTES:
-            ]
+            recent = buf[max(0, split.consumed - GUARD_BYTES) : split.consumed]
+            tail = (tail + recent)[-GUARD_BYTES:]
             advanced = Cursor(
                 offset=new_pos,
                 mode=split.mode.value,
-                guard=guard,
+                guard=digest(tail),
+                guard_length=len(tail),
                 stored=cursor.stored + counts[0],
                 quarantined=cursor.quarantined + counts[1],
                 skipped=cursor.skipped + counts[2],
@@ -148,10 +151,13 @@ class Pipeline:
             if last:
                 return
 
-    def _guard_ok(self, blob: BlobClient, cursor: Cursor) -> bool:
-        begin = cursor.offset - len(cursor.guard)
-        data = blob.download_blob(offset=begin, length=len(cursor.guard)).readall()
-        return data == cursor.guard
+    @staticmethod
+    def _tail(blob: BlobClient, cursor: Cursor) -> bytes:
+        """The bytes just before the cursor, as they are now."""
+        if not cursor.guard_length:
+            return b""
+        begin = cursor.offset - cursor.guard_length
+        return blob.download_blob(offset=begin, length=cursor.guard_length).readall()
 
     def _store(
         self, blob_name: str, pieces: list[parse.Piece], summary: Summary, now: datetime
@@ -295,6 +301,10 @@ class Pipeline:
                 done.append(self.ingest(container.get_blob_client(item.name), now))
         log.info("sweep: %d recent blob(s) checked", len(done))
         return done
+
+
+def digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def _settled(name: str, now: datetime) -> bool:

@@ -19,6 +19,10 @@ import orjson
 BOM = b"\xef\xbb\xbf"
 _WS = b" \t\r\n"
 _WRAPPER = re.compile(rb'\{\s*"records"\s*:\s*\[', re.IGNORECASE)
+# Text that may still turn into the wrapper's opening once more bytes arrive.
+_WRAPPER_START = re.compile(
+    rb'\{\s*(?:"(?:r(?:e(?:c(?:o(?:r(?:d(?:s(?:"\s*(?::\s*)?)?)?)?)?)?)?)?)?)?', re.IGNORECASE
+)
 # A JSON string (escapes honoured), a bracket, or a lone quote (= string not finished yet).
 _TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]|"', re.DOTALL)
 _SCALAR = re.compile(rb"[^,\]\s]+")
@@ -95,6 +99,8 @@ def _detect(buf: bytes, final: bool) -> tuple[Mode, int] | None:
     match = _WRAPPER.match(head)
     if match:
         return Mode.ARRAY, pos + match.end()
+    if not final and _WRAPPER_START.fullmatch(head) and len(head) < 256:
+        return None
     if head[:1] != b"{":
         return Mode.LINES, pos  # not JSON at all: every line will be quarantined
     nl = buf.find(b"\n", pos)

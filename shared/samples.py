@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
-
 SUBSCRIPTION = "7E1C5A3B-0D2F-4B8E-9A61-3C5D7F9B1E24"
 GROUP = "RG-NETWORK-PROD"
-START = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Safari/537.36"
@@ -193,13 +192,19 @@ def build() -> tuple[dict[str, bytes], Expected]:
     blobs[blob_path("BASTION-PROD", h2)] = lines(prod2) + b'{"time":"2026-11-23T11:59:59Z","cat'
 
     # Development host: the legacy wrapper (pretty-printed) and documentation-style objects.
-    dev0 = [record(h0 + timedelta(minutes=15 + i), "alice", OK, "82.165.10.4", host="BASTION-DEV",
-                   port=45000 + i) for i in range(3)]  # fmt: skip
+    dev = {"host": "BASTION-DEV"}
+    dev0 = [
+        record(h0 + timedelta(minutes=15 + i), "alice", OK, "82.165.10.4", port=45000 + i, **dev)
+        for i in range(3)
+    ]
     blobs[blob_path("BASTION-DEV", h0)] = orjson.dumps(
         {"records": dev0}, option=orjson.OPT_INDENT_2
     )
-    dev1 = [record(h1 + timedelta(minutes=25 + i), "CONTOSO\\bob", OK, "82.165.10.9",
-                   "WIN-JUMP-01", host="BASTION-DEV", port=46000 + i) for i in range(2)]  # fmt: skip
+    dev1 = [
+        record(h1 + timedelta(minutes=25 + i), "CONTOSO\\bob", OK, "82.165.10.9", "WIN-JUMP-01",
+               port=46000 + i, **dev)
+        for i in range(2)
+    ]  # fmt: skip
     blobs[blob_path("BASTION-DEV", h1)] = b"\n".join(
         orjson.dumps(r, option=orjson.OPT_INDENT_2) for r in dev1
     )

@@ -57,7 +57,8 @@ class Cursor:
 
     offset: int = 0
     mode: str = "unknown"
-    guard: bytes = b""  # the bytes just before `offset`, to notice a rewritten blob
+    guard: bytes = b""  # digest of the `guard_length` bytes before `offset` (rewrite check)
+    guard_length: int = 0
     etag: str | None = None  # the cursor row's ETag (None: no row yet)
     stored: int = 0
     quarantined: int = 0
@@ -137,6 +138,7 @@ class Storage:
             offset=int(row["Offset"]),
             mode=row["Mode"],
             guard=bytes.fromhex(row.get("Guard", "")),
+            guard_length=int(row.get("GuardLength", 0)),
             etag=row.metadata["etag"],
             stored=int(row.get("Stored", 0)),
             quarantined=int(row.get("Quarantined", 0)),
@@ -152,6 +154,7 @@ class Storage:
             "Offset": new.offset,
             "Mode": new.mode,
             "Guard": new.guard.hex(),
+            "GuardLength": new.guard_length,
             "Stored": new.stored,
             "Quarantined": new.quarantined,
             "Skipped": new.skipped,

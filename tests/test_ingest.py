@@ -1,0 +1,233 @@
+"""The blob-trigger function end to end against a real Azurite: formats, identities, quarantine,
+redelivery, growing append blobs, concurrent invocations and the timer sweep."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from azure.functions.timer import TimerRequest
+
+from shared import keys, samples
+from shared.ingest import Pipeline
+from shared.settings import LOGS_CONTAINER
+
+pytestmark = pytest.mark.azurite
+
+
+def all_rows(pipeline: Pipeline, table: str) -> list[dict[str, Any]]:
+    return list(pipeline.storage.query(table, "PartitionKey ge @lo", {"lo": ""}))
+
+
+def event_keys(pipeline: Pipeline) -> list[tuple[str, str]]:
+    return sorted(
+        (r["PartitionKey"], r["RowKey"]) for r in all_rows(pipeline, pipeline.settings.events_table)
+    )
+
+
+def upload_samples(logs: Any, prefix: str) -> tuple[list[str], samples.Expected]:
+    blobs, expected = samples.build()
+    names = []
+    for name, data in blobs.items():
+        logs.upload_blob(prefix + name, data, overwrite=True)
+        names.append(prefix + name)
+    return names, expected
+
+
+def test_indexed_trigger_ingests_the_sample_set(
+    app_env: Callable[..., Pipeline], indexed_app: dict[str, Any], logs: Any, blob_prefix: str
+) -> None:
+    pipeline = app_env()
+    trigger = indexed_app["ingest_blob"].get_user_function()
+    names, expected = upload_samples(logs, blob_prefix)
+    for name in names:
+        trigger(logs.get_blob_client(name))
+    events = all_rows(pipeline, pipeline.settings.events_table)
+    assert len(events) == expected.records
+    quarantine = pipeline.storage.blobs.get_container_client(pipeline.settings.quarantine_container)
+    docs = [
+        orjson.loads(quarantine.download_blob(b.name).readall()) for b in quarantine.list_blobs()
+    ]
+    assert len(docs) == expected.quarantined
+    assert {d["Reason"].split(":")[0] for d in docs} == {
+        "malformed", "wrong_category", "bad_time", "oversized", "truncated"
+    }  # fmt: skip
+    assert all(d["SourceBlob"] in names and d["Raw"] for d in docs)
+    names_seen = {e["UserName"] for e in events}
+    assert {"CONTOSO\\bob", "bob/ops", "h#x?r", "zoë", ""} <= names_seen
+    alerts = {(a["Rule"], a["Subject"]) for a in all_rows(pipeline, pipeline.settings.alerts_table)}
+    assert alerts == expected.alerts
+
+
+def test_redelivery_adds_nothing(pipeline: Pipeline, logs: Any, blob_prefix: str) -> None:
+    names, _ = upload_samples(logs, blob_prefix)
+    for name in names:
+        pipeline.ingest(logs.get_blob_client(name))
+    before = event_keys(pipeline), len(all_rows(pipeline, pipeline.settings.alerts_table))
+    # The host redelivers: same blobs again, and the cursor of one is lost.
+    pipeline.storage.table(pipeline.settings.state_table).delete_entity(
+        "cursor",
+        keys.blob_key(LOGS_CONTAINER, names[1]),
+    )
+    summaries = [pipeline.ingest(logs.get_blob_client(name)) for name in names]
+    assert event_keys(pipeline) == before[0]
+    assert len(all_rows(pipeline, pipeline.settings.alerts_table)) == before[1]
+    assert sum(s.read for s in summaries) > 0  # the blob without cursor was read again
+    assert not any(s.alerts for s in summaries)
+
+
+def test_same_record_in_two_blobs_is_stored_once(
+    pipeline: Pipeline, logs: Any, blob_prefix: str
+) -> None:
+    rec = orjson.dumps(samples.record(samples.START, "alice", samples.OK, "1.2.3.4")) + b"\n"
+    logs.upload_blob(blob_prefix + "a/PT1H.json", rec + rec)
+    logs.upload_blob(blob_prefix + "b/PT1H.json", rec)
+    first = pipeline.ingest(logs.get_blob_client(blob_prefix + "a/PT1H.json"))
+    second = pipeline.ingest(logs.get_blob_client(blob_prefix + "b/PT1H.json"))
+    assert (first.read, first.stored, first.skipped) == (2, 1, 1)
+    assert second.stored == 1
+    assert len(event_keys(pipeline)) == 1
+
+
+def _records(n: int, start: int = 0) -> bytes:
+    base = datetime(2026, 11, 24, 10, tzinfo=UTC)
+    return b"".join(
+        orjson.dumps(
+            samples.record(
+                base + timedelta(seconds=i), f"user{i % 7}", samples.OK, "10.1.1.1", port=i
+            )
+        )
+        + b"\n"
+        for i in range(start, start + n)
+    )
+
+
+def growing_blob(logs: Any, blob_prefix: str) -> Any:
+    name = blob_prefix + "y=2026/m=11/d=24/h=10/m=00/PT1H.json"
+    client = logs.get_blob_client(name)
+    client.create_append_blob()
+    return client
+
+
+def test_append_blob_grown_in_steps_stores_every_record_once(
+    pipeline: Pipeline, logs: Any, blob_prefix: str
+) -> None:
+    client = growing_blob(logs, blob_prefix)
+    data = _records(50)
+    cuts = [0, 700, 5000, 5001, 20000, len(data) - 10, len(data)]  # several end mid-line
+    now = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)  # the hour is still being written
+    read = 0
+    for lo, hi in itertools.pairwise(cuts):
+        client.append_block(data[lo:hi])
+        summary = pipeline.ingest(client, now=now)
+        read += summary.bytes_read
+        assert summary.quarantined == 0
+    assert len(event_keys(pipeline)) == 50
+    assert read < len(data) * 1.1  # each byte read about once, not once per append
+
+
+def test_truncated_tail_of_a_settled_hour_is_quarantined(
+    pipeline: Pipeline, logs: Any, blob_prefix: str
+) -> None:
+    client = growing_blob(logs, blob_prefix)
+    client.append_block(_records(3) + b'{"time": "2026-11-24T10:59')
+    during = pipeline.ingest(client, now=datetime(2026, 11, 24, 10, 59, tzinfo=UTC))
+    assert (during.stored, during.quarantined) == (3, 0)  # the tail may still be completed
+    after = pipeline.ingest(client, now=datetime(2026, 11, 24, 12, 30, tzinfo=UTC))
+    assert (after.read, after.quarantined) == (1, 1)
+
+
+def test_concurrent_invocations_on_one_growing_blob(
+    make_pipeline: Callable[..., Pipeline], logs: Any, blob_prefix: str
+) -> None:
+    first = make_pipeline()
+    env = {
+        "EVENTS_TABLE": first.settings.events_table,
+        "INDEX_TABLE": first.settings.index_table,
+        "STATE_TABLE": first.settings.state_table,
+        "ALERTS_TABLE": first.settings.alerts_table,
+        "READ_CHUNK_BYTES": "65536",
+    }
+    instances = [first, *(make_pipeline(**env) for _ in range(3))]
+    client = growing_blob(logs, blob_prefix)
+    data = _records(400)
+    now = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
+    errors: list[BaseException] = []
+
+    def invoke(p: Pipeline) -> None:
+        try:
+            p.ingest(logs.get_blob_client(client.blob_name), now=now)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    for lo in range(0, len(data), len(data) // 4 + 1):
+        client.append_block(data[lo : lo + len(data) // 4 + 1])
+        threads = [threading.Thread(target=invoke, args=(p,)) for p in instances]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors
+    assert len(event_keys(first)) == 400
+    cursor = first.storage.read_cursor(
+        LOGS_CONTAINER,
+        keys.blob_key(LOGS_CONTAINER, client.blob_name),
+    )
+    assert cursor.offset == len(data) and cursor.stored + cursor.skipped >= 400
+
+
+def test_rewritten_blob_is_read_again(pipeline: Pipeline, logs: Any, blob_prefix: str) -> None:
+    name = blob_prefix + "PT1H.json"
+    logs.upload_blob(name, _records(10))
+    assert pipeline.ingest(logs.get_blob_client(name)).stored == 10
+    logs.upload_blob(name, _records(5, start=100), overwrite=True)  # shorter, other content
+    again = pipeline.ingest(logs.get_blob_client(name))
+    assert again.restarted and again.stored == 5
+    logs.upload_blob(name, _records(12, start=200), overwrite=True)  # longer, other content
+    third = pipeline.ingest(logs.get_blob_client(name))
+    assert third.restarted and third.stored == 12
+    assert len(event_keys(pipeline)) == 27
+
+
+def test_timer_sweep_picks_up_appends_no_trigger_announced(
+    app_env: Callable[..., Pipeline], indexed_app: dict[str, Any], logs: Any, blob_prefix: str
+) -> None:
+    pipeline = app_env()
+    now = datetime.now(UTC)
+    name = blob_prefix + f"y={now:%Y}/m={now:%m}/d={now:%d}/h={now:%H}/m=00/PT1H.json"
+    client = logs.get_blob_client(name)
+    client.create_append_blob()
+    client.append_block(_records(5, start=5000))
+    indexed_app["ingest_blob"].get_user_function()(client)  # Event Grid: fired on creation
+    client.append_block(_records(7, start=5005))  # AppendBlock raises no event
+    indexed_app["sweep_recent_blobs"].get_user_function()(TimerRequest(past_due=False))
+    events = all_rows(pipeline, pipeline.settings.events_table)
+    assert len([e for e in events if e["SourceBlob"] == name]) == 12  # the sweep sees all blobs
+
+
+def test_empty_blob_gives_a_clear_outcome(pipeline: Pipeline, logs: Any, blob_prefix: str) -> None:
+    logs.upload_blob(blob_prefix + "PT1H.json", b"")
+    summary = pipeline.ingest(logs.get_blob_client(blob_prefix + "PT1H.json"))
+    assert (summary.read, summary.stored, summary.quarantined) == (0, 0, 0)
+
+
+def test_storage_fault_fails_the_invocation(
+    pipeline: Pipeline, logs: Any, blob_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = blob_prefix + "PT1H.json"
+    logs.upload_blob(name, _records(10))
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("table service down")
+
+    with monkeypatch.context() as m:
+        m.setattr(pipeline.storage, "upsert", broken)
+        with pytest.raises(ConnectionError):
+            pipeline.ingest(logs.get_blob_client(name))
+    retry = pipeline.ingest(logs.get_blob_client(name))  # the host's retry
+    assert retry.stored == 10 and len(event_keys(pipeline)) == 10

@@ -1,0 +1,161 @@
+"""Normalizing records and encoding keys. No I/O."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+
+import pytest
+
+from shared import keys, samples
+from shared.model import Outcome, Rejected, index_rows, normalize, outcome
+
+WHEN = datetime(2026, 11, 24, 10, 58, 3, 250000, tzinfo=UTC)
+FORBIDDEN = set("/\\#?") | {chr(c) for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def doc_record(**props: object) -> dict[str, object]:
+    record = samples.record(WHEN, "alice", "Successfully Connected.", "131.107.159.86", port=24039)
+    record["properties"].update(props)  # type: ignore[union-attr]
+    return record
+
+
+def test_documentation_record_maps_to_log_analytics_names() -> None:
+    e = normalize(doc_record(), "blob", 10, 0)
+    assert e["TimeGenerated"] == WHEN
+    assert e["UserName"] == "alice" and e["UserEmail"] == "alice@contoso.com"
+    assert e["ClientIpAddress"] == "131.107.159.86" and e["ClientPort"] == 24039
+    assert e["Protocol"] == "ssh" and e["ResourceType"] == "VM"
+    assert e["TargetVMName"] == "LINUX-WEB-01" and e["TargetVMIPAddress"] == "10.20.1.4"
+    assert e["BastionHostName"] == "BASTION-PROD"
+    assert e["SubscriptionId"] == samples.SUBSCRIPTION and e["ResourceGroup"] == samples.GROUP
+    assert e["OperationName"] == "Microsoft.Network/BastionHost/connect"
+    assert e["Outcome"] == "Success" and e["Message"] == "Successfully Connected."
+    assert (e["SourceBlob"], e["SourceOffset"], e["SourceIndex"]) == ("blob", 10, 0)
+    assert e["PartitionKey"] == "alice|2026-11-24T10"
+    assert e["RowKey"].startswith("2026-11-24T10:58:03.250000Z-")
+    assert "Extra" not in e  # the documented top-level extras are known fields
+
+
+def test_field_names_are_matched_without_case_and_unknown_ones_kept() -> None:
+    raw = doc_record()
+    props = raw.pop("properties")
+    raw["Properties"] = {k.upper(): v for k, v in props.items()} | {"newThing": [1, 2]}
+    raw["TIME"] = raw.pop("time")
+    raw["futureTopLevel"] = "x"
+    e = normalize(raw, "blob", 0, 0)
+    assert e["UserName"] == "alice" and e["ClientPort"] == 24039
+    assert e["TimeGenerated"] == WHEN
+    assert '"properties.newThing":[1,2]' in e["Extra"] and '"futureTopLevel":"x"' in e["Extra"]
+
+
+def test_session_fields_are_kept_when_present() -> None:
+    e = normalize(
+        doc_record(sessionStartTime="2026-11-24T10:58:03Z", sessionEndTime="2026-11-24T11:20:00Z",
+                   duration=1317000),
+        "b", 0, 0,
+    )  # fmt: skip
+    assert e["SessionStartTime"] == datetime(2026, 11, 24, 10, 58, 3, tzinfo=UTC)
+    assert e["SessionEndTime"] == "2026-11-24T11:20:00Z" and e["Duration"] == 1317000
+
+
+@pytest.mark.parametrize("name", ["CONTOSO\\alice", "bob/ops", "h#x?r", "zoë", "a\tb", "%41|x"])
+def test_identities_stay_verbatim_and_keys_stay_legal(name: str) -> None:
+    e = normalize(doc_record(userName=name), "b", 0, 0)
+    assert e["UserName"] == name
+    assert not FORBIDDEN & set(e["PartitionKey"]) and not FORBIDDEN & set(e["RowKey"])
+
+
+def test_keys_are_injective_and_case_insensitive() -> None:
+    names = ["bob/ops", "bob%2Fops", "bob|ops", "bob%7Cops", "BOB/OPS", "x" * 300, "x" * 301]
+    encoded = {keys.encode(keys.user_key(n, "")) for n in names}
+    assert len(encoded) == len(names) - 1  # only BOB/OPS == bob/ops
+    assert all(len(k.encode("utf-16-le")) <= 1024 for k in encoded)
+
+
+def test_user_falls_back_to_email_then_unknown() -> None:
+    assert normalize(doc_record(userName=""), "b", 0, 0)["UserKey"] == "alice@contoso.com"
+    none = normalize(doc_record(userName="", userEmail=""), "b", 0, 0)
+    assert none["UserKey"] == "" and none["PartitionKey"] == "|2026-11-24T10"
+
+
+def test_same_record_gets_same_keys_whatever_blob_or_position() -> None:
+    a = normalize(doc_record(), "blob-a", 1, 0)
+    b = normalize(copy.deepcopy(doc_record()), "blob-b", 99, 3)
+    assert (a["PartitionKey"], a["RowKey"]) == (b["PartitionKey"], b["RowKey"])
+    c = normalize(doc_record(clientPort=24040), "blob-a", 1, 0)
+    assert c["RowKey"] != a["RowKey"]
+
+
+def test_times_are_utc_with_any_offset_or_precision() -> None:
+    raw = doc_record()
+    raw["time"] = "2026-11-24T11:58:03.2500000+01:00"
+    assert normalize(raw, "b", 0, 0)["TimeGenerated"] == WHEN
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"category": "GatewayDiagnosticLog"}, "wrong_category"),
+        ({"category": None}, "wrong_category"),
+        ({"time": "yesterday"}, "bad_time"),
+        ({"time": None}, "bad_time"),
+        ({"time": "1601-01-01T00:00:00Z"}, "bad_time"),
+        ({"properties": "nope"}, "bad_field"),
+    ],
+)
+def test_bad_records_are_rejected_with_a_reason(change: dict[str, object], reason: str) -> None:
+    raw = doc_record() | change
+    with pytest.raises(Rejected) as err:
+        normalize(raw, "b", 0, 0)
+    assert err.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "props",
+    [{"clientPort": "abc"}, {"clientPort": 70000}, {"userName": {"a": 1}}, {"duration": 1.5}],
+)
+def test_wrong_field_types_are_rejected(props: dict[str, object]) -> None:
+    with pytest.raises(Rejected):
+        normalize(doc_record(**props), "b", 0, 0)
+
+
+def test_numeric_strings_and_numbers_are_coerced() -> None:
+    e = normalize(doc_record(clientPort="443", userName=12345), "b", 0, 0)
+    assert e["ClientPort"] == 443 and e["UserName"] == "12345"
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("Successfully Connected.", Outcome.SUCCESS),
+        ("successfully connected", Outcome.SUCCESS),
+        ("Login Failed", Outcome.FAILURE),
+        (" LOGIN FAILED ", Outcome.FAILURE),
+        ("Session Disconnected", Outcome.OTHER),
+        ("", Outcome.OTHER),
+    ],
+)
+def test_outcome_from_message(message: str, expected: Outcome) -> None:
+    assert outcome(message) is expected
+
+
+def test_ipv6_and_mapped_addresses_group_together() -> None:
+    a = normalize(doc_record(clientIpAddress="::ffff:131.107.159.86"), "b", 0, 0)
+    b = normalize(doc_record(clientIpAddress="2001:DB8::1"), "b", 0, 0)
+    assert a["ClientIpKey"] == "131.107.159.86" and b["ClientIpKey"] == "2001:db8::1"
+
+
+def test_index_rows_cover_ip_vm_and_failures_once() -> None:
+    ok = normalize(doc_record(), "b", 0, 0)
+    bad = normalize(doc_record(message="Login Failed", clientPort=1), "b", 0, 0)
+    bad2 = normalize(doc_record(message="Login Failed", clientPort=2), "b", 0, 0)
+    rows = list(index_rows([ok, bad, bad2]))
+    pks = [r["PartitionKey"] for r in rows]
+    assert pks.count("ip|131.107.159.86|2026-11-24T10") == 3
+    assert pks.count("vm|linux-web-01|2026-11-24T10") == 3
+    assert sorted(r["RowKey"] for r in rows if r["PartitionKey"].startswith("fail|")) == [
+        "ip|131.107.159.86",
+        "user|alice",
+    ]
+    assert len({(r["PartitionKey"], r["RowKey"]) for r in rows}) == len(rows)
