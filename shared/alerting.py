@@ -8,10 +8,9 @@ and errors are recorded by type and status code only.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,8 +26,9 @@ from .settings import Settings
 from .storage import Storage
 
 log = logging.getLogger(__name__)
-# urllib3 logs request paths on retries; webhook paths are secrets.
-logging.getLogger("urllib3.connectionpool").setLevel(logging.CRITICAL)
+# urllib3 logs request paths when it retries (connectionpool, util.retry); webhook paths are
+# secrets. Its children inherit this level, so none of them can write a URL to the logs.
+logging.getLogger("urllib3").setLevel(logging.CRITICAL)
 
 SCHEMA = "bastion-audit/alert@1"
 SEVERITY_COLOR = {"high": "D13438", "medium": "F7630C", "low": "FFB900"}
@@ -259,12 +259,3 @@ def _describe(exc: BaseException) -> str:
         return str(exc)
     status = getattr(getattr(exc, "response", None), "status_code", None)
     return type(exc).__name__ + (f" (HTTP {status})" if status else "")
-
-
-def pending_ids(alerts: Iterable[dict[str, Any]]) -> list[str]:
-    return [a["RowKey"] for a in alerts if a.get("Status") == "pending"]
-
-
-def encode_queue_text(text: str) -> str:
-    """What a queue-triggered function receives is base64 of this JSON (Functions default)."""
-    return base64.b64encode(text.encode()).decode()

@@ -1,0 +1,235 @@
+"""Alerts against Azurite and a real HTTP server on 127.0.0.1: created once under redelivery and
+concurrency, delivered to queue and webhooks, retried, kept pending, redelivered later."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from azure.functions.timer import TimerRequest
+
+from shared import alerting, samples
+from shared.ingest import Pipeline
+
+pytestmark = pytest.mark.azurite
+
+
+class Hook:
+    """A webhook receiver whose answers the test scripts: a list of status codes or 'hang'."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.script: list[int | str] = []
+        hook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                answer = hook.script.pop(0) if hook.script else 200
+                if answer == "hang":
+                    time.sleep(3)
+                    return
+                if answer == 200:
+                    hook.bodies.append(orjson.loads(body))
+                self.send_response(int(answer))
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str = "/hook/SECRET-TOKEN") -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    h = Hook()
+    yield h
+    h.server.shutdown()
+    h.server.server_close()
+
+
+def burst(prefix: str, n: int = 6, user: str = "admin", minute: int = 0) -> dict[str, bytes]:
+    """A brute force split over two hour blobs (10:58.. and 11:00..)."""
+    start = datetime(2026, 11, 24, 10, 58, tzinfo=UTC) + timedelta(minutes=minute)
+    records = [
+        samples.record(
+            start + timedelta(seconds=30 * i), user, samples.FAIL, "198.51.100.9", port=i
+        )
+        for i in range(n)
+    ]
+    first = [r for r in records if r["time"] < "2026-11-24T11"]
+    second = [r for r in records if r["time"] >= "2026-11-24T11"]
+    return {
+        prefix + "h=10/PT1H.json": b"".join(orjson.dumps(r) + b"\n" for r in first),
+        prefix + "h=11/PT1H.json": b"".join(orjson.dumps(r) + b"\n" for r in second),
+    }
+
+
+def alert_rows(p: Pipeline) -> list[dict[str, Any]]:
+    return list(p.storage.query(p.settings.alerts_table, "PartitionKey ge @lo", {"lo": ""}))
+
+
+def queue_messages(p: Pipeline) -> list[dict[str, Any]]:
+    queue = p.storage.queues.get_queue_client(p.settings.alert_queue)
+    return [orjson.loads(base64.b64decode(m.content)) for m in queue.peek_messages(max_messages=32)]
+
+
+def ingest_all(
+    p: Pipeline, logs: Any, blobs: dict[str, bytes], order: list[str] | None = None
+) -> None:
+    for name, data in blobs.items():
+        logs.upload_blob(name, data, overwrite=True)
+    for name in order or list(blobs):
+        p.ingest(logs.get_blob_client(name))
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["in-order", "newer-blob-first"])
+def test_attack_across_blobs_is_one_incident_whatever_the_order(
+    make_pipeline: Callable[..., Pipeline], logs: Any, blob_prefix: str, reverse: bool
+) -> None:
+    p = make_pipeline()
+    blobs = burst(blob_prefix)
+    ingest_all(p, logs, blobs, sorted(blobs, reverse=reverse))
+    rows = alert_rows(p)
+    assert sorted(r["Rule"] for r in rows) == ["ip_brute_force", "user_brute_force"]
+    assert all(r["FailureCount"] == 6 for r in rows)
+    assert all(r["Status"] == "delivered" and r["DeliveredTo"] == "queue" for r in rows)
+    messages = queue_messages(p)
+    assert sorted(m["rule"] for m in messages) == ["ip_brute_force", "user_brute_force"]
+    assert messages[0]["schema"] == alerting.SCHEMA and messages[0]["failureCount"] == 6
+
+
+def test_redelivered_blobs_do_not_alert_again(
+    pipeline: Pipeline, logs: Any, blob_prefix: str
+) -> None:
+    blobs = burst(blob_prefix)
+    ingest_all(pipeline, logs, blobs)
+    for _ in range(2):  # cursor lost: everything is read and detected again
+        for row in pipeline.storage.query(
+            pipeline.settings.state_table, "PartitionKey eq @pk", {"pk": "cursor"}
+        ):
+            pipeline.storage.table(pipeline.settings.state_table).delete_entity(row)
+        ingest_all(pipeline, logs, blobs)
+    assert len(alert_rows(pipeline)) == 2
+    assert len(queue_messages(pipeline)) == 2
+
+
+def test_ongoing_attack_updates_its_incident_and_a_later_one_is_new(
+    pipeline: Pipeline, logs: Any, blob_prefix: str
+) -> None:
+    ingest_all(pipeline, logs, burst(blob_prefix + "a/", n=6))
+    ingest_all(pipeline, logs, burst(blob_prefix + "b/", n=6, minute=10))  # continues
+    rows = [r for r in alert_rows(pipeline) if r["Rule"] == "user_brute_force"]
+    assert len(rows) == 1 and rows[0]["FailureCount"] == 12
+    assert rows[0]["LastSeen"] > rows[0]["WindowEnd"]
+    ingest_all(pipeline, logs, burst(blob_prefix + "c/", n=6, minute=180))  # after quiet time
+    rows = [r for r in alert_rows(pipeline) if r["Rule"] == "user_brute_force"]
+    assert len(rows) == 2
+    assert len(queue_messages(pipeline)) == 4  # two rules, two incidents; no update spam
+
+
+def test_concurrent_instances_create_one_alert_per_incident(
+    make_pipeline: Callable[..., Pipeline], logs: Any, blob_prefix: str
+) -> None:
+    first = make_pipeline()
+    tables = ("EVENTS_TABLE", "INDEX_TABLE", "STATE_TABLE", "ALERTS_TABLE")
+    names = {k: getattr(first.settings, k.lower()) for k in tables}
+    names["ALERT_QUEUE"] = first.settings.alert_queue
+    instances = [first, *(make_pipeline(**names) for _ in range(5))]
+    blobs = burst(blob_prefix, n=10)
+    for name, data in blobs.items():
+        logs.upload_blob(name, data, overwrite=True)
+    barrier = threading.Barrier(len(instances) * len(blobs))
+    errors: list[BaseException] = []
+
+    def run(p: Pipeline, name: str) -> None:
+        barrier.wait()
+        try:
+            p.ingest(logs.get_blob_client(name))
+        except BaseException as exc:  # pragma: no cover
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(p, n)) for p in instances for n in blobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    rows = alert_rows(first)
+    assert sorted(r["Rule"] for r in rows) == ["ip_brute_force", "user_brute_force"]
+    assert len(queue_messages(first)) == 2
+
+
+def test_webhooks_receive_generic_teams_and_slack_payloads(
+    make_pipeline: Callable[..., Pipeline], logs: Any, blob_prefix: str, hook: Hook
+) -> None:
+    p = make_pipeline(
+        ALERT_WEBHOOK_URL=hook.url("/generic"),
+        ALERT_TEAMS_WEBHOOK_URL=hook.url("/teams"),
+        ALERT_SLACK_WEBHOOK_URL=hook.url("/slack"),
+    )
+    ingest_all(p, logs, burst(blob_prefix))
+    assert len(hook.bodies) == 6
+    generic = [b for b in hook.bodies if b.get("schema") == alerting.SCHEMA]
+    teams = [b for b in hook.bodies if b.get("type") == "message"]
+    slack = [b for b in hook.bodies if "blocks" in b]
+    assert len(generic) == len(teams) == len(slack) == 2
+    card = teams[0]["attachments"][0]
+    assert card["contentType"] == "application/vnd.microsoft.card.adaptive"
+    assert card["content"]["type"] == "AdaptiveCard"
+    assert slack[0]["text"] and slack[0]["blocks"][0]["type"] == "header"
+    assert {r["DeliveredTo"] for r in alert_rows(p)} == {"queue,slack,teams,webhook"}
+
+
+def test_server_errors_and_timeouts_are_retried(
+    make_pipeline: Callable[..., Pipeline], logs: Any, blob_prefix: str, hook: Hook
+) -> None:
+    p = make_pipeline(ALERT_WEBHOOK_URL=hook.url(), WEBHOOK_TIMEOUT_SECONDS="1")
+    hook.script = [500, "hang", 503]  # then 200s
+    ingest_all(p, logs, burst(blob_prefix))
+    assert len(hook.bodies) == 2
+    assert all(r["Status"] == "delivered" for r in alert_rows(p))
+
+
+def test_dead_endpoint_leaves_alert_pending_and_redelivery_sends_it(
+    app_env: Callable[..., Pipeline],
+    indexed_app: dict[str, Any],
+    logs: Any,
+    blob_prefix: str,
+    hook: Hook,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dead = Hook()
+    dead_url = dead.url()
+    dead.server.shutdown()
+    dead.server.server_close()  # nothing listens there any more
+    p = app_env(ALERT_WEBHOOK_URL=dead_url, WEBHOOK_MAX_ATTEMPTS="2")
+    caplog.set_level("DEBUG")
+    ingest_all(p, logs, burst(blob_prefix))
+    rows = alert_rows(p)
+    assert [r["Status"] for r in rows] == ["pending", "pending"]
+    assert all(r["DeliveredTo"] == "queue" and "ConnectionError" in r["LastError"] for r in rows)
+    assert "SECRET-TOKEN" not in caplog.text and "SECRET-TOKEN" not in str(rows)
+
+    # The endpoint comes back (same settings name, new address), and the timer runs later.
+    p2 = app_env(ALERT_WEBHOOK_URL=hook.url(), ALERTS_TABLE=p.settings.alerts_table,
+                 ALERT_QUEUE=p.settings.alert_queue)  # fmt: skip
+    tried, done = p2.deliverer.redeliver_pending(now=datetime.now(UTC) + timedelta(minutes=5))
+    assert (tried, done) == (2, 2)
+    assert len(hook.bodies) == 2
+    assert all(r["Status"] == "delivered" for r in alert_rows(p2))
+    assert len(queue_messages(p2)) == 2  # the queue was not sent twice
+    indexed_app["redeliver_alerts"].get_user_function()(TimerRequest(past_due=False))
+    assert len(hook.bodies) == 2  # nothing pending any more
