@@ -74,20 +74,12 @@ _TEXT_PROPS = {
     "subscriptionId": "TargetSubscriptionId",
     "sessionEndTime": "SessionEndTime",
 }
+_TEXT_KEYS = tuple(_TEXT_PROPS)
+_TEXT_NAMES = tuple(_TEXT_PROPS.values())
+_EMPTY_TEXTS = ("",) * len(_TEXT_KEYS)
+_ONLY_STR = {str}
 _INT_PROPS = {"clientPort": "ClientPort", "duration": "Duration"}
 _TIME_PROPS = {"sessionStartTime": "SessionStartTime"}
-#: What makes two records the same event (besides time, host, port and duration).
-_IDENTITY = (
-    "TunnelId",
-    "UserName",
-    "UserEmail",
-    "ClientIpAddress",
-    "Message",
-    "TargetResourceId",
-    "TargetVMIPAddress",
-    "Protocol",
-    "SessionEndTime",
-)
 _TOP = ("time", "resourceId", "operationName", "category", "location", "level", "properties")
 #: Top-level fields the docs show that repeat other fields or are pipeline internals.
 _DROPPED = ("FluentdIngestTimestamp", "Region", "CustomerSubscriptionId")
@@ -127,49 +119,65 @@ def normalize(value: object, source_blob: str, offset: int, index: int) -> dict[
         "microsoftazurebastionauditlogs",
     ):
         raise Rejected("wrong_category", repr(category)[:100])
-    when = _time(top.get("time"), "time")
-
-    stamp = when.isoformat(timespec="microseconds")  # fixed width: sorts as text
-    entity: dict[str, Any] = {"TimeGenerated": when}
-    for raw, name in _TEXT_PROPS.items():
-        text = props.get(raw, "")
-        entity[name] = text if text.__class__ is str else _text(text, raw)
-    for raw, name in _INT_PROPS.items():
-        number = props.get(raw)
-        if number is not None:
-            number = number if number.__class__ is int else _int(number, raw)
-            if number is not None:
-                entity[name] = number
-    start = props.get("sessionStartTime")
-    if start not in (None, ""):
+    raw_time = top.get("time")
+    when = _time(raw_time, "time")
+    # Fixed-width UTC text (sorts as text). Azure writes `...:SS.fffZ`: slicing it is 5x faster.
+    if len(raw_time) == 24 and raw_time[10] == "T" and raw_time[19] == "." and raw_time[23] == "Z":
+        stamp = raw_time[:23] + "000+00:00"
+    else:
+        stamp = when.isoformat(timespec="microseconds")
+    get = props.get
+    texts = list(map(get, _TEXT_KEYS, _EMPTY_TEXTS))
+    if set(map(type, texts)) != _ONLY_STR:
+        texts = [_text(v, k) for v, k in zip(texts, _TEXT_KEYS, strict=True)]
+    entity: dict[str, Any] = dict(zip(_TEXT_NAMES, texts, strict=True))
+    (user_name, user_email, _, ip, _, target, _, message, *_) = texts
+    port = get("clientPort")
+    if port is not None:
+        if port.__class__ is not int:
+            port = _int(port, "clientPort")
+        if port is not None:
+            if not 0 <= port <= 65535:
+                raise Rejected("bad_field", f"clientPort {port} out of range")
+            entity["ClientPort"] = port
+    duration = get("duration")
+    if duration is not None:
+        duration = _int(duration, "duration")
+        if duration is not None:
+            entity["Duration"] = duration
+    start = get("sessionStartTime")
+    if start is not None and start != "":
         entity["SessionStartTime"] = _time(start, "sessionStartTime")
-    port = entity.get("ClientPort")
-    if port is not None and not 0 <= port <= 65535:
-        raise Rejected("bad_field", f"clientPort {port} out of range")
 
-    resource_id = _text(top.get("resourceId"), "resourceId")
-    entity["SubscriptionId"], entity["ResourceGroup"], entity["BastionHostName"] = _resource_parts(
-        resource_id
+    resource_id = top.get("resourceId", "")
+    if resource_id.__class__ is not str:
+        resource_id = _text(resource_id, "resourceId")
+    operation = _text(top.get("operationName"), "operationName")
+    user = keys.user_key(user_name, user_email)
+    entity.update(
+        {
+            "TimeGenerated": when,
+            "OperationName": operation,
+            "Location": _text(top.get("location"), "location"),
+            "Level": _text(top.get("level"), "level"),
+            "BastionResourceId": resource_id,
+            **_resource_parts(resource_id),
+            "TargetVMName": vm_name(target),
+            "Outcome": outcome(message).value,
+            "UserKey": user,
+            "ClientIpKey": ip_key(ip),
+            "SourceBlob": source_blob,
+            "SourceOffset": offset,
+            "SourceIndex": index,
+        }
     )
-    entity["BastionResourceId"] = resource_id
-    entity["OperationName"] = _text(top.get("operationName"), "operationName")
-    entity["Location"] = _text(top.get("location"), "location")
-    entity["Level"] = _text(top.get("level"), "level")
-    entity["TargetVMName"] = vm_name(entity["TargetResourceId"])
-    entity["Outcome"] = outcome(entity["Message"]).value
-    user = entity["UserKey"] = keys.user_key(entity["UserName"], entity["UserEmail"])
-    entity["ClientIpKey"] = ip_key(entity["ClientIpAddress"])
-    entity["SourceBlob"] = source_blob
-    entity["SourceOffset"] = offset
-    entity["SourceIndex"] = index
     if extra:
         entity["Extra"] = orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode()
     identity = "\x1f".join(
-        [stamp, resource_id, str(port), str(entity.get("Duration"))]
-        + [entity[name] for name in _IDENTITY]
-    )
-    digest = hashlib.blake2b(identity.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
-    entity["PartitionKey"] = keys.partition_key(user, keys.hour_of(stamp))
+        (stamp, resource_id, operation, str(port), str(duration), *texts)
+    ).encode("utf-8", "surrogatepass")
+    digest = hashlib.blake2b(identity, digest_size=10).hexdigest()
+    entity["PartitionKey"] = keys.partition_key(user, stamp[:13])
     entity["RowKey"] = keys.row_key(stamp, digest)
     return entity
 
@@ -198,6 +206,7 @@ def index_rows(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         }
 
 
+@lru_cache(maxsize=1024)
 def outcome(message: str) -> Outcome:
     """Only "Successfully Connected." and "Login Failed" are documented; be generous with both."""
     text = message.strip().casefold()
@@ -236,14 +245,19 @@ def vm_name(resource_id: str) -> str:
 
 
 @lru_cache(maxsize=4096)
-def _resource_parts(resource_id: str) -> tuple[str, str, str]:
+def _resource_parts(resource_id: str) -> dict[str, str]:
+    """Subscription, group and host name from a Bastion resource id (callers must not mutate)."""
     parts = [p for p in resource_id.split("/") if p]
     lowered = [p.casefold() for p in parts]
 
     def after(word: str) -> str:
         return parts[lowered.index(word) + 1] if word in lowered[:-1] else ""
 
-    return after("subscriptions"), after("resourcegroups"), after("bastionhosts")
+    return {
+        "SubscriptionId": after("subscriptions"),
+        "ResourceGroup": after("resourcegroups"),
+        "BastionHostName": after("bastionhosts"),
+    }
 
 
 def _canonical(raw: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:

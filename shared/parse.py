@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 import orjson
 
@@ -42,9 +43,11 @@ class Mode(StrEnum):
     DONE = "done"  # past the end of the array: the rest is ignored
 
 
-@dataclass(frozen=True, slots=True)
-class Piece:
-    """One record's worth of input: its parsed value, or the reason it could not be parsed."""
+class Piece(NamedTuple):
+    """One record's worth of input: its parsed value, or the reason it could not be parsed.
+
+    A NamedTuple because one is made per record: it costs a third of a frozen dataclass.
+    """
 
     offset: int  # absolute byte offset in the blob where the record's text starts
     index: int  # position inside a line that held several records (a one-line wrapper)
@@ -134,7 +137,10 @@ def _split_lines(
                     except orjson.JSONDecodeError as exc:
                         append(Piece(offset, 0, None, stripped, f"malformed: {exc}"))
                     else:
-                        _expand(value, offset, stripped, append)
+                        if value.__class__ is dict and "records" not in value:
+                            append(Piece(offset, 0, value, b""))
+                        else:
+                            _expand(value, offset, stripped, append)
             offset += size
         pos = end
     tail = buf[pos:]
