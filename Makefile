@@ -19,6 +19,7 @@ demo: $(VENV)/.installed node_modules/.installed
 	$(PY) -m shared demo
 
 test: $(VENV)/.installed node_modules/.installed
+	bash tests/ensure_chromium.sh
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest

@@ -7,6 +7,7 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
 from shared import functions
+from shared import http as api
 from shared.settings import CONNECTION, LOGS_CONTAINER, Settings
 
 app = func.FunctionApp()
@@ -34,3 +35,21 @@ def sweep_recent_blobs(timer: func.TimerRequest) -> None:
 @app.timer_trigger(arg_name="timer", schedule="%ALERT_RETRY_SCHEDULE%", run_on_startup=False)
 def redeliver_alerts(timer: func.TimerRequest) -> None:
     functions.on_redeliver()
+
+
+@app.function_name("http_activity")
+@app.route(route="activity", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def http_activity(req: func.HttpRequest) -> func.HttpResponse:
+    return api.activity(req, functions.pipeline())
+
+
+@app.function_name("http_alerts")
+@app.route(route="alerts", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def http_alerts(req: func.HttpRequest) -> func.HttpResponse:
+    return api.alerts(req, functions.pipeline())
+
+
+@app.function_name("http_report")
+@app.route(route="report", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def http_report(req: func.HttpRequest) -> func.HttpResponse:
+    return api.report_page(req, functions.pipeline())

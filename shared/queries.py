@@ -1,0 +1,416 @@
+"""Who connected to what: activity and alert queries over the stored tables.
+
+`parse_activity` / `parse_alerts` (pure) turn request parameters (HTTP query or CLI options, as
+text) into a validated query and raise `BadQuery` with a message a person can act on;
+`activity` / `alerts` (I/O) run one page of it. Every value goes to the service as a query
+parameter, never into the filter text, so `x' or PartitionKey ne '` is just a strange name.
+
+What each activity query costs (one page; `limit` rows at most, `MAX_LIMIT` by default):
+
+* `user` (with or without `ip`, `outcome`): one PartitionKey range query on the events table,
+  `<user>|<first hour>` .. `<user>|<last hour>~`. Reads only that user's hour partitions, which
+  come back in time order; other filters are evaluated by the service inside that range.
+* `vm` (with or without `user`, `ip`, `outcome`): one range query on the index table over
+  `vm|<vm>|<hour>` partitions (index rows copy the fields a result shows).
+* `ip` (with or without `outcome`): the same over `ip|<ip>|<hour>` partitions.
+* none of them (only a time range, maybe an outcome): no partition holds "every event of an
+  hour", so this is a scan of the whole events table with a `TimeGenerated` range filter; the
+  service still reads every row, whatever the range. Allowed for at most `MAX_SCAN_DAYS`; each
+  page is a fresh scan that keeps only the `limit` earliest rows after the previous page (memory
+  stays O(limit)). Use it for small tables or narrow it with a user, VM or IP.
+
+Ranges are half-open `[from, to)` in UTC, at most `MAX_DAYS`. Paging: the continuation token is
+opaque (URL-safe base64 of JSON) and bound to the query that produced it.
+
+`alerts` reads the alerts table's day partitions (`PartitionKey` = first-seen day) in range:
+one range query per page, a few rows per day.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import heapq
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import ciso8601
+import orjson
+
+from . import keys, model
+from .alerting import message as alert_message
+from .storage import Storage
+
+MAX_DAYS = 31
+MAX_SCAN_DAYS = 7
+MAX_LIMIT = 1000
+DEFAULT_SPAN = timedelta(hours=24)
+STATUSES = ("pending", "delivered")
+#: The properties an activity result shows: what index rows copy, so every mode answers alike.
+FIELDS = [*model.INDEX_FIELDS]
+REPORT_FIELDS = [
+    "TimeGenerated",
+    "UserName",
+    "UserKey",
+    "ClientIpAddress",
+    "TargetVMName",
+    "Outcome",
+]
+
+
+class BadQuery(ValueError):
+    """The parameters cannot make a query; the message says why (shown to the caller)."""
+
+
+@dataclass(frozen=True)
+class ActivityQuery:
+    start: datetime
+    end: datetime  # exclusive
+    user: str | None = None
+    vm: str | None = None
+    ip: str | None = None
+    outcome: str | None = None
+    limit: int = MAX_LIMIT
+    continuation: str | None = None
+
+    @property
+    def mode(self) -> str:
+        return "vm" if self.vm else "user" if self.user else "ip" if self.ip else "scan"
+
+    def fingerprint(self) -> str:
+        """Identifies the question (not the page), so a token is not reused for another."""
+        parts = [self.start.isoformat(), self.end.isoformat(), self.user, self.vm, self.ip]
+        parts.append(self.outcome)
+        return hashlib.sha256(orjson.dumps(parts)).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class AlertQuery:
+    start: datetime
+    end: datetime  # exclusive
+    status: str | None = None
+    limit: int = MAX_LIMIT
+    continuation: str | None = None
+
+    def fingerprint(self) -> str:
+        parts = ["alerts", self.start.isoformat(), self.end.isoformat(), self.status]
+        return hashlib.sha256(orjson.dumps(parts)).hexdigest()[:16]
+
+
+@dataclass
+class Page:
+    items: list[dict[str, Any]]
+    continuation: str | None
+
+    def json(self) -> dict[str, Any]:
+        return {"items": self.items, "continuation": self.continuation}
+
+
+# -- parsing (pure) -------------------------------------------------------------------------
+def parse_time(text: str, name: str) -> datetime:
+    """ISO 8601 date or date-time; without an offset it is UTC."""
+    try:
+        when = ciso8601.parse_datetime(text.strip())
+    except ValueError:
+        raise BadQuery(
+            f"{name} {text[:40]!r} is not an ISO 8601 date or time "
+            "(e.g. 2026-11-23 or 2026-11-23T09:30:00Z)"
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def parse_range(
+    params: Mapping[str, str | None], now: datetime, max_days: int
+) -> tuple[datetime, datetime]:
+    """`from`/`to` (defaults: the 24 hours before `to`, `to` = now), checked and bounded."""
+    raw_from, raw_to = _param(params, "from"), _param(params, "to")
+    end = parse_time(raw_to, "to") if raw_to else now
+    start = parse_time(raw_from, "from") if raw_from else end - DEFAULT_SPAN
+    if start >= end:
+        raise BadQuery(f"from ({_iso(start)}) must be before to ({_iso(end)})")
+    if end - start > timedelta(days=max_days):
+        raise BadQuery(
+            f"the range from {_iso(start)} to {_iso(end)} is longer than {max_days} days"
+        )
+    return start, end
+
+
+def parse_limit(params: Mapping[str, str | None]) -> int:
+    raw = _param(params, "limit")
+    if not raw:
+        return MAX_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise BadQuery(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {raw[:20]!r}")
+    return int(raw)
+
+
+def parse_activity(params: Mapping[str, str | None], now: datetime | None = None) -> ActivityQuery:
+    """Validate `user, vm, ip, from, to, outcome, limit, continuation` (all text, all optional)."""
+    now = now or datetime.now(UTC)
+    user, vm, ip = (_param(params, n).strip() or None for n in ("user", "vm", "ip"))
+    raw_outcome = _param(params, "outcome").strip()
+    outcome = None
+    if raw_outcome:
+        names = {o.value.casefold(): o.value for o in model.Outcome}
+        outcome = names.get(raw_outcome.casefold())
+        if outcome is None:
+            raise BadQuery(
+                f"outcome must be one of {', '.join(o.value for o in model.Outcome)}, "
+                f"got {raw_outcome[:40]!r}"
+            )
+    scan = not (user or vm or ip)
+    start, end = parse_range(params, now, MAX_SCAN_DAYS if scan else MAX_DAYS)
+    query = ActivityQuery(start, end, user, vm, ip, outcome, parse_limit(params))
+    token = _param(params, "continuation") or None
+    if token:
+        _decode_token(token, query.fingerprint())  # reject a bad one now, not mid-query
+    return ActivityQuery(start, end, user, vm, ip, outcome, query.limit, token)
+
+
+def parse_alerts(params: Mapping[str, str | None], now: datetime | None = None) -> AlertQuery:
+    """Validate `status, from, to, limit, continuation`; the range is of first-seen times."""
+    now = now or datetime.now(UTC)
+    status = _param(params, "status").strip().casefold() or None
+    if status is not None and status not in STATUSES:
+        raise BadQuery(f"status must be one of {', '.join(STATUSES)}, got {status[:40]!r}")
+    start, end = parse_range(params, now, 366)
+    query = AlertQuery(start, end, status, parse_limit(params))
+    token = _param(params, "continuation") or None
+    if token:
+        _decode_token(token, query.fingerprint())
+    return AlertQuery(start, end, status, query.limit, token)
+
+
+def _param(params: Mapping[str, str | None], name: str) -> str:
+    value = params.get(name)
+    return "" if value is None else str(value)
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")
+
+
+def encode_token(fingerprint: str, state: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"q": fingerprint, **state})).decode()
+
+
+def _decode_token(token: str, fingerprint: str) -> dict[str, Any]:
+    try:
+        state = orjson.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (ValueError, UnicodeError, binascii.Error):
+        raise BadQuery("continuation is not a token this service issued") from None
+    if not isinstance(state, dict) or state.get("q") != fingerprint:
+        raise BadQuery("continuation belongs to a different query (same filters and range needed)")
+    table_token, after = state.get("t"), state.get("after")
+    if not (
+        (table_token is None or _strings(table_token, dict))
+        and (after is None or (_strings(after, list) and len(after) == 3))
+    ):
+        raise BadQuery("continuation is not a token this service issued")
+    if after:
+        parse_time(after[0], "continuation")
+    return state
+
+
+def _strings(value: object, kind: type) -> bool:
+    items = value.values() if isinstance(value, dict) else value
+    return isinstance(value, kind) and all(isinstance(v, str) for v in items)  # type: ignore[union-attr]
+
+
+# -- rows -> results (pure) -----------------------------------------------------------------
+def activity_item(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON shape of one event (the same from the events table and from index rows)."""
+    when = row.get("TimeGenerated")
+    return {
+        "time": _iso(when) if isinstance(when, datetime) else str(when or ""),
+        "user": row.get("UserName") or row.get("UserKey", ""),
+        "userKey": row.get("UserKey", ""),
+        "clientIp": row.get("ClientIpAddress", ""),
+        "clientPort": row.get("ClientPort"),
+        "targetVM": row.get("TargetVMName", ""),
+        "targetVMIp": row.get("TargetVMIPAddress", ""),
+        "targetResourceId": row.get("TargetResourceId", ""),
+        "protocol": row.get("Protocol", ""),
+        "outcome": row.get("Outcome", ""),
+        "message": row.get("Message", ""),
+        "bastionHost": row.get("BastionHostName", ""),
+    }
+
+
+def alert_item(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The documented alert message plus delivery state."""
+    body = alert_message(dict(row))
+    body.pop("schema", None)
+    body["status"] = row.get("Status", "")
+    body["deliveredTo"] = [c for c in str(row.get("DeliveredTo", "")).split(",") if c]
+    return body
+
+
+def activity_filter(q: ActivityQuery) -> tuple[str, dict[str, Any], str]:
+    """(table kind, OData filter with @parameters, parameters) for an activity query."""
+    first, last = keys.hour_of(q.start.isoformat()), keys.hour_of(_last_instant(q.end))
+    clauses = ["TimeGenerated ge @start", "TimeGenerated lt @end"]
+    params: dict[str, Any] = {"start": q.start, "end": q.end}
+    if q.mode == "scan":
+        table = "events"
+    else:
+        if q.mode == "vm":
+            table, prefix, subject = "index", model.VM_PREFIX, q.vm.casefold()  # type: ignore[union-attr]
+        elif q.mode == "user":
+            table, prefix, subject = "events", "", keys.user_key(q.user or "", "")
+        else:
+            table, prefix, subject = "index", model.IP_PREFIX, model.ip_key(q.ip or "")
+        lo, hi = keys.hour_range(subject, first, last)
+        clauses[:0] = ["PartitionKey ge @lo", "PartitionKey lt @hi"]
+        params.update(lo=prefix + lo, hi=prefix + hi)
+        if q.user and q.mode != "user":
+            clauses.append("UserKey eq @user")
+            params["user"] = keys.user_key(q.user, "")
+    if q.ip and q.mode != "ip":
+        clauses.append("ClientIpKey eq @ip")
+        params["ip"] = model.ip_key(q.ip)
+    if q.outcome:
+        clauses.append("Outcome eq @outcome")
+        params["outcome"] = q.outcome
+    return table, " and ".join(clauses), params
+
+
+def _last_instant(end: datetime) -> str:
+    return (end - timedelta(microseconds=1)).isoformat()
+
+
+def earliest_after(
+    rows: Iterable[dict[str, Any]], after: list[str] | None, n: int, time_field: str
+) -> list[dict[str, Any]]:
+    """The `n` earliest rows whose (time, PartitionKey, RowKey) sorts after `after`."""
+
+    def key(row: dict[str, Any]) -> list[str]:
+        return [row[time_field].isoformat(), row["PartitionKey"], row["RowKey"]]
+
+    wanted = (r for r in rows if after is None or key(r) > after)
+    return heapq.nsmallest(n, wanted, key=key)
+
+
+# -- queries (I/O) --------------------------------------------------------------------------
+def activity(storage: Storage, q: ActivityQuery) -> Page:
+    """One page (at most `q.limit` events, in time order) and the token for the next one."""
+    fingerprint = q.fingerprint()
+    state = _decode_token(q.continuation, fingerprint) if q.continuation else {}
+    kind, flt, params = activity_filter(q)
+    s = storage.settings
+    table = s.events_table if kind == "events" else s.index_table
+    select = [*FIELDS, "PartitionKey", "RowKey"]
+    if q.mode == "scan":
+        return _scan_page(storage, table, flt, params, select, q.limit, state, fingerprint)
+    items: list[dict[str, Any]] = []
+    token = state.get("t")
+    while True:
+        pages = (
+            storage.table(table)
+            .query_entities(
+                flt,
+                parameters=params,
+                select=select,
+                results_per_page=q.limit - len(items),
+            )
+            .by_page(continuation_token=token)
+        )
+        items.extend(activity_item(row) for row in next(pages, []))
+        token = pages.continuation_token
+        if not token or len(items) >= q.limit:  # short pages happen: ask for the rest
+            break
+    return Page(items, encode_token(fingerprint, {"t": token}) if token else None)
+
+
+def _scan_page(
+    storage: Storage,
+    table: str,
+    flt: str,
+    params: dict[str, Any],
+    select: list[str],
+    limit: int,
+    state: dict[str, Any],
+    fingerprint: str,
+) -> Page:
+    after = state.get("after")
+    if after:  # skip what earlier pages showed without reading past it again
+        params = {**params, "start": max(params["start"], parse_time(after[0], "continuation"))}
+    rows = earliest_after(
+        storage.query(table, flt, params, select=select), after, limit + 1, "TimeGenerated"
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if rows else None
+    token = None
+    if more and last is not None:
+        state = {"after": [last["TimeGenerated"].isoformat(), last["PartitionKey"], last["RowKey"]]}
+        token = encode_token(fingerprint, state)
+    return Page([activity_item(r) for r in rows], token)
+
+
+def activity_rows(storage: Storage, q: ActivityQuery) -> Iterator[dict[str, Any]]:
+    """Every event of a query, page after page (for the CLI and exports)."""
+    while True:
+        page = activity(storage, q)
+        yield from page.items
+        if not page.continuation:
+            return
+        q = ActivityQuery(q.start, q.end, q.user, q.vm, q.ip, q.outcome, q.limit, page.continuation)
+
+
+def alerts(storage: Storage, q: AlertQuery) -> Page:
+    """Alerts first seen in `[start, end)`, oldest first, one page."""
+    fingerprint = q.fingerprint()
+    state = _decode_token(q.continuation, fingerprint) if q.continuation else {}
+    clauses = [
+        "PartitionKey ge @lo",
+        "PartitionKey le @hi",
+        "FirstSeen ge @start",
+        "FirstSeen lt @end",
+    ]
+    params: dict[str, Any] = {
+        "lo": q.start.date().isoformat(),
+        "hi": _last_instant(q.end)[:10],
+        "start": q.start,
+        "end": q.end,
+    }
+    if q.status:
+        clauses.append("Status eq @status")
+        params["status"] = q.status
+    after = state.get("after")
+    rows = earliest_after(
+        storage.query(storage.settings.alerts_table, " and ".join(clauses), params),
+        after,
+        q.limit + 1,
+        "FirstSeen",
+    )
+    more = len(rows) > q.limit
+    rows = rows[: q.limit]
+    token = None
+    if more and rows:
+        last = rows[-1]
+        state = {"after": [last["FirstSeen"].isoformat(), last["PartitionKey"], last["RowKey"]]}
+        token = encode_token(fingerprint, state)
+    return Page([alert_item(r) for r in rows], token)
+
+
+def alert_rows(storage: Storage, q: AlertQuery) -> Iterator[dict[str, Any]]:
+    while True:
+        page = alerts(storage, q)
+        yield from page.items
+        if not page.continuation:
+            return
+        q = AlertQuery(q.start, q.end, q.status, q.limit, page.continuation)
+
+
+def report_events(storage: Storage, start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
+    """Events in `[start, end)` for the report: a scan of the events table (see module doc)."""
+    yield from storage.query(
+        storage.settings.events_table,
+        "TimeGenerated ge @start and TimeGenerated lt @end",
+        {"start": start, "end": end},
+        select=REPORT_FIELDS,
+    )

@@ -1,0 +1,361 @@
+"""The activity report: one self-contained HTML page with server-drawn SVG charts.
+
+No scripts, fonts or style sheets from anywhere else, and no JavaScript at all: the charts are
+SVG drawn here (hover titles are SVG `<title>`s), so the page renders the same in a browser, a
+mail client or an archive, and can be served with a `default-src 'none'` Content-Security-Policy.
+Every value from the logs goes through `esc()`. `aggregate` and `render` are pure; `build`
+reads the tables.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from . import queries
+from .storage import Storage
+
+#: Longest range a report covers (one bar per hour; and the events scan, see queries.py).
+MAX_DAYS = queries.MAX_SCAN_DAYS
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+COLORS = {"Success": "#2e7d32", "Failure": "#c62828", "Other": "#9e9e9e"}
+SEVERITY = {"high": "#c62828", "medium": "#ef6c00", "low": "#f9a825"}
+TOP = 10
+
+
+@dataclass
+class ReportData:
+    start: datetime
+    end: datetime
+    hours: list[datetime]
+    per_hour: dict[datetime, Counter[str]]
+    failing_users: list[tuple[str, int]]
+    failing_ips: list[tuple[str, int]]
+    targets: list[tuple[str, list[tuple[str, int, int]], int, int]]  # user, [(vm, ok, fail)]
+    alerts: list[dict[str, Any]]
+    totals: Counter[str] = field(default_factory=Counter)
+    users: int = 0
+
+
+def esc(value: object) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _hour(when: datetime) -> datetime:
+    return when.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def aggregate(
+    events: Iterable[Mapping[str, Any]],
+    alerts: Iterable[Mapping[str, Any]],
+    start: datetime,
+    end: datetime,
+) -> ReportData:
+    """Count events (stored entities) and take alert items (`queries.alert_item` shape)."""
+    hours = []
+    h = _hour(start)
+    while h < end:
+        hours.append(h)
+        h += timedelta(hours=1)
+    per_hour: dict[datetime, Counter[str]] = {h: Counter() for h in hours}
+    fail_users: Counter[str] = Counter()
+    fail_ips: Counter[str] = Counter()
+    by_user: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    totals: Counter[str] = Counter()
+    for e in events:
+        when = e["TimeGenerated"]
+        if not start <= when < end:
+            continue
+        outcome = e.get("Outcome") or "Other"
+        per_hour.setdefault(_hour(when), Counter())[outcome] += 1
+        totals[outcome] += 1
+        user = e.get("UserName") or e.get("UserKey") or "(unknown)"
+        ip = e.get("ClientIpAddress") or "(none)"
+        cell = by_user[user][e.get("TargetVMName") or "(unknown)"]
+        if outcome == "Failure":
+            fail_users[user] += 1
+            fail_ips[ip] += 1
+            cell[1] += 1
+        elif outcome == "Success":
+            cell[0] += 1
+    targets = []
+    for user, vms in by_user.items():
+        rows = sorted(((vm, ok, bad) for vm, (ok, bad) in vms.items()), key=lambda r: r[0])
+        targets.append((user, rows, sum(r[1] for r in rows), sum(r[2] for r in rows)))
+    targets.sort(key=lambda t: (-(t[2] + t[3]), t[0].casefold()))
+    return ReportData(
+        start=start,
+        end=end,
+        hours=hours,
+        per_hour=per_hour,
+        failing_users=_top(fail_users),
+        failing_ips=_top(fail_ips),
+        targets=targets,
+        alerts=sorted(alerts, key=lambda a: (a["firstSeen"], a["rule"])),
+        totals=totals,
+        users=len(by_user),
+    )
+
+
+def _top(counts: Counter[str]) -> list[tuple[str, int]]:
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP]
+
+
+# -- SVG ------------------------------------------------------------------------------------
+def _nice(n: int) -> int:
+    """A round axis maximum >= n with four whole-number steps."""
+    raw = max(n, 1) / 4
+    magnitude = 10 ** max(int(math.log10(raw)), 0) if raw >= 1 else 1
+    for step in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
+        if step * magnitude >= raw and float(step * magnitude).is_integer():
+            return int(4 * step * magnitude)
+    return 4 * 10 * magnitude
+
+
+def hourly_chart(data: ReportData) -> str:
+    """Stacked bars per UTC hour: successes, failures, other."""
+    width, height, left, bottom, top = 1160, 280, 48, 40, 12
+    plot_w, plot_h = width - left - 10, height - bottom - top
+    n = max(len(data.hours), 1)
+    peak = _nice(max((sum(c.values()) for c in data.per_hour.values()), default=0))
+    slot = plot_w / n
+    bar = max(slot * 0.8, 1.0)
+    parts = [
+        f'<svg class="chart" id="hourly" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="Connections per hour" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    for i in range(5):  # grid and y labels
+        value = peak * i / 4
+        y = top + plot_h - plot_h * i / 4
+        parts.append(
+            f'<line x1="{left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" class="axis" text-anchor="end">'
+            f"{value:g}</text>"
+        )
+    label_every = max(1, math.ceil(n / 24))
+    for i, hour in enumerate(data.hours):
+        x = left + i * slot + (slot - bar) / 2
+        y = top + plot_h
+        counts = data.per_hour.get(hour, Counter())
+        for outcome in ("Success", "Failure", "Other"):
+            count = counts.get(outcome, 0)
+            if not count:
+                continue
+            h = plot_h * count / peak
+            y -= h
+            parts.append(
+                f'<rect class="bar {outcome.lower()}" x="{x:.1f}" y="{y:.1f}" '
+                f'width="{bar:.1f}" height="{h:.1f}" fill="{COLORS[outcome]}">'
+                f"<title>{esc(f'{hour:%Y-%m-%d %H}:00 UTC: {count} {outcome.lower()}')}</title>"
+                "</rect>"
+            )
+        if i % label_every == 0:
+            text = f"{hour:%H}h" if hour.hour or n <= 24 else f"{hour:%m-%d}"
+            if hour.hour == 0 and n > 24:
+                text = f"{hour:%m-%d}"
+            parts.append(
+                f'<text x="{x + bar / 2:.1f}" y="{top + plot_h + 16}" class="axis" '
+                f'text-anchor="middle">{esc(text)}</text>'
+            )
+    parts.append(
+        f'<text x="{left}" y="{height - 4}" class="axis">'
+        f"{esc(f'{data.start:%Y-%m-%d %H:%M} UTC')}</text>"
+        f'<text x="{width - 10}" y="{height - 4}" class="axis" text-anchor="end">'
+        f"{esc(f'{data.end:%Y-%m-%d %H:%M} UTC')}</text></svg>"
+    )
+    return "".join(parts)
+
+
+def bar_list(chart_id: str, rows: list[tuple[str, int]], color: str, label: str) -> str:
+    """Horizontal bars, one per (name, count)."""
+    if not rows:
+        return f'<p class="empty" id="{chart_id}">No failures in this range.</p>'
+    width, row_h, name_w = 560, 26, 210
+    height = row_h * len(rows) + 8
+    peak = max(c for _, c in rows)
+    parts = [
+        f'<svg class="chart" id="{chart_id}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{esc(label)}" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    for i, (name, count) in enumerate(rows):
+        y = 4 + i * row_h
+        w = max((width - name_w - 50) * count / peak, 2)
+        short = name if len(name) <= 28 else name[:27] + "…"
+        parts.append(
+            f'<text x="{name_w - 8}" y="{y + 17}" class="label" text-anchor="end">'
+            f"{esc(short)}<title>{esc(name)}</title></text>"
+            f'<rect class="bar" x="{name_w}" y="{y + 3}" width="{w:.1f}" height="{row_h - 8}" '
+            f'fill="{color}"><title>{esc(f"{name}: {count}")}</title></rect>'
+            f'<text x="{name_w + w + 6:.1f}" y="{y + 17}" class="value">{count}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def alerts_timeline(data: ReportData) -> str:
+    """One row per alert: a bar from first to last seen, coloured by severity."""
+    if not data.alerts:
+        return '<p class="empty" id="alerts-timeline">No alerts in this range.</p>'
+    width, row_h, left, top = 1160, 24, 330, 22
+    height = top + row_h * len(data.alerts) + 8
+    span = (data.end - data.start).total_seconds() or 1
+    plot_w = width - left - 10
+
+    def x(when: datetime) -> float:
+        seconds = (min(max(when, data.start), data.end) - data.start).total_seconds()
+        return left + plot_w * seconds / span
+
+    parts = [
+        f'<svg class="chart" id="alerts-timeline" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="Alerts timeline" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    ticks = min(len(data.hours), 12) or 1
+    for i in range(ticks + 1):
+        when = data.start + (data.end - data.start) * i / ticks
+        xi = x(when)
+        anchor = "start" if i == 0 else "end" if i == ticks else "middle"
+        parts.append(
+            f'<line x1="{xi:.1f}" x2="{xi:.1f}" y1="{top - 4}" y2="{height}" class="grid"/>'
+            f'<text x="{xi:.1f}" y="{top - 8}" class="axis" text-anchor="{anchor}">'
+            f"{esc(f'{when:%m-%d %H:%M}')}</text>"
+        )
+    for i, alert in enumerate(data.alerts):
+        y = top + i * row_h
+        first = queries.parse_time(alert["firstSeen"], "firstSeen")
+        last = queries.parse_time(alert["lastSeen"], "lastSeen")
+        x0, x1 = x(first), x(last)
+        color = SEVERITY.get(str(alert["severity"]).lower(), "#616161")
+        name = f"{alert['rule']}: {alert['subject']}"
+        short = name if len(name) <= 44 else name[:43] + "…"
+        parts.append(
+            f'<text x="{left - 8}" y="{y + 16}" class="label" text-anchor="end">{esc(short)}'
+            f"<title>{esc(name)}</title></text>"
+            f'<rect class="alert" x="{x0:.1f}" y="{y + 4}" width="{max(x1 - x0, 4):.1f}" '
+            f'height="{row_h - 8}" rx="3" fill="{color}"><title>{esc(alert["summary"])}</title>'
+            "</rect>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# -- page -----------------------------------------------------------------------------------
+STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0;
+background:#f4f5f7;color:#1f2328}
+header{background:#1f3b57;color:#fff;padding:18px 28px}
+header h1{margin:0;font-size:22px}header p{margin:4px 0 0;opacity:.85}
+main{padding:18px 28px;max-width:1240px}
+section{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.12);
+padding:14px 18px;margin-bottom:18px}
+h2{font-size:17px;margin:0 0 10px}
+.cards{display:flex;gap:14px;flex-wrap:wrap;margin-bottom:18px}
+.card{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.12);padding:10px 18px;
+min-width:130px}.card b{display:block;font-size:26px}.card span{color:#57606a;font-size:13px}
+.row{display:flex;gap:18px;flex-wrap:wrap}.row section{flex:1;min-width:480px}
+svg.chart{width:100%;height:auto;display:block}
+.grid{stroke:#e1e4e8;stroke-width:1}.axis{font-size:11px;fill:#57606a}
+.label{font-size:12px;fill:#1f2328}.value{font-size:12px;fill:#57606a}
+.legend span{display:inline-block;margin-right:14px;font-size:13px}
+.legend i{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:5px;
+vertical-align:-1px}
+table{border-collapse:collapse;width:100%;font-size:13px}
+th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eaecef;vertical-align:top}
+th{background:#f6f8fa}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.bad{color:#c62828;font-weight:600}.empty{color:#57606a;font-style:italic}
+.sev{display:inline-block;padding:1px 7px;border-radius:9px;color:#fff;font-size:12px}
+footer{color:#57606a;font-size:12px;padding:0 28px 18px}
+"""
+
+
+def render(data: ReportData, generated: datetime | None = None) -> str:
+    generated = generated or datetime.now(UTC)
+    period = f"{data.start:%Y-%m-%d %H:%M} – {data.end:%Y-%m-%d %H:%M} UTC"
+    t = data.totals
+    cards = [
+        ("Connections", sum(t.values()), ""),
+        ("Successful", t.get("Success", 0), ""),
+        ("Failed", t.get("Failure", 0), "bad" if t.get("Failure") else ""),
+        ("Users", data.users, ""),
+        ("Alerts", len(data.alerts), "bad" if data.alerts else ""),
+    ]
+    legend = (
+        "".join(
+            f'<span><i style="background:{COLORS[o]}"></i>{o}</span>'
+            for o in ("Success", "Failure")
+        )
+        + f'<span><i style="background:{COLORS["Other"]}"></i>Other</span>'
+    )
+    target_rows = "".join(
+        f"<tr><td>{esc(user)}</td><td>"
+        + ", ".join(
+            f"{esc(vm)} ({ok}" + (f', <span class="bad">{bad} failed</span>' if bad else "") + ")"
+            for vm, ok, bad in rows
+        )
+        + f'</td><td class="n">{ok_total}</td>'
+        f'<td class="n{" bad" if bad_total else ""}">{bad_total}</td></tr>'
+        for user, rows, ok_total, bad_total in data.targets
+    )
+    alert_rows = "".join(
+        f'<tr><td><span class="sev" style="background:'
+        f'{SEVERITY.get(str(a["severity"]).lower(), "#616161")}">{esc(a["severity"])}</span></td>'
+        f"<td>{esc(a['firstSeen'][:16].replace('T', ' '))}</td>"
+        f"<td>{esc(a['rule'])}</td><td>{esc(a['subject'])}</td>"
+        f'<td class="n">{esc(a["failureCount"])}</td><td>{esc(a["status"])}</td>'
+        f"<td>{esc(a['summary'])}</td></tr>"
+        for a in data.alerts
+    )
+    cards_html = "".join(
+        f'<div class="card"><b class="{c}">{v}</b><span>{esc(k)}</span></div>' for k, v, c in cards
+    )
+    alerts_table = (
+        '<table id="alerts-table"><tr><th>Severity</th><th>First seen</th><th>Rule</th>'
+        "<th>Subject</th><th>Failures</th><th>Status</th><th>Summary</th></tr>"
+        f"{alert_rows}</table>"
+        if data.alerts
+        else ""
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Bastion activity {esc(period)}</title><style>{STYLE}</style></head>
+<body><header><h1>Azure Bastion activity</h1><p>{esc(period)}</p></header><main>
+<div class="cards">{cards_html}</div>
+<section><h2>Connections per hour (UTC)</h2><div class="legend">{legend}</div>
+{hourly_chart(data)}</section>
+<div class="row"><section><h2>Top failing users</h2>
+{bar_list("failing-users", data.failing_users, COLORS["Failure"], "Top failing users")}</section>
+<section><h2>Top failing source IPs</h2>
+{bar_list("failing-ips", data.failing_ips, "#ad1457", "Top failing source IPs")}</section></div>
+<section><h2>Alerts timeline</h2>{alerts_timeline(data)}
+{alerts_table}</section>
+<section><h2>Targets per user</h2>
+<table id="targets"><tr><th>User</th><th>Targets (successful connections)</th>
+<th>Connected</th><th>Failed</th></tr>{target_rows}</table></section>
+</main><footer>Generated {esc(f"{generated:%Y-%m-%d %H:%M:%S} UTC")} by bastion-audit.</footer>
+</body></html>
+"""
+
+
+def build(storage: Storage, start: datetime, end: datetime) -> str:
+    """Read the events (one scan, see `queries`) and alerts in range and render the page."""
+    alert_query = queries.AlertQuery(start, end, limit=queries.MAX_LIMIT)
+    data = aggregate(
+        queries.report_events(storage, start, end),
+        queries.alert_rows(storage, alert_query),
+        start,
+        end,
+    )
+    return render(data)
+
+
+def parse(
+    params: Mapping[str, str | None], now: datetime | None = None
+) -> tuple[datetime, datetime]:
+    """`from`/`to` of a report (default: the last 24 hours), at most `MAX_DAYS`."""
+    return queries.parse_range(params, now or datetime.now(UTC), MAX_DAYS)

@@ -1,0 +1,147 @@
+"""`python -m shared activity|alerts|ingest|report` against Azurite, settings from the env."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from shared import azurite, cli, samples
+from shared.settings import CONNECTION
+
+pytestmark = pytest.mark.azurite
+RANGE = ["--from", "2026-11-23T09:00Z", "--to", "2026-11-23T12:00Z"]
+
+
+@pytest.fixture(scope="module")
+def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("logs")
+    for name, data in samples.build()[0].items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    (root / "README.txt").write_text("not a log")
+    return root
+
+
+@pytest.fixture(scope="module")
+def env(emulator: azurite.Azurite, sample_dir: Path) -> dict[str, str]:
+    """Isolated tables with the samples ingested once, through `ingest PATH`."""
+    n = uuid.uuid4().hex[:10]
+    values = {
+        CONNECTION: emulator.connection_string,
+        "EVENTS_TABLE": f"CEvents{n}",
+        "INDEX_TABLE": f"CIndex{n}",
+        "STATE_TABLE": f"CState{n}",
+        "ALERTS_TABLE": f"CAlerts{n}",
+        "QUARANTINE_CONTAINER": f"c-quarantine-{n}",
+        "ALERT_QUEUE": f"c-alerts-{n}",
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in values.items():
+            mp.setenv(key, value)
+        out = io.StringIO()
+        assert cli.main(["ingest", str(sample_dir), "--prefix", f"cli{n}/"], out) == 0
+    values["ingest_output"] = out.getvalue()
+    values["prefix"] = f"cli{n}/"
+    return values
+
+
+@pytest.fixture
+def run(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[int, str]]:
+    for key, value in env.items():
+        if key[0].isupper() or key == CONNECTION:
+            monkeypatch.setenv(key, value)
+
+    def invoke(*argv: str) -> tuple[int, str]:
+        out = io.StringIO()
+        code = cli.main(list(argv), out)
+        return code, out.getvalue()
+
+    return invoke
+
+
+def test_ingest_local_folder(env: dict[str, str]) -> None:
+    blobs, expected = samples.build()
+    text = env["ingest_output"]
+    assert f"uploaded {len(blobs)} file(s)" in text  # README.txt is not a log
+    assert (
+        f"total: blobs={len(blobs)} read={expected.records + expected.quarantined} "
+        f"stored={expected.records} quarantined={expected.quarantined} skipped=0 "
+        f"new_alerts={len(expected.alerts)}"
+    ) in text
+
+
+def test_ingest_blob_prefix_again_stores_nothing_new(
+    run: Callable[..., tuple[int, str]], env: dict[str, str]
+) -> None:
+    code, text = run("ingest", env["prefix"] + "resourceId=/SUBSCRIPTIONS/")
+    assert code == 0
+    assert "stored=0" in text.splitlines()[-1] and "blobs=5" in text.splitlines()[-1]
+    code, _ = run("ingest", "no-such-prefix/")
+    assert code == 1
+
+
+def test_activity_table(run: Callable[..., tuple[int, str]]) -> None:
+    code, text = run("activity", "--user", "svc-deploy", *RANGE)
+    assert code == 0
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["Time", "(UTC)", "User"]
+    assert lines[-1] == "(7 rows)"
+    assert sum("Failure" in line for line in lines) == 6
+
+
+def test_activity_json_and_csv(run: Callable[..., tuple[int, str]]) -> None:
+    code, text = run(
+        "activity", "--vm", "win-app-02", "--outcome", "failure", *RANGE, "--format", "json"
+    )
+    assert code == 0
+    items = orjson.loads(text)
+    assert len(items) == 7 and {i["clientIp"] for i in items} == {samples.SPRAY_IP}
+    code, text = run("activity", "--ip", samples.OFFICE_NAT, *RANGE, "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == 24 and rows[0]["targetVM"] == "WIN-JUMP-01"
+    code, text = run("activity", *RANGE, "--limit", "5", "--format", "json")
+    assert len(orjson.loads(text)) == 5
+
+
+def test_activity_injection_and_errors(run: Callable[..., tuple[int, str]]) -> None:
+    code, text = run("activity", "--user", "x' or PartitionKey ne '", *RANGE)
+    assert code == 0 and text.strip() == "(no results)"
+    assert run("activity", "--from", "yesterday")[0] == 2
+    assert run("activity", "--outcome", "maybe")[0] == 2
+    assert run("activity", "--from", "2026-01-01", "--to", "2026-03-01")[0] == 2
+
+
+def test_csv_and_table_output_are_safe() -> None:
+    rows = [{"time": "t", "user": '=HYPERLINK("x")', "message": "\x1b[31mred"}]
+    out = io.StringIO()
+    cli.write(rows, cli.ACTIVITY_COLUMNS, "csv", out)
+    assert "'=HYPERLINK" in out.getvalue()
+    out = io.StringIO()
+    cli.write(rows, cli.ACTIVITY_COLUMNS, "table", out)
+    assert "\x1b" not in out.getvalue() and "\\x1b[31mred" in out.getvalue()
+
+
+def test_alerts(run: Callable[..., tuple[int, str]]) -> None:
+    _, expected = samples.build()
+    code, text = run("alerts", "--from", "2026-11-23", "--to", "2026-11-24", "--format", "json")
+    assert code == 0
+    assert {(a["rule"], a["subject"]) for a in orjson.loads(text)} == set(expected.alerts)
+    code, text = run("alerts", "--status", "pending", "--from", "2026-11-23", "--to", "2026-11-24")
+    assert code == 0 and "(no results)" in text
+    code, text = run("alerts", "--from", "2026-11-23", "--to", "2026-11-24")
+    assert "password_spray" in text and text.splitlines()[-1] == f"({len(expected.alerts)} rows)"
+    assert run("alerts", "--status", "nope")[0] == 2
+
+
+def test_report(run: Callable[..., tuple[int, str]], tmp_path: Path) -> None:
+    target = tmp_path / "r.html"
+    code, _ = run("report", *RANGE, "--output", str(target))
+    assert code == 0 and target.exists()
+    assert "svc-deploy" in target.read_text() and "<script" not in target.read_text()
