@@ -18,7 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from azure.storage.blob import BlobClient, BlobType, ContainerClient
+from azure.core.exceptions import HttpResponseError
+from azure.storage.blob import BlobClient, BlobProperties, BlobType, ContainerClient
 
 from . import detection, keys, model, parse
 from .alerting import Deliverer
@@ -29,7 +30,7 @@ from .storage import Conflict, Cursor, Storage
 
 log = logging.getLogger(__name__)
 #: The cursor remembers a digest of this many bytes before it, to notice a rewritten blob.
-GUARD_BYTES = 4096
+GUARD_BYTES = 1024
 _HOUR = re.compile(r"/y=(\d{4})/m=(\d{2})/d=(\d{2})/h=(\d{2})/")
 #: Hour blobs stop growing soon after their hour; past this their partial tail is final.
 SETTLE = timedelta(hours=1)
@@ -101,14 +102,15 @@ class Pipeline:
 
     def _ingest_once(self, blob: BlobClient, summary: Summary, now: datetime) -> None:
         s = self.settings
-        props = blob.get_blob_properties()
-        size = int(props.size)
-        final = props.blob_type != BlobType.APPENDBLOB or _settled(blob.blob_name, now)
         bkey = keys.blob_key(blob.container_name, blob.blob_name)
         cursor = self.storage.read_cursor(blob.container_name, bkey)
         start = cursor.offset
-        tail = self._tail(blob, cursor) if 0 < start <= size else b""
-        if start > size or (start and digest(tail) != cursor.guard):
+        # One ranged GET brings the blob's size and type, the bytes before the cursor (to check
+        # that the blob was not rewritten) and the first new chunk.
+        guard = cursor.guard_length if start else 0
+        size, props, data = _open(blob, start - guard, guard + s.read_chunk_bytes)
+        summary.bytes_read += len(data)
+        if start > size or (start and digest(data[:guard]) != cursor.guard):
             log.warning(
                 "%s was rewritten (cursor %d, size %d): reading it again",
                 blob.blob_name,
@@ -116,18 +118,18 @@ class Pipeline:
                 size,
             )
             summary.restarted = True
-            start, cursor, tail = 0, Cursor(etag=cursor.etag), b""
+            start, guard, cursor = 0, 0, Cursor(etag=cursor.etag)
+            size, props, data = _open(blob, 0, s.read_chunk_bytes)
+            summary.bytes_read += len(data)
+        final = props.blob_type != BlobType.APPENDBLOB or _settled(blob.blob_name, now)
         mode = parse.Mode(cursor.mode)
         if start >= size and not (final and mode is parse.Mode.UNKNOWN and size == 0):
             return
+        tail, chunk = data[:guard], data[guard:]
         carry = b""
         pos = start  # absolute offset of carry[0]
-        read_at = start
+        read_at = start + len(chunk)
         while True:
-            length = min(s.read_chunk_bytes, size - read_at)
-            chunk = blob.download_blob(offset=read_at, length=length).readall() if length else b""
-            read_at += len(chunk)
-            summary.bytes_read += len(chunk)
             buf = carry + chunk if carry else chunk
             last = read_at >= size
             split = parse.split(buf, pos, mode, final and last, s.max_record_bytes)
@@ -147,17 +149,15 @@ class Pipeline:
             if new_pos != cursor.offset or split.mode.value != cursor.mode or cursor.etag is None:
                 etag = self.storage.write_cursor(bkey, blob.blob_name, cursor, advanced)
                 cursor = replace(advanced, etag=etag)
-            carry, pos, mode = buf[split.consumed :], new_pos, split.mode
             if last:
                 return
-
-    @staticmethod
-    def _tail(blob: BlobClient, cursor: Cursor) -> bytes:
-        """The bytes just before the cursor, as they are now."""
-        if not cursor.guard_length:
-            return b""
-        begin = cursor.offset - cursor.guard_length
-        return blob.download_blob(offset=begin, length=cursor.guard_length).readall()
+            carry, pos, mode = buf[split.consumed :], new_pos, split.mode
+            length = min(s.read_chunk_bytes, size - read_at)
+            chunk = blob.download_blob(offset=read_at, length=length).readall()
+            read_at += len(chunk)
+            summary.bytes_read += len(chunk)
+            if not chunk:  # shrank while we read: the next invocation starts over
+                return
 
     def _store(
         self, blob_name: str, pieces: list[parse.Piece], summary: Summary, now: datetime
@@ -181,8 +181,10 @@ class Pipeline:
             else:
                 events[key] = entity
         rows = list(events.values())
-        self.storage.upsert(self.settings.events_table, rows)
-        self.storage.upsert(self.settings.index_table, list(model.index_rows(rows)))
+        self.storage.upsert(
+            (self.settings.events_table, rows),
+            (self.settings.index_table, list(model.index_rows(rows))),
+        )
         self.storage.quarantine(rejects)
         summary.read += len(pieces)
         summary.stored += len(rows)
@@ -219,12 +221,20 @@ class Pipeline:
         for (kind, subject), (lo, hi) in spans.items():
             if (kind, subject) not in failed:
                 continue
-            begin = lo - t.reach
-            for first in open_incident_starts(self.storage, kind, subject):
-                if first < begin and lo - first <= MAX_LOOKBACK:
-                    begin = first
-            events = self.subject_events(kind, subject, begin, hi + t.reach)
-            for finding in detection.evaluate(kind, subject, events, t):
+            begin, end = lo - t.reach, hi + t.reach
+            findings = detection.evaluate(
+                kind, subject, self.subject_events(kind, subject, begin, end), t
+            )
+            if findings:  # an incident that is still open is recounted from its start
+                earlier = [
+                    first
+                    for first in open_incident_starts(self.storage, kind, subject)
+                    if first < begin and lo - first <= MAX_LOOKBACK
+                ]
+                if earlier:
+                    events = self.subject_events(kind, subject, min(earlier), end)
+                    findings = detection.evaluate(kind, subject, events, t)
+            for finding in findings:
                 alert, new = record(self.storage, finding)
                 if new:
                     created.append(alert["RowKey"])
@@ -301,6 +311,21 @@ class Pipeline:
                 done.append(self.ingest(container.get_blob_client(item.name), now))
         log.info("sweep: %d recent blob(s) checked", len(done))
         return done
+
+
+def _open(blob: BlobClient, begin: int, length: int) -> tuple[int, BlobProperties, bytes]:
+    """Blob size, properties, and up to `length` bytes from `begin` (none past the end)."""
+    try:
+        download = blob.download_blob(offset=begin, length=length)
+    except HttpResponseError as exc:
+        if exc.status_code != 416:  # 416: `begin` is at or past the end
+            raise
+        props = blob.get_blob_properties()
+        return int(props.size), props, b""
+    props = download.properties
+    # A ranged read's `size` is the range's; the blob's is after the slash of Content-Range.
+    total = props.content_range.rpartition("/")[2] if props.content_range else ""
+    return int(total) if total.isdigit() else int(props.size), props, download.readall()
 
 
 def digest(data: bytes) -> bytes:

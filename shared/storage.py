@@ -103,20 +103,20 @@ class Storage:
                 self._ready.add(key)
         return client
 
-    def upsert(self, table: str, entities: Sequence[dict[str, Any]]) -> int:
-        """Upsert entities in same-partition transactions of <=100, in parallel; returns count.
+    def upsert(self, *writes: tuple[str, Sequence[dict[str, Any]]]) -> None:
+        """Upsert (table, entities) pairs in same-partition transactions of <=100, in parallel.
 
-        Callers pass each (PartitionKey, RowKey) once: a transaction may not hold one twice.
+        Callers pass each (PartitionKey, RowKey) once per table: a transaction may not hold one
+        twice. Raises the first failure (the invocation fails and is retried).
         """
-        client = self.table(table)
-        batches = list(_batches(entities))
-        if len(batches) <= 1 or self.settings.write_concurrency == 1:
-            for batch in batches:
+        jobs = [(self.table(t), b) for t, entities in writes for b in _batches(entities)]
+        if len(jobs) <= 1 or self.settings.write_concurrency == 1:
+            for client, batch in jobs:
                 _submit(client, batch)
-        else:
-            for future in [self._pool.submit(_submit, client, b) for b in batches]:
-                future.result()
-        return len(entities)
+            return
+        futures = [self._pool.submit(_submit, client, batch) for client, batch in jobs]
+        for future in futures:
+            future.result()
 
     def query(
         self,
