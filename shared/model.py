@@ -21,6 +21,11 @@ import orjson
 from . import keys
 
 CATEGORY = "bastionauditlogs"
+#: Longest user name + e-mail (and client IP text) we store; real ones are far shorter, and
+#: case folding can triple the length of the `UserKey` made from them.
+MAX_IDENTITY_CHARS = 2048
+#: A Table string property holds 64 KiB of UTF-16: 32K BMP characters.
+MAX_EXTRA_CHARS = 32 * 1024
 _UTC = UTC
 
 
@@ -153,6 +158,10 @@ def normalize(value: object, source_blob: str, offset: int, index: int) -> dict[
     if resource_id.__class__ is not str:
         resource_id = _text(resource_id, "resourceId")
     operation = _text(top.get("operationName"), "operationName")
+    if len(user_name) + len(user_email) > MAX_IDENTITY_CHARS:  # case folding may triple it
+        raise Rejected("bad_field", "userName/userEmail too long")
+    if len(ip) > MAX_IDENTITY_CHARS:
+        raise Rejected("bad_field", "clientIpAddress too long")
     user = keys.user_key(user_name, user_email)
     entity.update(
         {
@@ -172,7 +181,10 @@ def normalize(value: object, source_blob: str, offset: int, index: int) -> dict[
         }
     )
     if extra:
-        entity["Extra"] = orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode()
+        text = orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode()
+        if len(text) > MAX_EXTRA_CHARS and len(text.encode("utf-16-le")) > 2 * MAX_EXTRA_CHARS:
+            raise Rejected("bad_field", "unknown properties too large for one Table property")
+        entity["Extra"] = text
     identity = "\x1f".join(
         (stamp, resource_id, operation, str(port), str(duration), *texts)
     ).encode("utf-8", "surrogatepass")
@@ -290,7 +302,7 @@ def _int(value: object, name: str) -> int | None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         number = int(value.strip()[:12])
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
@@ -306,9 +318,9 @@ def _time(value: object, name: str) -> datetime:
         raise Rejected("bad_time", f"{name} missing" if value in (None, "") else f"{name} not text")
     try:
         when = ciso8601.parse_datetime(value)
-    except ValueError:
-        raise Rejected("bad_time", f"{name} {value[:40]!r} is not ISO 8601") from None
-    when = when.replace(tzinfo=_UTC) if when.tzinfo is None else when.astimezone(_UTC)
+        when = when.replace(tzinfo=_UTC) if when.tzinfo is None else when.astimezone(_UTC)
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 shifted to UTC
+        raise Rejected("bad_time", f"{name} {value[:40]!r} is not a usable time") from None
     if not 2000 <= when.year <= 2999:
         raise Rejected("bad_time", f"{name} {value[:40]!r} out of range")
     return when

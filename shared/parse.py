@@ -27,9 +27,10 @@ _WRAPPER_START = re.compile(
 # A JSON string (escapes honoured), a bracket, or a lone quote (= string not finished yet).
 _TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]|"', re.DOTALL)
 _SCALAR = re.compile(rb"[^,\]\s]+")
-#: In the bracket-scanning formats a value may grow to this many times the record limit
-#: before we give up on it (it cannot be skipped without reading it).
-SCAN_LIMIT_FACTOR = 64
+#: In the bracket-scanning formats (legacy wrapper, arrays, pretty-printed objects) a value
+#: has to be held whole to find its end; one larger than this ends the parse of the blob, and
+#: the rest of the blob is quarantined as one piece (its offset says where to look).
+SCAN_LIMIT = 64 * 1024 * 1024
 
 
 class Mode(StrEnum):
@@ -74,7 +75,7 @@ def split(buf: bytes, start: int, mode: Mode, final: bool, max_record: int) -> S
     pieces: list[Piece] = []
     pos = 0
     if mode is Mode.UNKNOWN:
-        detected = _detect(buf, final)
+        detected = _detect(buf, final, max_record)
         if detected is None:
             return Split(pieces, 0, mode)
         mode, pos = detected
@@ -90,7 +91,9 @@ def split(buf: bytes, start: int, mode: Mode, final: bool, max_record: int) -> S
     return Split(pieces, len(buf), Mode.DONE)
 
 
-def _detect(buf: bytes, final: bool) -> tuple[Mode, int] | None:
+def _detect(buf: bytes, final: bool, max_record: int) -> tuple[Mode, int] | None:
+    if not final and len(buf) < len(BOM) and BOM.startswith(buf):
+        return None  # a BOM cut by the end of the first append
     pos = len(BOM) if buf.startswith(BOM) else 0
     while pos < len(buf) and buf[pos] in _WS:
         pos += 1
@@ -106,9 +109,13 @@ def _detect(buf: bytes, final: bool) -> tuple[Mode, int] | None:
         return None
     if head[:1] != b"{":
         return Mode.LINES, pos  # not JSON at all: every line will be quarantined
-    nl = buf.find(b"\n", pos)
-    if nl < 0 and not final:
-        return None
+    # Decided from the first `max_record` bytes only, so chunking never changes the answer.
+    nl = buf.find(b"\n", pos, pos + max_record + 1)
+    if nl < 0:
+        if len(buf) - pos > max_record:
+            return Mode.LINES, pos  # a first line longer than a record: quarantined as such
+        if not final:
+            return None
     line = buf[pos : nl if nl >= 0 else len(buf)]
     try:
         orjson.loads(line)
@@ -197,16 +204,23 @@ def _split_scan(
         if first in b"{[":
             end = _value_end(buf, pos)
             if end is None:
-                if final or n - pos > max_record * SCAN_LIMIT_FACTOR:
-                    why = "truncated: incomplete last record" if final else "oversized: no end"
+                if final or n - pos > SCAN_LIMIT:
+                    why = (
+                        "truncated: incomplete last record"
+                        if final
+                        else f"oversized: a value over {SCAN_LIMIT} bytes; rest of blob not parsed"
+                    )
                     pieces.append(Piece(start + pos, 0, None, buf[pos : pos + max_record], why))
                     return Split(pieces, n, Mode.DONE)
                 return Split(pieces, pos, mode)
         else:
             token = _TOKEN.match(buf, pos) if first == 0x22 else _SCALAR.match(buf, pos)
             end = token.end() if token else n
-            if (token is None or end == n) and not final:
+            unfinished = first == 0x22 and token is not None and end - pos == 1  # lone quote
+            if (token is None or end == n or unfinished) and not final:
                 return Split(pieces, pos, mode)
+            if unfinished:
+                end = n
             raw = buf[pos:end]
             pieces.append(Piece(start + pos, 0, None, raw[:max_record], "not_an_object"))
             pos = end
