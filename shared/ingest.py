@@ -13,6 +13,7 @@ import hashlib
 import ipaddress
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -273,20 +274,29 @@ class Pipeline:
         self, kind: str, subject: str, begin: datetime, end: datetime
     ) -> list[Event]:
         """Stored successes and failures of a user or an IP between two times."""
-        first, last = keys.hour_of(begin.isoformat()), keys.hour_of(end.isoformat())
-        if kind == detection.USER:
-            table, (lo, hi) = self.settings.events_table, keys.hour_range(subject, first, last)
-        else:
-            table = self.settings.index_table
+        time_filter = "TimeGenerated ge @begin and TimeGenerated le @end and Outcome ne @other"
+        params: dict[str, Any] = {"begin": begin, "end": end, "other": model.Outcome.OTHER.value}
+        select = ["RowKey", *_PROJECTION]
+        if kind == detection.USER:  # the user's hour partitions: one range
+            first, last = keys.hour_of(begin.isoformat()), keys.hour_of(end.isoformat())
             lo, hi = keys.hour_range(subject, first, last)
-            lo, hi = model.IP_PREFIX + lo, model.IP_PREFIX + hi
-        rows = self.storage.query(
-            table,
-            "PartitionKey ge @lo and PartitionKey lt @hi and TimeGenerated ge @begin "
-            "and TimeGenerated le @end and Outcome ne @other",
-            {"lo": lo, "hi": hi, "begin": begin, "end": end, "other": model.Outcome.OTHER.value},
-            select=["RowKey", *_PROJECTION],
-        )
+            flt = "PartitionKey ge @lo and PartitionKey lt @hi and " + time_filter
+            rows: Iterable[dict[str, Any]] = self.storage.query(
+                self.settings.events_table, flt, {**params, "lo": lo, "hi": hi}, select
+            )
+        else:  # one RowKey-range seek per day partition of the IP index
+            prefix = keys.subject_prefix(subject)
+            flt = "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi and " + time_filter
+            rows = (
+                row
+                for day in keys.days(begin.isoformat(), end.isoformat())
+                for row in self.storage.query(
+                    self.settings.index_table,
+                    flt,
+                    {**params, "pk": model.IP_PREFIX + day, "lo": prefix, "hi": prefix + "~"},
+                    select,
+                )
+            )
         return [
             Event(
                 time=row["TimeGenerated"],

@@ -8,6 +8,7 @@ two users share a key, and cut very long values with a hash suffix. Pure code.
 from __future__ import annotations
 
 import hashlib
+from datetime import date, timedelta
 from functools import lru_cache
 
 #: Longest encoded subject kept verbatim (200 chars stays under 1 KiB even in UTF-16 surrogate
@@ -47,6 +48,21 @@ def hour_range(subject: str, first_hour: str, last_hour: str) -> tuple[str, str]
     """PartitionKey bounds [low, high) that cover `subject`'s hours first..last inclusive."""
     prefix = encode(subject) + "|"
     return prefix + first_hour, prefix + last_hour + "~"
+
+
+def subject_prefix(subject: str) -> str:
+    """RowKey prefix of a subject's rows in a shared partition (`|` cannot occur encoded)."""
+    return encode(subject) + "|"
+
+
+def days(first: str, last: str) -> list[str]:
+    """The `yyyy-MM-dd` days from `first` to `last` inclusive (ISO timestamps or days)."""
+    day, end = date.fromisoformat(first[:10]), date.fromisoformat(last[:10])
+    out = []
+    while day <= end:
+        out.append(day.isoformat())
+        day += timedelta(days=1)
+    return out
 
 
 def row_key(stamp: str, digest: str) -> str:

@@ -29,9 +29,10 @@ MAX_EXTRA_CHARS = 32 * 1024
 _UTC = UTC
 
 
-#: Index partitions: `ip|<ip>|<hour>` and `vm|<vm>|<hour>` copy the fields below of each
-#: event (so IP and VM questions read one partition per hour instead of scanning), and
-#: `fail|<hour>` lists the users and IPs that failed in that hour.
+#: Index partitions: `ip|<day>` and `vm|<day>` hold, per event, a row keyed
+#: `<encoded ip or vm>|<event RowKey>` with the fields below (so an IP or VM question is one
+#: RowKey-range seek per day, and one invocation's index rows share a few partitions, so they
+#: go in a few transactions); `fail|<hour>` lists the users and IPs that failed in that hour.
 IP_PREFIX, VM_PREFIX, FAIL_PREFIX = "ip|", "vm|", "fail|"
 INDEX_FIELDS = (
     "TimeGenerated",
@@ -199,13 +200,15 @@ def index_rows(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     fails: set[tuple[str, str, str]] = set()
     for e in events:
         hour = e["PartitionKey"].rsplit("|", 1)[1]
+        day = hour[:10]
         row = {name: e[name] for name in INDEX_FIELDS if name in e}
-        row["RowKey"] = e["RowKey"]
         row["EventPartitionKey"] = e["PartitionKey"]
-        yield {**row, "PartitionKey": f"{IP_PREFIX}{keys.encode(e['ClientIpKey'])}|{hour}"}
+        row["EventRowKey"] = event_key = e["RowKey"]
+        ip_prefix = keys.subject_prefix(e["ClientIpKey"])
+        yield {**row, "PartitionKey": IP_PREFIX + day, "RowKey": ip_prefix + event_key}
         if e["TargetVMName"]:
-            vm = keys.encode(e["TargetVMName"].casefold())
-            yield {**row, "PartitionKey": f"{VM_PREFIX}{vm}|{hour}"}
+            vm_prefix = keys.subject_prefix(e["TargetVMName"].casefold())
+            yield {**row, "PartitionKey": VM_PREFIX + day, "RowKey": vm_prefix + event_key}
         if e["Outcome"] == Outcome.FAILURE.value:
             fails.add((hour, "user", e["UserKey"]))
             fails.add((hour, "ip", e["ClientIpKey"]))

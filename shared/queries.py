@@ -10,9 +10,10 @@ What each activity query costs (one page; `limit` rows at most, `MAX_LIMIT` by d
 * `user` (with or without `ip`, `outcome`): one PartitionKey range query on the events table,
   `<user>|<first hour>` .. `<user>|<last hour>~`. Reads only that user's hour partitions, which
   come back in time order; other filters are evaluated by the service inside that range.
-* `vm` (with or without `user`, `ip`, `outcome`): one range query on the index table over
-  `vm|<vm>|<hour>` partitions (index rows copy the fields a result shows).
-* `ip` (with or without `outcome`): the same over `ip|<ip>|<hour>` partitions.
+* `vm` (with or without `user`, `ip`, `outcome`): one RowKey-range seek per day on the index
+  table: partition `vm|<day>`, rows `<vm>|<event RowKey>` (index rows copy the fields a result
+  shows), so a day costs one request whether or not the VM was used that day.
+* `ip` (with or without `outcome`): the same over the `ip|<day>` partitions.
 * none of them (only a time range, maybe an outcome): no partition holds "every event of an
   hour", so this is a scan of the whole events table with a `TimeGenerated` range filter; the
   service still reads every row, whatever the range. Allowed for at most `MAX_SCAN_DAYS`; each
@@ -206,7 +207,8 @@ def _decode_token(token: str, fingerprint: str) -> dict[str, Any]:
         raise BadQuery("continuation belongs to a different query (same filters and range needed)")
     table_token, after = state.get("t"), state.get("after")
     if not (
-        (table_token is None or _strings(table_token, dict))
+        isinstance(state.get("s", 0), int)
+        and (table_token is None or _strings(table_token, dict))
         and (after is None or (_strings(after, list) and len(after) == 3))
     ):
         raise BadQuery("continuation is not a token this service issued")
@@ -249,33 +251,40 @@ def alert_item(row: Mapping[str, Any]) -> dict[str, Any]:
     return body
 
 
-def activity_filter(q: ActivityQuery) -> tuple[str, dict[str, Any], str]:
-    """(table kind, OData filter with @parameters, parameters) for an activity query."""
+def activity_filter(q: ActivityQuery) -> tuple[str, str, list[dict[str, Any]]]:
+    """(table kind, OData filter with @parameters, one parameter set per segment).
+
+    Segments are read in order: one for a user (a PartitionKey range) or a scan, one per day
+    partition of the index for a VM or an IP (a RowKey-range seek each).
+    """
     first, last = keys.hour_of(q.start.isoformat()), keys.hour_of(_last_instant(q.end))
     clauses = ["TimeGenerated ge @start", "TimeGenerated lt @end"]
     params: dict[str, Any] = {"start": q.start, "end": q.end}
-    if q.mode == "scan":
-        table = "events"
-    else:
-        if q.mode == "vm":
-            table, prefix, subject = "index", model.VM_PREFIX, q.vm.casefold()  # type: ignore[union-attr]
-        elif q.mode == "user":
-            table, prefix, subject = "events", "", keys.user_key(q.user or "", "")
-        else:
-            table, prefix, subject = "index", model.IP_PREFIX, model.ip_key(q.ip or "")
-        lo, hi = keys.hour_range(subject, first, last)
-        clauses[:0] = ["PartitionKey ge @lo", "PartitionKey lt @hi"]
-        params.update(lo=prefix + lo, hi=prefix + hi)
-        if q.user and q.mode != "user":
-            clauses.append("UserKey eq @user")
-            params["user"] = keys.user_key(q.user, "")
+    if q.user and q.mode != "user":
+        clauses.append("UserKey eq @user")
+        params["user"] = keys.user_key(q.user, "")
     if q.ip and q.mode != "ip":
         clauses.append("ClientIpKey eq @ip")
         params["ip"] = model.ip_key(q.ip)
     if q.outcome:
         clauses.append("Outcome eq @outcome")
         params["outcome"] = q.outcome
-    return table, " and ".join(clauses), params
+    if q.mode == "scan":
+        return "events", " and ".join(clauses), [params]
+    if q.mode == "user":
+        lo, hi = keys.hour_range(keys.user_key(q.user or "", ""), first, last)
+        flt = " and ".join(["PartitionKey ge @lo", "PartitionKey lt @hi", *clauses])
+        return "events", flt, [{**params, "lo": lo, "hi": hi}]
+    if q.mode == "vm":
+        prefix, subject = model.VM_PREFIX, (q.vm or "").casefold()
+    else:
+        prefix, subject = model.IP_PREFIX, model.ip_key(q.ip or "")
+    rk = keys.subject_prefix(subject)
+    flt = " and ".join(["PartitionKey eq @pk", "RowKey gt @lo", "RowKey lt @hi", *clauses])
+    segments = [
+        {**params, "pk": prefix + day, "lo": rk, "hi": rk + "~"} for day in keys.days(first, last)
+    ]
+    return "index", flt, segments
 
 
 def _last_instant(end: datetime) -> str:
@@ -299,20 +308,20 @@ def activity(storage: Storage, q: ActivityQuery) -> Page:
     """One page (at most `q.limit` events, in time order) and the token for the next one."""
     fingerprint = q.fingerprint()
     state = _decode_token(q.continuation, fingerprint) if q.continuation else {}
-    kind, flt, params = activity_filter(q)
+    kind, flt, segments = activity_filter(q)
     s = storage.settings
     table = s.events_table if kind == "events" else s.index_table
     select = [*FIELDS, "PartitionKey", "RowKey"]
     if q.mode == "scan":
-        return _scan_page(storage, table, flt, params, select, q.limit, state, fingerprint)
+        return _scan_page(storage, table, flt, segments[0], select, q.limit, state, fingerprint)
     items: list[dict[str, Any]] = []
-    token = state.get("t")
-    while True:
+    segment, token = int(state.get("s", 0)), state.get("t")
+    while segment < len(segments) and len(items) < q.limit:
         pages = (
             storage.table(table)
             .query_entities(
                 flt,
-                parameters=params,
+                parameters=segments[segment],
                 select=select,
                 results_per_page=q.limit - len(items),
             )
@@ -320,9 +329,11 @@ def activity(storage: Storage, q: ActivityQuery) -> Page:
         )
         items.extend(activity_item(row) for row in next(pages, []))
         token = pages.continuation_token
-        if not token or len(items) >= q.limit:  # short pages happen: ask for the rest
-            break
-    return Page(items, encode_token(fingerprint, {"t": token}) if token else None)
+        if not token:  # this segment is done (short pages happen: then ask for the rest)
+            segment, token = segment + 1, None
+    if segment >= len(segments):
+        return Page(items, None)
+    return Page(items, encode_token(fingerprint, {"s": segment, "t": token}))
 
 
 def _scan_page(

@@ -151,9 +151,11 @@ def test_index_rows_cover_ip_vm_and_failures_once() -> None:
     bad = normalize(doc_record(message="Login Failed", clientPort=1), "b", 0, 0)
     bad2 = normalize(doc_record(message="Login Failed", clientPort=2), "b", 0, 0)
     rows = list(index_rows([ok, bad, bad2]))
-    pks = [r["PartitionKey"] for r in rows]
-    assert pks.count("ip|131.107.159.86|2026-11-24T10") == 3
-    assert pks.count("vm|linux-web-01|2026-11-24T10") == 3
+    ip_rows = [r for r in rows if r["PartitionKey"] == "ip|2026-11-24"]
+    vm_rows = [r for r in rows if r["PartitionKey"] == "vm|2026-11-24"]
+    assert len(ip_rows) == len(vm_rows) == 3
+    assert all(r["RowKey"] == "131.107.159.86|" + r["EventRowKey"] for r in ip_rows)
+    assert all(r["RowKey"] == "linux-web-01|" + r["EventRowKey"] for r in vm_rows)
     assert sorted(r["RowKey"] for r in rows if r["PartitionKey"].startswith("fail|")) == [
         "ip|131.107.159.86",
         "user|alice",

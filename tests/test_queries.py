@@ -213,9 +213,14 @@ def test_defaults_to_the_last_day() -> None:
 def test_filters_use_parameters_only() -> None:
     hostile = "x' or PartitionKey ne '"
     q = queries.parse_activity({"user": hostile, "ip": hostile, "to": TO})
-    _, flt, params = queries.activity_filter(q)
+    _, flt, segments = queries.activity_filter(q)
     assert "'" not in flt and hostile not in flt
-    assert params["lo"].startswith(keys.encode(hostile.casefold()) + "|")
+    assert segments[0]["lo"].startswith(keys.encode(hostile.casefold()) + "|")
+    vm = queries.parse_activity({"vm": hostile, "to": TO})
+    _, flt, segments = queries.activity_filter(vm)
+    assert "'" not in flt and all(
+        s["lo"] == keys.encode(hostile.casefold()) + "|" for s in segments
+    )
 
 
 def test_alerts_by_status_and_range(store: Pipeline) -> None:
