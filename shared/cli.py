@@ -1,4 +1,4 @@
-"""Command line: `python -m shared COMMAND` (see README and docs/activity.md).
+"""Command line: `python -m shared COMMAND` (see README, "See who connected to what").
 
   demo      ingest the sample logs into a private Azurite and print the result
   activity  who connected to what (--user --vm --ip --from --to --outcome --format)

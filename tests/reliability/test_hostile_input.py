@@ -29,7 +29,7 @@ from shared.ingest import Pipeline
 from shared.settings import Settings
 from shared.storage import Conflict, Cursor
 
-#: Inputs generated per test; the totals are quoted in docs/guarantees.md.
+#: Inputs generated per test; the totals are quoted in README, "What we guarantee".
 BUDGET = {"normalize": 2800, "chunks": 2000, "ingest": 1200, "keys": 4000}
 _SCALE = float(os.environ.get("RELIABILITY_BUDGET_SCALE", "1"))  # < 1 for quick local runs
 BUDGET = {k: max(1, int(v * _SCALE)) for k, v in BUDGET.items()}
