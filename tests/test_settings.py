@@ -1,0 +1,60 @@
+"""Settings and connections: validation at start-up, identity-based connections. No I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.settings import CONNECTION, DEFAULTS, Settings, SettingsError
+from shared.storage import Storage
+
+
+def test_defaults_build_a_valid_settings_object() -> None:
+    s = Settings.from_env({})
+    assert s.events_table == DEFAULTS["EVENTS_TABLE"] and s.failure_threshold == 5
+    assert s.ip_allowlist == () and s.blob_trigger_source == "LogsAndContainerScan"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FAILURE_THRESHOLD", "five"),
+        ("FAILURE_THRESHOLD", "1"),
+        ("MAX_RECORD_BYTES", "99999999"),
+        ("BLOB_TRIGGER_SOURCE", "Polling"),
+        ("IP_ALLOWLIST", "10.0.0.0/8, not-an-ip"),
+    ],
+)
+def test_bad_values_stop_start_up_naming_the_setting(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_secrets_are_not_in_the_repr() -> None:
+    s = Settings.from_env({"ALERT_WEBHOOK_URL": "https://hooks.example/SECRET"})
+    assert "SECRET" not in repr(s)
+
+
+def test_identity_based_connection_uses_service_uris() -> None:
+    env = {
+        f"{CONNECTION}__blobServiceUri": "https://logs.blob.core.windows.net",
+        f"{CONNECTION}__queueServiceUri": "https://logs.queue.core.windows.net",
+        f"{CONNECTION}__tableServiceUri": "https://logs.table.core.windows.net",
+        f"{CONNECTION}__credential": "managedidentity",
+    }
+    storage = Storage(Settings.from_env(env))
+    assert storage.blobs.url.startswith("https://logs.blob.core.windows.net")
+    assert storage.queues.url.startswith("https://logs.queue.core.windows.net")
+    assert storage.tables.url.startswith("https://logs.table.core.windows.net")
+    assert type(storage.blobs.credential).__name__ == "DefaultAzureCredential"
+    storage.close()
+
+
+def test_account_name_alone_is_enough() -> None:
+    storage = Storage(Settings.from_env({f"{CONNECTION}__accountName": "logs"}))
+    assert storage.tables.url.startswith("https://logs.table.core.windows.net")
+    storage.close()
+
+
+def test_no_connection_says_what_to_set() -> None:
+    with pytest.raises(RuntimeError, match=f"{CONNECTION}__accountName"):
+        Storage(Settings.from_env({}))
