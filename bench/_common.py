@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import random
 import resource
 import sys
@@ -26,8 +25,8 @@ import orjson  # noqa: E402
 from azure.data.tables import TableClient, UpdateMode  # noqa: E402
 from azure.storage.blob import BlobClient  # noqa: E402
 
-from shared import samples  # noqa: E402
-from shared.settings import CONNECTION, Settings  # noqa: E402
+from shared import azurite, samples  # noqa: E402
+from shared.settings import Settings  # noqa: E402
 
 _FIRST = ["anna", "ben", "carla", "dmitri", "elif", "farid", "gina", "hugo", "ines", "jon"]
 _LAST = ["smith", "mueller", "rossi", "kowalski", "nguyen", "garcia", "ivanova", "dubois"]
@@ -96,18 +95,7 @@ def lines(n: int, **kwargs: Any) -> bytes:
 
 def env(connection: str, tag: str, **overrides: str) -> dict[str, str]:
     """App settings on table, queue and container names no other run uses."""
-    n = f"{os.getpid()}X{next(_ids)}{tag}"
-    out = {
-        CONNECTION: connection,
-        "EVENTS_TABLE": f"BenchEvents{n}",
-        "INDEX_TABLE": f"BenchIndex{n}",
-        "STATE_TABLE": f"BenchState{n}",
-        "ALERTS_TABLE": f"BenchAlerts{n}",
-        "QUARANTINE_CONTAINER": f"bench-quarantine-{n.lower()}",
-        "ALERT_QUEUE": f"bench-alerts-{n.lower()}",
-    }
-    out.update(overrides)
-    return out
+    return azurite.isolated_env(connection, tag, **overrides)
 
 
 def settings(connection: str, tag: str, **overrides: str) -> Settings:

@@ -6,6 +6,8 @@ session must not leave processes behind. Not used by the function app itself.
 
 from __future__ import annotations
 
+import itertools
+import os
 import shutil
 import socket
 import subprocess
@@ -14,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .settings import CONNECTION
 from .storage import AZURITE_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +56,25 @@ class Azurite:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+_names = itertools.count(1)
+
+
+def isolated_env(connection: str, tag: str = "", **overrides: str) -> dict[str, str]:
+    """App settings on table, queue and container names no other run or test uses."""
+    n = f"{os.getpid()}X{next(_names)}{tag}"
+    env = {
+        CONNECTION: connection,
+        "EVENTS_TABLE": f"Events{n}",
+        "INDEX_TABLE": f"Index{n}",
+        "STATE_TABLE": f"State{n}",
+        "ALERTS_TABLE": f"Alerts{n}",
+        "QUARANTINE_CONTAINER": f"quarantine-{n.lower()}",
+        "ALERT_QUEUE": f"alerts-{n.lower()}",
+    }
+    env.update(overrides)
+    return env
 
 
 def executable() -> str:

@@ -7,7 +7,6 @@ on free loopback ports on first use and stopped when the session ends.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 
 from shared import azurite, functions
 from shared.ingest import Pipeline
-from shared.settings import CONNECTION, LOGS_CONTAINER, Settings
+from shared.settings import LOGS_CONTAINER, Settings
 
 _ids = itertools.count(1)
 
@@ -27,20 +26,7 @@ def emulator() -> Iterator[azurite.Azurite]:
 
 
 def isolated_env(connection: str, **overrides: str) -> dict[str, str]:
-    """App settings with table, queue and container names no other test uses."""
-    n = f"{os.getpid()}x{next(_ids)}"
-    env = {
-        CONNECTION: connection,
-        "EVENTS_TABLE": f"Events{n.replace('x', 'X')}",
-        "INDEX_TABLE": f"Index{n.replace('x', 'X')}",
-        "STATE_TABLE": f"State{n.replace('x', 'X')}",
-        "ALERTS_TABLE": f"Alerts{n.replace('x', 'X')}",
-        "QUARANTINE_CONTAINER": f"quarantine-{n}",
-        "ALERT_QUEUE": f"alerts-{n}",
-        "WEBHOOK_TIMEOUT_SECONDS": "2",
-    }
-    env.update(overrides)
-    return env
+    return azurite.isolated_env(connection, **{"WEBHOOK_TIMEOUT_SECONDS": "2", **overrides})
 
 
 @pytest.fixture
