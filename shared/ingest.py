@@ -13,14 +13,20 @@ import hashlib
 import ipaddress
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 from azure.core.exceptions import HttpResponseError
-from azure.storage.blob import BlobClient, BlobProperties, BlobType, ContainerClient
+from azure.storage.blob import (
+    BlobClient,
+    BlobPrefix,
+    BlobProperties,
+    BlobType,
+    ContainerClient,
+)
 
 from . import detection, keys, model, parse
 from .alerting import Deliverer
@@ -315,12 +321,41 @@ class Pipeline:
         """Ingest every recently changed blob: appends to an append blob raise no event."""
         now = now or datetime.now(UTC)
         since = now - timedelta(hours=self.settings.sweep_lookback_hours)
+        hours = {
+            _date_parts(now - timedelta(hours=i))
+            for i in range(self.settings.sweep_lookback_hours + 1)
+        }
         done = []
-        for item in container.list_blobs():
+        for item in recent_blobs(container, "", (), hours):
             if item.last_modified >= since and item.name.endswith(".json"):
                 done.append(self.ingest(container.get_blob_client(item.name), now))
         log.info("sweep: %d recent blob(s) checked", len(done))
         return done
+
+
+def _date_parts(when: datetime) -> tuple[str, ...]:
+    return (f"y={when:%Y}", f"m={when:%m}", f"d={when:%d}", f"h={when:%H}")
+
+
+def recent_blobs(
+    container: ContainerClient, prefix: str, seen: tuple[str, ...], hours: set[tuple[str, ...]]
+) -> Iterator[BlobProperties]:
+    """Blobs under `prefix`, walking folders but only the `y=/m=/d=/h=` ones of `hours`.
+
+    Listing the whole container every few minutes would grow with years of hour blobs; this
+    reads a few folder listings per Bastion host instead.
+    """
+    for item in container.walk_blobs(name_starts_with=prefix, delimiter="/"):
+        if not isinstance(item, BlobPrefix):
+            yield item
+            continue
+        segment = item.name[len(prefix) :].rstrip("/")
+        parts = seen
+        if len(seen) < 4 and segment.startswith(("y=", "m=", "d=", "h=")[len(seen)]):
+            parts = (*seen, segment)
+            if not any(h[: len(parts)] == parts for h in hours):
+                continue  # an older year, month, day or hour
+        yield from recent_blobs(container, item.name, parts, hours)
 
 
 def _open(blob: BlobClient, begin: int, length: int) -> tuple[int, BlobProperties, bytes]:

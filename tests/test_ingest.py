@@ -207,9 +207,12 @@ def test_timer_sweep_picks_up_appends_no_trigger_announced(
     client.append_block(_records(5, start=5000))
     indexed_app["ingest_blob"].get_user_function()(client)  # Event Grid: fired on creation
     client.append_block(_records(7, start=5005))  # AppendBlock raises no event
+    old = blob_prefix + "y=2020/m=01/d=01/h=00/m=00/PT1H.json"  # an old hour's folder
+    logs.upload_blob(old, _records(3, start=7000))
     indexed_app["sweep_recent_blobs"].get_user_function()(TimerRequest(past_due=False))
     events = all_rows(pipeline, pipeline.settings.events_table)
-    assert len([e for e in events if e["SourceBlob"] == name]) == 12  # the sweep sees all blobs
+    assert len([e for e in events if e["SourceBlob"] == name]) == 12
+    assert not [e for e in events if e["SourceBlob"] == old]  # old folders are not walked
 
 
 def test_empty_blob_gives_a_clear_outcome(pipeline: Pipeline, logs: Any, blob_prefix: str) -> None:
