@@ -5,8 +5,6 @@ Every helper here is test-only; production code is exercised unchanged.
 
 from __future__ import annotations
 
-import itertools
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -68,22 +66,10 @@ class FastStorage(Storage):
         self.queues = QueueServiceClient.from_connection_string(conn, **fast)
 
 
-_ids = itertools.count(1)
-
-
 def names(**overrides: str) -> dict[str, str]:
     """Table, queue and container names no other test (or process) uses."""
-    n = f"R{os.getpid()}x{next(_ids)}"
-    env = {
-        "EVENTS_TABLE": f"Events{n}",
-        "INDEX_TABLE": f"Index{n}",
-        "STATE_TABLE": f"State{n}",
-        "ALERTS_TABLE": f"Alerts{n}",
-        "QUARANTINE_CONTAINER": f"quarantine-{n.lower()}",
-        "ALERT_QUEUE": f"alerts-{n.lower()}",
-        "WEBHOOK_TIMEOUT_SECONDS": "2",
-    }
-    env.update(overrides)
+    env = azurite.isolated_env("", "R", **{"WEBHOOK_TIMEOUT_SECONDS": "2", **overrides})
+    del env[CONNECTION]
     return env
 
 
