@@ -14,11 +14,11 @@ What each activity query costs (one page; `limit` rows at most, `MAX_LIMIT` by d
   table: partition `vm|<day>`, rows `<vm>|<event RowKey>` (index rows copy the fields a result
   shows), so a day costs one request whether or not the VM was used that day.
 * `ip` (with or without `outcome`): the same over the `ip|<day>` partitions.
-* none of them (only a time range, maybe an outcome): no partition holds "every event of an
-  hour", so this is a scan of the whole events table with a `TimeGenerated` range filter; the
-  service still reads every row, whatever the range. Allowed for at most `MAX_SCAN_DAYS`; each
-  page is a fresh scan that keeps only the `limit` earliest rows after the previous page (memory
-  stays O(limit)). Use it for small tables or narrow it with a user, VM or IP.
+* none of them (only a time range, maybe an outcome): every event has a row in its day's IP
+  index partition `ip|<day>`, so this reads those day partitions whole (one query per day),
+  filtered by time; it costs what the days hold, not the whole table. Allowed for at most
+  `MAX_SCAN_DAYS`; each page re-reads from the last page's day and keeps only the `limit`
+  earliest rows after it (memory stays O(limit)).
 
 Ranges are half-open `[from, to)` in UTC, at most `MAX_DAYS`. Paging: the continuation token is
 opaque (URL-safe base64 of JSON) and bound to the query that produced it.
@@ -269,8 +269,9 @@ def activity_filter(q: ActivityQuery) -> tuple[str, str, list[dict[str, Any]]]:
     if q.outcome:
         clauses.append("Outcome eq @outcome")
         params["outcome"] = q.outcome
-    if q.mode == "scan":
-        return "events", " and ".join(clauses), [params]
+    if q.mode == "scan":  # every event has a row in its day's IP partition
+        flt = " and ".join(["PartitionKey eq @pk", *clauses])
+        return "index", flt, [{**params, "pk": model.IP_PREFIX + d} for d in keys.days(first, last)]
     if q.mode == "user":
         lo, hi = keys.hour_range(keys.user_key(q.user or "", ""), first, last)
         flt = " and ".join(["PartitionKey ge @lo", "PartitionKey lt @hi", *clauses])
@@ -313,7 +314,7 @@ def activity(storage: Storage, q: ActivityQuery) -> Page:
     table = s.events_table if kind == "events" else s.index_table
     select = [*FIELDS, "PartitionKey", "RowKey"]
     if q.mode == "scan":
-        return _scan_page(storage, table, flt, segments[0], select, q.limit, state, fingerprint)
+        return _scan_page(storage, table, flt, segments, select, q.limit, state, fingerprint)
     items: list[dict[str, Any]] = []
     segment, token = int(state.get("s", 0)), state.get("t")
     while segment < len(segments) and len(items) < q.limit:
@@ -340,7 +341,7 @@ def _scan_page(
     storage: Storage,
     table: str,
     flt: str,
-    params: dict[str, Any],
+    segments: list[dict[str, Any]],
     select: list[str],
     limit: int,
     state: dict[str, Any],
@@ -348,10 +349,14 @@ def _scan_page(
 ) -> Page:
     after = state.get("after")
     if after:  # skip what earlier pages showed without reading past it again
-        params = {**params, "start": max(params["start"], parse_time(after[0], "continuation"))}
-    rows = earliest_after(
-        storage.query(table, flt, params, select=select), after, limit + 1, "TimeGenerated"
-    )
+        since = parse_time(after[0], "continuation")
+        segments = [
+            {**params, "start": max(params["start"], since)}
+            for params in segments
+            if params["pk"][len(model.IP_PREFIX) :] >= since.date().isoformat()
+        ]
+    found = (row for params in segments for row in storage.query(table, flt, params, select))
+    rows = earliest_after(found, after, limit + 1, "TimeGenerated")
     more = len(rows) > limit
     rows = rows[:limit]
     last = rows[-1] if rows else None
@@ -418,10 +423,11 @@ def alert_rows(storage: Storage, q: AlertQuery) -> Iterator[dict[str, Any]]:
 
 
 def report_events(storage: Storage, start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
-    """Events in `[start, end)` for the report: a scan of the events table (see module doc)."""
-    yield from storage.query(
-        storage.settings.events_table,
-        "TimeGenerated ge @start and TimeGenerated lt @end",
-        {"start": start, "end": end},
-        select=REPORT_FIELDS,
-    )
+    """Events in `[start, end)` for the report: each day's IP index partition, read whole."""
+    for day in keys.days(start.isoformat(), _last_instant(end)):
+        yield from storage.query(
+            storage.settings.index_table,
+            "PartitionKey eq @pk and TimeGenerated ge @start and TimeGenerated lt @end",
+            {"pk": model.IP_PREFIX + day, "start": start, "end": end},
+            select=REPORT_FIELDS,
+        )

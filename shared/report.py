@@ -20,7 +20,7 @@ from typing import Any
 from . import queries
 from .storage import Storage
 
-#: Longest range a report covers (one bar per hour; and the events scan, see queries.py).
+#: Longest range a report covers (one bar per hour; it reads each day's events whole).
 MAX_DAYS = queries.MAX_SCAN_DAYS
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 COLORS = {"Success": "#2e7d32", "Failure": "#c62828", "Other": "#9e9e9e"}
