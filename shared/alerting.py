@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 logging.getLogger("urllib3").setLevel(logging.CRITICAL)
 
 SCHEMA = "bastion-audit/alert@1"
-SEVERITY_COLOR = {"high": "D13438", "medium": "F7630C", "low": "FFB900"}
 #: Alerts younger than this are left to the invocation that created them.
 REDELIVERY_GRACE = timedelta(minutes=2)
 

@@ -43,17 +43,14 @@ _HOUR = re.compile(r"/y=(\d{4})/m=(\d{2})/d=(\d{2})/h=(\d{2})/")
 SETTLE = timedelta(hours=1)
 #: How far back detection reaches to recount an incident that is still open.
 MAX_LOOKBACK = timedelta(hours=24)
+#: The columns detection reads back (what `Event` holds).
 _PROJECTION = (
     "TimeGenerated",
     "UserKey",
-    "UserName",
     "ClientIpKey",
-    "ClientIpAddress",
     "Outcome",
-    "Message",
     "TargetVMName",
     "BastionHostName",
-    "Protocol",
 )
 
 
@@ -110,7 +107,7 @@ class Pipeline:
     def _ingest_once(self, blob: BlobClient, summary: Summary, now: datetime) -> None:
         s = self.settings
         bkey = keys.blob_key(blob.container_name, blob.blob_name)
-        cursor = self.storage.read_cursor(blob.container_name, bkey)
+        cursor = self.storage.read_cursor(bkey)
         start = cursor.offset
         # One ranged GET brings the blob's size and type, the bytes before the cursor (to check
         # that the blob was not rewritten) and the first new chunk.

@@ -33,8 +33,8 @@ import base64
 import binascii
 import hashlib
 import heapq
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -356,25 +356,31 @@ def _scan_page(
             if params["pk"][len(model.IP_PREFIX) :] >= since.date().isoformat()
         ]
     found = (row for params in segments for row in storage.query(table, flt, params, select))
-    rows = earliest_after(found, after, limit + 1, "TimeGenerated")
-    more = len(rows) > limit
-    rows = rows[:limit]
-    last = rows[-1] if rows else None
+    return _ordered_page(found, after, limit, "TimeGenerated", fingerprint, activity_item)
+
+
+def _ordered_page(
+    rows: Iterable[dict[str, Any]],
+    after: list[str] | None,
+    limit: int,
+    time_field: str,
+    fingerprint: str,
+    item: Callable[[dict[str, Any]], dict[str, Any]],
+) -> Page:
+    """The `limit` earliest rows after `after`, and a token that resumes after the last one."""
+    rows = earliest_after(rows, after, limit + 1, time_field)
+    more, rows = len(rows) > limit, rows[:limit]
     token = None
-    if more and last is not None:
-        state = {"after": [last["TimeGenerated"].isoformat(), last["PartitionKey"], last["RowKey"]]}
+    if more and rows:
+        last = rows[-1]
+        state = {"after": [last[time_field].isoformat(), last["PartitionKey"], last["RowKey"]]}
         token = encode_token(fingerprint, state)
-    return Page([activity_item(r) for r in rows], token)
+    return Page([item(r) for r in rows], token)
 
 
 def activity_rows(storage: Storage, q: ActivityQuery) -> Iterator[dict[str, Any]]:
     """Every event of a query, page after page (for the CLI and exports)."""
-    while True:
-        page = activity(storage, q)
-        yield from page.items
-        if not page.continuation:
-            return
-        q = ActivityQuery(q.start, q.end, q.user, q.vm, q.ip, q.outcome, q.limit, page.continuation)
+    return _all_pages(activity, storage, q)
 
 
 def alerts(storage: Storage, q: AlertQuery) -> Page:
@@ -396,30 +402,24 @@ def alerts(storage: Storage, q: AlertQuery) -> Page:
     if q.status:
         clauses.append("Status eq @status")
         params["status"] = q.status
-    after = state.get("after")
-    rows = earliest_after(
-        storage.query(storage.settings.alerts_table, " and ".join(clauses), params),
-        after,
-        q.limit + 1,
-        "FirstSeen",
-    )
-    more = len(rows) > q.limit
-    rows = rows[: q.limit]
-    token = None
-    if more and rows:
-        last = rows[-1]
-        state = {"after": [last["FirstSeen"].isoformat(), last["PartitionKey"], last["RowKey"]]}
-        token = encode_token(fingerprint, state)
-    return Page([alert_item(r) for r in rows], token)
+    rows = storage.query(storage.settings.alerts_table, " and ".join(clauses), params)
+    return _ordered_page(rows, state.get("after"), q.limit, "FirstSeen", fingerprint, alert_item)
 
 
 def alert_rows(storage: Storage, q: AlertQuery) -> Iterator[dict[str, Any]]:
+    """Every alert of a query, page after page."""
+    return _all_pages(alerts, storage, q)
+
+
+def _all_pages(
+    run: Callable[[Storage, Any], Page], storage: Storage, q: ActivityQuery | AlertQuery
+) -> Iterator[dict[str, Any]]:
     while True:
-        page = alerts(storage, q)
+        page = run(storage, q)
         yield from page.items
         if not page.continuation:
             return
-        q = AlertQuery(q.start, q.end, q.status, q.limit, page.continuation)
+        q = replace(q, continuation=page.continuation)
 
 
 def report_events(storage: Storage, start: datetime, end: datetime) -> Iterator[dict[str, Any]]:

@@ -129,7 +129,7 @@ class Storage:
         yield from self.table(table).query_entities(flt, parameters=parameters, select=select)
 
     # -- cursors ------------------------------------------------------------------------
-    def read_cursor(self, container: str, blob_key: str) -> Cursor:
+    def read_cursor(self, blob_key: str) -> Cursor:
         try:
             row = self.table(self.settings.state_table).get_entity(CURSOR_PARTITION, blob_key)
         except ResourceNotFoundError:

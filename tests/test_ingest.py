@@ -176,10 +176,7 @@ def test_concurrent_invocations_on_one_growing_blob(
             t.join()
     assert not errors
     assert len(event_keys(first)) == 400
-    cursor = first.storage.read_cursor(
-        LOGS_CONTAINER,
-        keys.blob_key(LOGS_CONTAINER, client.blob_name),
-    )
+    cursor = first.storage.read_cursor(keys.blob_key(LOGS_CONTAINER, client.blob_name))
     assert cursor.offset == len(data) and cursor.stored + cursor.skipped >= 400
 
 

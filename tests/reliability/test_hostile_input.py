@@ -397,7 +397,7 @@ class MemoryStorage:
     def query(self, *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
         return iter(())  # detection finds nothing stored: no incidents, no I/O
 
-    def read_cursor(self, container: str, blob_key: str) -> Cursor:
+    def read_cursor(self, blob_key: str) -> Cursor:
         version, cursor = self.cursors.get(blob_key, (0, Cursor()))
         return Cursor(**{**cursor.__dict__, "etag": str(version) if version else None})
 
