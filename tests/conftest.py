@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared import azurite, functions
+from shared import azurite, functions, samples
 from shared.ingest import Pipeline
 from shared.settings import LOGS_CONTAINER, Settings
 
@@ -44,6 +44,23 @@ def make_pipeline(emulator: azurite.Azurite) -> Iterator[Callable[..., Pipeline]
     for pipeline in built:
         pipeline.storage.close()
         pipeline.deliverer.session.close()
+
+
+@pytest.fixture(scope="module")
+def sample_store(emulator: azurite.Azurite) -> Iterator[tuple[dict[str, str], Pipeline]]:
+    """The sample logs ingested once per module on isolated names: (app settings, pipeline)."""
+    env = isolated_env(emulator.connection_string)
+    pipeline = Pipeline(Settings.from_env(env))
+    container = pipeline.storage.blobs.get_container_client(LOGS_CONTAINER)
+    if not container.exists():
+        container.create_container()
+    prefix = env["EVENTS_TABLE"] + "/"
+    for name, data in samples.build()[0].items():
+        container.upload_blob(prefix + name, data, overwrite=True)
+        pipeline.ingest(container.get_blob_client(prefix + name))
+    yield env, pipeline
+    pipeline.storage.close()
+    pipeline.deliverer.session.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,16 +31,8 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def env(emulator: azurite.Azurite, sample_dir: Path) -> dict[str, str]:
     """Isolated tables with the samples ingested once, through `ingest PATH`."""
-    n = uuid.uuid4().hex[:10]
-    values = {
-        CONNECTION: emulator.connection_string,
-        "EVENTS_TABLE": f"CEvents{n}",
-        "INDEX_TABLE": f"CIndex{n}",
-        "STATE_TABLE": f"CState{n}",
-        "ALERTS_TABLE": f"CAlerts{n}",
-        "QUARANTINE_CONTAINER": f"c-quarantine-{n}",
-        "ALERT_QUEUE": f"c-alerts-{n}",
-    }
+    values = azurite.isolated_env(emulator.connection_string)
+    n = values["EVENTS_TABLE"]
     with pytest.MonkeyPatch.context() as mp:
         for key, value in values.items():
             mp.setenv(key, value)

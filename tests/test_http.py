@@ -2,42 +2,24 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import azure.functions as func
 import orjson
 import pytest
 
-from shared import azurite, samples
+from shared import samples
 from shared.ingest import Pipeline
-from shared.settings import CONNECTION, LOGS_CONTAINER, Settings
 
 pytestmark = pytest.mark.azurite
 RANGE = {"from": "2026-11-23T09:00:00Z", "to": "2026-11-23T12:00:00Z"}
 
 
 @pytest.fixture(scope="module")
-def tables(emulator: azurite.Azurite) -> Iterator[dict[str, str]]:
-    """Sample logs ingested once; the app is pointed at these tables by each test."""
-    n = uuid.uuid4().hex[:10]
-    names = {
-        "EVENTS_TABLE": f"HEvents{n}",
-        "INDEX_TABLE": f"HIndex{n}",
-        "STATE_TABLE": f"HState{n}",
-        "ALERTS_TABLE": f"HAlerts{n}",
-    }
-    pipeline = Pipeline(Settings.from_env({CONNECTION: emulator.connection_string, **names}))
-    container = pipeline.storage.blobs.get_container_client(LOGS_CONTAINER)
-    if not container.exists():
-        container.create_container()
-    for name, data in samples.build()[0].items():
-        container.upload_blob(f"h{n}/{name}", data, overwrite=True)
-        pipeline.ingest(container.get_blob_client(f"h{n}/{name}"))
-    yield names
-    pipeline.storage.close()
-    pipeline.deliverer.session.close()
+def tables(sample_store: tuple[dict[str, str], Pipeline]) -> dict[str, str]:
+    """Sample logs ingested once; the app is pointed at these settings by each test."""
+    return sample_store[0]
 
 
 @pytest.fixture

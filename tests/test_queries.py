@@ -3,51 +3,21 @@ samples, hostile filter values match only themselves, and paging neither loses n
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from shared import azurite, keys, model, parse, queries, samples
+from shared import keys, model, parse, queries, samples
 from shared.ingest import Pipeline
-from shared.settings import CONNECTION, LOGS_CONTAINER, Settings
 
 pytestmark = pytest.mark.azurite
 FROM, TO = "2026-11-23T09:00:00Z", "2026-11-23T12:00:00Z"
 
 
-def sample_env(connection: str) -> dict[str, str]:
-    n = uuid.uuid4().hex[:10]
-    return {
-        CONNECTION: connection,
-        "EVENTS_TABLE": f"QEvents{n}",
-        "INDEX_TABLE": f"QIndex{n}",
-        "STATE_TABLE": f"QState{n}",
-        "ALERTS_TABLE": f"QAlerts{n}",
-        "QUARANTINE_CONTAINER": f"q-quarantine-{n}",
-        "ALERT_QUEUE": f"q-alerts-{n}",
-    }
-
-
-def ingest_samples(pipeline: Pipeline) -> None:
-    container = pipeline.storage.blobs.get_container_client(LOGS_CONTAINER)
-    if not container.exists():
-        container.create_container()
-    prefix = f"q{uuid.uuid4().hex[:8]}/"
-    for name, data in samples.build()[0].items():
-        container.upload_blob(prefix + name, data, overwrite=True)
-        pipeline.ingest(container.get_blob_client(prefix + name))
-
-
 @pytest.fixture(scope="module")
-def store(emulator: azurite.Azurite) -> Iterator[Pipeline]:
-    pipeline = Pipeline(Settings.from_env(sample_env(emulator.connection_string)))
-    ingest_samples(pipeline)
-    yield pipeline
-    pipeline.storage.close()
-    pipeline.deliverer.session.close()
+def store(sample_store: tuple[dict[str, str], Pipeline]) -> Pipeline:
+    return sample_store[1]
 
 
 @pytest.fixture(scope="module")

@@ -6,17 +6,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shared import azurite, report, samples
+from shared import report, samples
 from shared.ingest import Pipeline
-from shared.settings import CONNECTION, LOGS_CONTAINER, Settings
 
 START = datetime(2026, 11, 23, 9, tzinfo=UTC)
 END = START + timedelta(hours=3)
@@ -85,25 +82,8 @@ def test_aggregate_counts() -> None:
 
 
 @pytest.fixture(scope="module")
-def sample_page(emulator: azurite.Azurite) -> Iterator[str]:
-    n = uuid.uuid4().hex[:10]
-    names = {
-        CONNECTION: emulator.connection_string,
-        "EVENTS_TABLE": f"REvents{n}",
-        "INDEX_TABLE": f"RIndex{n}",
-        "STATE_TABLE": f"RState{n}",
-        "ALERTS_TABLE": f"RAlerts{n}",
-    }
-    pipeline = Pipeline(Settings.from_env(names))
-    container = pipeline.storage.blobs.get_container_client(LOGS_CONTAINER)
-    if not container.exists():
-        container.create_container()
-    for name, data in samples.build()[0].items():
-        container.upload_blob(f"r{n}/{name}", data, overwrite=True)
-        pipeline.ingest(container.get_blob_client(f"r{n}/{name}"))
-    yield report.build(pipeline.storage, START, END)
-    pipeline.storage.close()
-    pipeline.deliverer.session.close()
+def sample_page(sample_store: tuple[dict[str, str], Pipeline]) -> str:
+    return report.build(sample_store[1].storage, START, END)
 
 
 def run_chromium(page: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess[str]:
