@@ -1,9 +1,11 @@
-"""Deliver alerts to the storage queue and webhooks; never lose one, never leak a URL.
+"""Deliver incident notifications to the storage queue and webhooks; never lose one, never leak
+a URL.
 
-An alert row stays `pending` until every configured channel took it; the timer function
-retries the rest later. Channels already served are remembered in `DeliveredTo`, so a retry only
-re-sends where it failed. Webhook URLs carry their secret in the path: they are never logged,
-and errors are recorded by type and status code only.
+An incident row owes people a notification while its `Pending` says so (`opened`, `escalated`,
+`updated`; `Seq` numbers them). Channels already served are remembered in `DeliveredTo`, so a
+retry only re-sends where it failed; the timer retries what is still pending and sends growth
+updates once their interval has passed. Webhook URLs carry their secret in the path: they are
+never logged, and errors are recorded by type and status code only.
 """
 
 from __future__ import annotations
@@ -11,17 +13,18 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
 import requests
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from . import incidents, messages
 from .settings import Settings
 from .storage import Storage
 
@@ -30,102 +33,20 @@ log = logging.getLogger(__name__)
 # secrets. Its children inherit this level, so none of them can write a URL to the logs.
 logging.getLogger("urllib3").setLevel(logging.CRITICAL)
 
-SCHEMA = "bastion-audit/alert@1"
-#: Alerts younger than this are left to the invocation that created them.
+SCHEMA = messages.SCHEMA
+#: Notifications younger than this are left to the invocation that decided them.
 REDELIVERY_GRACE = timedelta(minutes=2)
+#: How far back the timer looks for pending notifications (incident start days).
+REDELIVERY_DAYS = 7
+_ATTEMPTS = 8
 
 
-# -- payloads (pure) ------------------------------------------------------------------------
-def _iso(value: Any) -> str:
-    return value.isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else str(value)
-
-
-def message(alert: dict[str, Any]) -> dict[str, Any]:
-    """The documented JSON body (queue message and generic webhook)."""
-    return {
-        "schema": SCHEMA,
-        "alertId": alert["AlertId"],
-        "rule": alert["Rule"],
-        "severity": alert["Severity"],
-        "subjectKind": alert["SubjectKind"],
-        "subject": alert["Subject"],
-        "summary": alert["Summary"],
-        "failureCount": alert["FailureCount"],
-        "successCount": alert.get("SuccessCount", 0),
-        "distinctUsers": alert.get("DistinctUsers", 0),
-        "users": orjson.loads(alert.get("Users") or "[]"),
-        "clientIps": orjson.loads(alert.get("ClientIps") or "[]"),
-        "targetVMs": orjson.loads(alert.get("TargetVMs") or "[]"),
-        "bastionHosts": orjson.loads(alert.get("BastionHosts") or "[]"),
-        "windowStart": _iso(alert["WindowStart"]),
-        "windowEnd": _iso(alert["WindowEnd"]),
-        "firstSeen": _iso(alert["FirstSeen"]),
-        "lastSeen": _iso(alert["LastSeen"]),
-    }
-
-
-def _facts(body: dict[str, Any]) -> list[tuple[str, str]]:
-    return [
-        ("Rule", body["rule"]),
-        ("Severity", body["severity"]),
-        ("Failures", str(body["failureCount"])),
-        ("Users", ", ".join(body["users"][:10]) or "-"),
-        ("Source IPs", ", ".join(body["clientIps"][:10]) or "-"),
-        ("Targets", ", ".join(body["targetVMs"][:10]) or "-"),
-        ("Bastion", ", ".join(body["bastionHosts"][:3]) or "-"),
-        ("First seen", body["firstSeen"]),
-        ("Last seen", body["lastSeen"]),
-        ("Alert id", body["alertId"]),
-    ]
-
-
-def teams_card(alert: dict[str, Any]) -> dict[str, Any]:
-    """Adaptive Card in the envelope Teams incoming webhooks (and Workflows) accept."""
-    body = message(alert)
-    card = {
-        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-        "type": "AdaptiveCard",
-        "version": "1.4",
-        "body": [
-            {"type": "TextBlock", "size": "Medium", "weight": "Bolder", "wrap": True,
-             "color": "Attention" if body["severity"] == "high" else "Warning",
-             "text": body["summary"]},
-            {"type": "FactSet", "facts": [{"title": k, "value": v} for k, v in _facts(body)]},
-        ],
-    }  # fmt: skip
-    return {
-        "type": "message",
-        "summary": body["summary"],
-        "attachments": [
-            {"contentType": "application/vnd.microsoft.card.adaptive", "content": card}
-        ],
-    }
-
-
-def slack_message(alert: dict[str, Any]) -> dict[str, Any]:
-    """Block Kit message for Slack incoming webhooks (`text` is the notification fallback)."""
-    body = message(alert)
-    fields = [{"type": "mrkdwn", "text": f"*{k}*\n{_slack_escape(v)}"} for k, v in _facts(body)]
-    return {
-        "text": _slack_escape(body["summary"]),
-        "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": body["summary"][:150]}},
-            {"type": "section", "fields": fields[:10]},
-        ],
-    }
-
-
-def _slack_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-# -- delivery (I/O) -------------------------------------------------------------------------
 def channels(settings: Settings) -> list[tuple[str, str, Callable[[dict[str, Any]], Any]]]:
     """(name, url, payload builder) of each configured webhook."""
     found = [
-        ("webhook", settings.webhook_url, message),
-        ("teams", settings.teams_webhook_url, teams_card),
-        ("slack", settings.slack_webhook_url, slack_message),
+        ("webhook", settings.webhook_url, messages.message),
+        ("teams", settings.teams_webhook_url, messages.teams_card),
+        ("slack", settings.slack_webhook_url, messages.slack_message),
     ]
     return [c for c in found if c[1]]
 
@@ -150,15 +71,16 @@ def http_session(settings: Settings) -> requests.Session:
 
 
 class Deliverer:
-    """Sends alerts; one per worker process (keeps the HTTP session and the queue client)."""
+    """Sends notifications; one per worker process (keeps the HTTP session and queue client)."""
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self.settings = storage.settings
         self.session = http_session(self.settings)
-        self._queue = None
+        self.interval = timedelta(minutes=self.settings.notify_interval_minutes)
+        self._queue: Any = None
 
-    def _send_queue(self, alert: dict[str, Any]) -> None:
+    def _send_queue(self, row: dict[str, Any]) -> None:
         if self._queue is None:
             from azure.storage.queue import TextBase64EncodePolicy
 
@@ -168,7 +90,7 @@ class Deliverer:
             with contextlib.suppress(ResourceExistsError):
                 queue.create_queue()
             self._queue = queue
-        self._queue.send_message(orjson.dumps(message(alert)).decode())
+        self._queue.send_message(orjson.dumps(messages.message(row)).decode())
 
     def _send_webhook(self, url: str, payload: dict[str, Any]) -> None:
         timeout = self.settings.webhook_timeout_seconds
@@ -181,70 +103,143 @@ class Deliverer:
         if not 200 <= response.status_code < 300:
             raise DeliveryError(f"HTTP {response.status_code}")
 
-    def deliver(self, alert: dict[str, Any]) -> bool:
-        """Send to every channel not yet served; record the outcome. True if all done."""
-        done = set(filter(None, str(alert.get("DeliveredTo", "")).split(",")))
+    def deliver_incident(self, pk: str, rk: str) -> bool:
+        """Send what the incident row owes, if anything. True if nothing is left pending."""
+        try:
+            row = self.storage.table(self.settings.alerts_table).get_entity(pk, rk)
+        except ResourceNotFoundError:
+            return True  # withdrawn and deleted meanwhile: nobody had heard of it
+        return self.deliver(row)
+
+    def _successor(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """The row an incident moved to when its start moved (same `AlertId`), if any."""
+        day = date.fromisoformat(row["PartitionKey"])
+        for pk in (row["PartitionKey"], (day - timedelta(days=1)).isoformat()):
+            for found in self.storage.query(
+                self.settings.alerts_table,
+                "PartitionKey eq @pk and AlertId eq @id",
+                {"pk": pk, "id": row["AlertId"]},
+            ):
+                return found
+        return None
+
+    def deliver(self, row: dict[str, Any]) -> bool:
+        """Send the pending notification to every channel not yet served; record the outcome."""
+        if not row.get("Pending"):
+            return True
+        done = set(filter(None, str(row.get("DeliveredTo", "")).split(",")))
         errors = []
-        targets: list[tuple[str, Callable[[], None]]] = [("queue", lambda: self._send_queue(alert))]
+        targets: list[tuple[str, Callable[[], None]]] = [("queue", lambda: self._send_queue(row))]
         for name, url, build in channels(self.settings):
-            targets.append(
-                (name, lambda url=url, build=build: self._send_webhook(url, build(alert)))
-            )
+            targets.append((name, lambda url=url, build=build: self._send_webhook(url, build(row))))
         for name, send in targets:
             if name in done:
                 continue
             try:
                 send()
-            except Exception as exc:  # noqa: BLE001 - any failure leaves the alert pending
+            except Exception as exc:  # noqa: BLE001 - any failure leaves the notification pending
                 errors.append(f"{name}: {_describe(exc)}")
             else:
                 done.add(name)
         complete = all(name in done for name, _ in targets)
-        update = {
-            "PartitionKey": alert["PartitionKey"],
-            "RowKey": alert["RowKey"],
-            "DeliveredTo": ",".join(sorted(done)),
-            "Status": "delivered" if complete else "pending",
-            "Attempts": int(alert.get("Attempts", 0)) + 1,
-            "LastError": "; ".join(errors)[:1000],
-            "UpdatedAt": datetime.now(UTC),
-        }
+        self._record(row, done, errors, complete)
+        if errors:
+            log.warning("alert %s not fully delivered: %s", row["RowKey"], "; ".join(errors))
+        else:
+            log.info(
+                "alert %s (%s) delivered to %s",
+                row["RowKey"],
+                row["Pending"],
+                ",".join(sorted(done)),
+            )
+        return complete
+
+    def _record(
+        self, row: dict[str, Any], done: set[str], errors: list[str], complete: bool
+    ) -> None:
+        """Write what was delivered, unless a newer notification replaced this one meanwhile."""
         table = self.storage.table(self.settings.alerts_table)
-        etag = getattr(alert, "metadata", {}).get("etag")
-        try:
-            if etag:
+        sent = {k: row.get(k) for k in ("Seq", "Severity", "FailureCount")}
+        now = datetime.now(UTC)
+        current = row
+        for _ in range(_ATTEMPTS):
+            if current.get("Seq") != sent["Seq"] or not current.get("Pending"):
+                return  # superseded: the newer notification carries the latest state
+            update: dict[str, Any] = {
+                "PartitionKey": current["PartitionKey"],
+                "RowKey": current["RowKey"],
+                "Attempts": int(current.get("Attempts") or 0) + 1,
+                "LastError": "; ".join(errors)[:1000],
+                "UpdatedAt": now,
+            }
+            done |= set(filter(None, str(current.get("DeliveredTo") or "").split(",")))
+            update["DeliveredTo"] = ",".join(sorted(done))  # of the latest notification
+            if complete:
+                update.update(
+                    Pending="",
+                    NotifiedSeverity=sent["Severity"],
+                    NotifiedFailures=sent["FailureCount"],
+                    NotifiedAt=now,
+                    UpdateDue=False,
+                )
+            update["Status"] = incidents.status({**current, **update})
+            try:
                 table.update_entity(
                     update,
                     mode=UpdateMode.MERGE,
-                    etag=etag,
+                    etag=current.metadata["etag"],
                     match_condition=MatchConditions.IfNotModified,
                 )
-            else:
-                table.update_entity(update, mode=UpdateMode.MERGE)
-        except ResourceModifiedError:
-            log.info(
-                "alert %s changed while delivering; the next round settles it", alert["RowKey"]
-            )
-        alert.update(update)
-        if errors:
-            log.warning("alert %s not fully delivered: %s", alert["RowKey"], "; ".join(errors))
-        else:
-            log.info("alert %s delivered to %s", alert["RowKey"], update["DeliveredTo"])
-        return complete
+            except (ResourceModifiedError, ResourceNotFoundError):
+                try:
+                    current = table.get_entity(current["PartitionKey"], current["RowKey"])
+                except ResourceNotFoundError:  # re-keyed: record on the row it moved to
+                    successor = self._successor(current)
+                    if successor is None:
+                        return
+                    current = successor
+                continue
+            row.update(update)
+            return
+        log.info("alert %s kept changing while recording its delivery", row["RowKey"])
 
     def redeliver_pending(self, now: datetime | None = None) -> tuple[int, int]:
-        """Retry every pending alert older than the grace period; returns (tried, completed)."""
+        """Retry pending notifications and send due growth updates; returns (tried, completed)."""
         now = now or datetime.now(UTC)
+        today = now.date()
         rows = self.storage.query(
             self.settings.alerts_table,
-            "Status eq @status and UpdatedAt le @before",
-            {"status": "pending", "before": now - REDELIVERY_GRACE},
+            "PartitionKey ge @lo and PartitionKey le @hi and "
+            # Parameters must be followed by a space: the SDK splits the filter on spaces.
+            "((Status eq @pending and UpdatedAt le @before ) or UpdateDue eq true)",
+            {
+                "lo": (today - timedelta(days=REDELIVERY_DAYS)).isoformat(),
+                "hi": (today + timedelta(days=1)).isoformat(),
+                "pending": "pending",
+                "before": now - REDELIVERY_GRACE,
+            },
         )
         tried = completed = 0
-        for alert in rows:
+        table = self.storage.table(self.settings.alerts_table)
+        for row in rows:
+            if not row.get("Pending"):
+                change = incidents.due_update(row, now, self.interval)
+                if change is None:
+                    continue
+                try:
+                    meta = table.update_entity(
+                        change,
+                        mode=UpdateMode.MERGE,
+                        etag=row.metadata["etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                except ResourceModifiedError:
+                    continue  # someone else is handling it
+                row.update(change)
+                row.metadata["etag"] = meta["etag"]
             tried += 1
-            completed += self.deliver(alert)
-        log.info("redelivery: %d pending alert(s) tried, %d delivered", tried, completed)
+            completed += self.deliver(row)
+        log.info("redelivery: %d notification(s) tried, %d delivered", tried, completed)
         return tried, completed
 
 

@@ -76,13 +76,22 @@ def print_quarantine(pipeline: Pipeline, out: TextIO) -> None:
 
 def print_alerts(pipeline: Pipeline, out: TextIO) -> None:
     rows = sorted(
-        pipeline.storage.query(pipeline.settings.alerts_table, "PartitionKey ge @lo", {"lo": ""}),
+        (
+            r
+            for r in pipeline.storage.query(
+                pipeline.settings.alerts_table, "PartitionKey ge @lo", {"lo": ""}
+            )
+            if "FirstSeen" in r  # incidents, not the per-actor bookkeeping rows
+        ),
         key=lambda r: (r["FirstSeen"], r["Rule"]),
     )
-    print(f"\nAlerts ({len(rows)}):", file=out)
+    print(f"\nIncidents ({len(rows)}), one per campaign:", file=out)
     for row in rows:
         print(f"\n  {row['Summary']}", file=out)
-        print(f"    rule {row['Rule']}, subject {row['SubjectKind']} {row['Subject']!r}", file=out)
-        print(f"    users {row['Users']}  source IPs {row['ClientIps']}", file=out)
+        print(f"    rules {row['Rules']}; {row['SubjectKind']} {row['Subject']!r}", file=out)
+        print(f"    accounts {row['Users']}  source IPs {row['ClientIps']}", file=out)
         print(f"    targets {row['TargetVMs']}  via {row['BastionHosts']}", file=out)
-        print(f"    delivery: {row['Status']} to {row['DeliveredTo'] or '-'}", file=out)
+        print(
+            f"    notified: {row['NotifiedSeverity'] or '-'} to {row['DeliveredTo'] or '-'}",
+            file=out,
+        )

@@ -1,22 +1,54 @@
-"""Detection rules over one subject's events (a user's, or a source IP's). Pure code.
+"""Detection: events -> minute buckets -> hot minutes -> incidents. Pure code.
 
-Windows use event time, not arrival time, and the caller hands in every stored event of the
-subject around the new ones, whichever blob they came from, so the answer does not depend on
-the order blobs are processed in. Each rule is a small class; `RULES` lists them all.
+An *actor* is a source IP or an account (user). Its stored events are summarised per UTC minute
+in a `Bucket` (how many failures, which users, which targets...). Rules mark buckets *hot*; hot
+buckets less than `quiet` apart, inside one incident period (at most `max_hours` long, aligned
+to UTC midnight), form one `Incident`. Everything is a function of the stored events alone, so
+the answer is the same whatever order blobs and appends were processed in, and an invocation
+only rebuilds the buckets its new events touch (bounded by a few windows, not by the attack's
+history) before re-deriving incidents from buckets (at most one per minute of the period).
+
+Windows count whole minutes: "5 failures within 15 minutes" means 5 failures in some 15
+consecutive minute buckets.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Protocol
 
-USER = "user"
-IP = "ip"
-MAX_LISTED = 20  # users, IPs and targets named in one finding
+MINUTE = timedelta(minutes=1)
+#: Users, IPs, targets and hosts a bucket or an incident lists by name (the counts stay exact).
+MAX_LISTED = 20
+#: Distinct users are counted exactly up to this many per incident, estimated beyond (KMV).
+SKETCH = 1024
+_HASH_SPACE = float(2**64)
+
+
+class Kind(StrEnum):
+    USER = "user"
+    IP = "ip"
+
+
+class Severity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+
+_RANK = {Severity.LOW: 1, Severity.MEDIUM: 2, Severity.HIGH: 3, Severity.CRITICAL: 4}
+USER, IP = Kind.USER, Kind.IP
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +57,7 @@ class Event:
 
     time: datetime
     key: str  # the record's RowKey: duplicates collapse on it
-    user: str  # UserKey (case-folded name, else e-mail)
+    user: str  # UserKey
     ip: str  # ClientIpKey
     success: bool  # otherwise a failure (other outcomes are not passed in)
     target: str = ""
@@ -39,205 +71,521 @@ class Thresholds:
     spray_users: int = 5
     spray_window: timedelta = timedelta(minutes=20)
     quiet: timedelta = timedelta(minutes=60)
+    max_hours: int = 24  # incident period; divides 24
 
     @property
     def reach(self) -> timedelta:
-        """How far around new events a rule may look."""
+        """How far a bucket's hotness depends on its neighbours."""
         return max(self.window, self.spray_window)
+
+    @property
+    def resolve_max(self) -> int:
+        """A user's own failures that their sign-in from the same IP can explain (typos)."""
+        return max(min(2, self.failures - 1), 0)
+
+
+@dataclass(slots=True)
+class Bucket:
+    """One actor's events in one UTC minute (failures counted as the actor's rules count them)."""
+
+    minute: datetime
+    failures: int = 0
+    before_success: int = 0  # failures of this minute before its first success
+    successes: int = 0
+    first_failure: datetime | None = None
+    last_failure: datetime | None = None
+    first_success: datetime | None = None
+    last_success: datetime | None = None
+    users: list[str] = field(default_factory=list)  # failing users, first failure first
+    user_hashes: list[int] = field(default_factory=list)  # KMV sketch of failing users, sorted
+    success_users: list[str] = field(default_factory=list)
+    ips: list[tuple[str, int]] = field(default_factory=list)  # failing IPs, most first
+    targets: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.failures or self.successes)
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """An account's possible compromise folded into the incident of the IP that attacked it."""
+
+    ip: str
+    minute: datetime
+    user: str
+    time: datetime
+    targets: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
-class Finding:
-    rule: str
-    severity: str
-    kind: str  # USER or IP
+class Incident:
+    kind: Kind
     subject: str
     first_seen: datetime
     last_seen: datetime
+    rules: tuple[str, ...]  # most severe first
+    severity: Severity
     failures: int
+    successes: int
     users: tuple[str, ...]
+    distinct_users: int
+    users_estimated: bool
     ips: tuple[str, ...]
     targets: tuple[str, ...]
     hosts: tuple[str, ...]
-    successes: int = 0
+    compromised: tuple[str, ...] = ()
+
+    @property
+    def rule(self) -> str:
+        return self.rules[0]
 
 
-class Rule(Protocol):
-    name: str
-    kind: str
-    severity: str
-
-    def evaluate(self, subject: str, events: Sequence[Event], t: Thresholds) -> list[Finding]:
-        """Findings for one subject; `events` are sorted by time and unique by key."""
-        ...
+# -- events -> buckets ------------------------------------------------------------------------
+def minute_of(when: datetime) -> datetime:
+    return when.replace(second=0, microsecond=0)
 
 
-class UserBruteForce:
-    """Many failures for one user in a short window (password guessing)."""
-
-    name, kind, severity = "user_brute_force", USER, "medium"
-
-    def evaluate(self, subject: str, events: Sequence[Event], t: Thresholds) -> list[Finding]:
-        failures = [e for e in events if not e.success]
-        hot = _dense(failures, t.failures, t.window, len)
-        return _findings(self, subject, failures, hot, t)
+def user_hash(user: str) -> int:
+    return int.from_bytes(
+        hashlib.blake2b(user.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    )
 
 
-class IpBruteForce:
-    """Many failures from one address that its users did not then fix by signing in."""
+def resolved(events: Sequence[Event], window: timedelta, most: int, threshold: int) -> set[str]:
+    """Keys of an IP's failures explained by a typo: a user's own few (<= `most`) failures
+    followed within `window` by that user's success from the same IP, while the IP is not in a
+    burst (fewer than `threshold` failures by others still unexplained at that sign-in). A
+    burst is never explained away, however it ends and whoever signs in. Uses events up to
+    each sign-in only, so a window of events decides it (see `build_buckets`)."""
+    fails = [e for e in events if not e.success]
+    times = [f.time for f in fails]
+    oks: dict[str, list[datetime]] = {}
+    for e in events:
+        if e.success:
+            oks.setdefault(e.user, []).append(e.time)
+    by_user: dict[str, list[Event]] = {}
+    for f in fails:
+        by_user.setdefault(f.user, []).append(f)
 
-    name, kind, severity = "ip_brute_force", IP, "medium"
+    def explained_by(f: Event, moment: datetime) -> bool:
+        """Had f's user signed in between f and `moment`?"""
+        mine = oks.get(f.user, [])
+        i = bisect.bisect_right(mine, f.time)
+        return i < len(mine) and mine[i] <= moment
 
-    def evaluate(self, subject: str, events: Sequence[Event], t: Thresholds) -> list[Finding]:
-        failures = unresolved_failures(events, t.window)
-        hot = _dense(failures, t.failures, t.window, len)
-        return _findings(self, subject, failures, hot, t)
-
-
-class PasswordSpray:
-    """Failures for many distinct users from one address."""
-
-    name, kind, severity = "password_spray", IP, "high"
-
-    def evaluate(self, subject: str, events: Sequence[Event], t: Thresholds) -> list[Finding]:
-        failures = unresolved_failures(events, t.spray_window)
-        hot = _dense(
-            failures, t.spray_users, t.spray_window, lambda batch: len({e.user for e in batch})
-        )
-        return _findings(self, subject, failures, hot, t)
-
-
-class SuccessAfterFailures:
-    """A sign-in that worked right after the failure threshold was reached: maybe compromise."""
-
-    severity = "high"
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.name = f"success_after_failures_{kind}"
-
-    def evaluate(self, subject: str, events: Sequence[Event], t: Thresholds) -> list[Finding]:
-        if self.kind == USER:
-            failures = [e for e in events if not e.success]
-        else:
-            failures = unresolved_failures(events, t.window)
-        times = [e.time for e in failures]
-        hot: list[Event] = []
-        successes: list[Event] = []
-        for event in events:
-            if not event.success:
+    out: set[str] = set()
+    for user, sign_ins in oks.items():
+        own = by_user.get(user, [])
+        own_times = [f.time for f in own]
+        for ok in sign_ins:
+            lo = bisect.bisect_left(own_times, ok - window)
+            hi = bisect.bisect_left(own_times, ok)
+            if not 0 < hi - lo <= most:
                 continue
-            lo = bisect.bisect_left(times, event.time - t.window)
-            hi = bisect.bisect_left(times, event.time)
-            before = failures[lo:hi]
-            if self.kind == IP:  # the user's own typos do not count against the address
-                before = [f for f in before if f.user != event.user]
-            if len(before) >= t.failures:
-                hot.extend(before)
-                successes.append(event)
-        if not successes:
-            return []
-        return _findings(self, subject, sorted({*hot, *successes}, key=_order), None, t)
-
-
-RULES: tuple[Rule, ...] = (
-    UserBruteForce(),
-    IpBruteForce(),
-    PasswordSpray(),
-    SuccessAfterFailures(USER),
-    SuccessAfterFailures(IP),
-)
-
-
-def evaluate(kind: str, subject: str, events: Sequence[Event], t: Thresholds) -> list[Finding]:
-    """All findings of the rules for `kind` over a subject's events (any order, duplicates ok)."""
-    unique = sorted({e.key: e for e in events}.values(), key=_order)
-    return [f for rule in RULES if rule.kind == kind for f in rule.evaluate(subject, unique, t)]
-
-
-def unresolved_failures(events: Sequence[Event], window: timedelta) -> list[Event]:
-    """Failures not followed, within `window`, by the same user succeeding from the same IP.
-
-    People behind one NAT address who mistype once and then sign in are not an attack.
-    """
-    last_success: dict[tuple[str, str], list[datetime]] = {}
-    for e in events:
-        if e.success:
-            last_success.setdefault((e.user, e.ip), []).append(e.time)
-    out = []
-    for e in events:
-        if e.success:
-            continue
-        wins = last_success.get((e.user, e.ip), [])
-        i = bisect.bisect_right(wins, e.time)
-        if i < len(wins) and wins[i] - e.time <= window:
-            continue
-        out.append(e)
+            others = 0
+            for f in fails[bisect.bisect_left(times, ok - window) : bisect.bisect_left(times, ok)]:
+                if f.user != user and not explained_by(f, ok):
+                    others += 1
+                    if others >= threshold:
+                        break
+            if others < threshold:
+                out.update(f.key for f in own[lo:hi])
     return out
+
+
+def build_buckets(
+    kind: Kind,
+    events: Iterable[Event],
+    t: Thresholds,
+    first: datetime | None = None,
+    last: datetime | None = None,
+) -> list[Bucket]:
+    """Buckets of the minutes in [first, last] (all minutes if not given) that detection keeps.
+
+    A bucket is kept if it counts failures, or sign-ins that follow a failure within the window
+    (the only sign-ins a rule looks at): which buckets exist is then a function of the events,
+    whichever invocation happened to see them. `events` must hold every event from `t.window`
+    before `first` (and, for an IP, to `t.window` after `last`: a later sign-in resolves a
+    typo); then the buckets equal those built from all events (a property test checks this).
+    """
+    unique = sorted({e.key: e for e in events}.values(), key=_order)
+    skip = resolved(unique, t.window, t.resolve_max, t.failures) if kind is Kind.IP else set()
+    lo = minute_of(first) if first else None
+    hi = minute_of(last) if last else None
+    buckets: dict[datetime, Bucket] = {}
+    ip_counts: dict[datetime, Counter[str]] = {}
+    failing: dict[datetime, set[str]] = {}
+    failed_at: set[datetime] = set()  # minutes with any failure, explained typos included
+    for e in unique:
+        minute = minute_of(e.time)
+        if not e.success:
+            failed_at.add(minute)
+        if not e.success and e.key in skip:
+            continue
+        b = buckets.get(minute)
+        if b is None:
+            b = buckets[minute] = Bucket(minute)
+        if e.success:
+            if not b.successes:
+                b.first_success = e.time
+            b.successes += 1
+            b.last_success = e.time
+            _add(b.success_users, e.user)
+        else:
+            if not b.failures:
+                b.first_failure = e.time
+            b.failures += 1
+            if not b.successes:
+                b.before_success += 1
+            b.last_failure = e.time
+            _add(b.users, e.user)
+            ip_counts.setdefault(minute, Counter())[e.ip] += 1
+            failing.setdefault(minute, set()).add(e.user)
+        if e.target:
+            _add(b.targets, e.target)
+        if e.host:
+            _add(b.hosts, e.host)
+    kept: list[Bucket] = []
+    failures = sorted(failed_at)
+    span = _minutes(t.window) * MINUTE
+    for minute in sorted(buckets):
+        b = buckets[minute]
+        before = bisect.bisect_right(failures, minute)
+        if not b.failures and (not before or minute - failures[before - 1] >= span):
+            continue  # sign-ins with no failure before them: no rule looks at them
+        if (lo is not None and minute < lo) or (hi is not None and minute > hi):
+            continue
+        counts = ip_counts.get(minute)
+        if counts:
+            b.ips = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_LISTED]
+            if kind is Kind.IP:
+                b.user_hashes = sorted({user_hash(u) for u in failing[minute]})[:SKETCH]
+        kept.append(b)
+    return kept
+
+
+def _add(names: list[str], name: str) -> None:
+    if len(names) < MAX_LISTED and name not in names:
+        names.append(name)
 
 
 def _order(e: Event) -> tuple[datetime, str]:
     return (e.time, e.key)
 
 
-def _dense(
-    failures: Sequence[Event],
-    threshold: int,
-    window: timedelta,
-    measure: Callable[[Sequence[Event]], int],
-) -> list[Event]:
-    """Failures that sit in some window of length `window` whose measure reaches `threshold`."""
-    hot: set[int] = set()
-    lo = 0
-    for hi in range(len(failures)):
-        while failures[hi].time - failures[lo].time > window:
-            lo += 1
-        if measure(failures[lo : hi + 1]) >= threshold:
-            hot.update(range(lo, hi + 1))
-    return [failures[i] for i in sorted(hot)]
+# -- buckets -> hot minutes (one class per rule) ------------------------------------------------
+class Rule(Protocol):
+    name: str
+    kind: Kind
+    severity: Severity
+    description: str
+
+    def hot(self, buckets: Sequence[Bucket], t: Thresholds) -> Iterable[int]:
+        """Indices of the buckets this rule marks hot (buckets sorted by minute)."""
+        ...
 
 
-def _findings(
-    rule: Rule,
-    subject: str,
-    pool: Sequence[Event],
-    hot: Sequence[Event] | None,
-    t: Thresholds,
-) -> list[Finding]:
-    """Group hot events into incidents split by `quiet` gaps; count the pool inside each."""
-    marked = list(pool if hot is None else hot)
-    if not marked:
-        return []
-    groups: list[list[Event]] = [[marked[0]]]
-    for e in marked[1:]:
-        if e.time - groups[-1][-1].time > t.quiet:
-            groups.append([e])
-        else:
-            groups[-1].append(e)
-    out = []
-    for group in groups:
-        first, last = group[0].time, group[-1].time
-        inside = [e for e in pool if first <= e.time <= last]
-        fails = [e for e in inside if not e.success]
-        out.append(
-            Finding(
-                rule=rule.name,
-                severity=rule.severity,
-                kind=rule.kind,
-                subject=subject,
-                first_seen=first,
-                last_seen=last,
-                failures=len(fails),
-                successes=len(inside) - len(fails),
-                users=_top(e.user for e in inside),
-                ips=_top(e.ip for e in inside),
-                targets=_top(e.target for e in inside if e.target),
-                hosts=_top(e.host for e in inside if e.host),
-            )
+class BruteForce:
+    """Many failures for one account, or from one address, in a short window."""
+
+    severity = Severity.MEDIUM
+
+    def __init__(self, kind: Kind) -> None:
+        self.kind = kind
+        self.name = f"{kind.value}_brute_force"
+        self.description = (
+            "Repeated failed Bastion sign-ins for user {subject}"
+            if kind is Kind.USER
+            else "Repeated failed Bastion sign-ins from {subject}"
         )
+
+    def hot(self, buckets: Sequence[Bucket], t: Thresholds) -> Iterable[int]:
+        return dense(buckets, _minutes(t.window), t.failures)
+
+
+class PasswordSpray:
+    """Failures for many distinct accounts from one address."""
+
+    kind, severity, name = Kind.IP, Severity.HIGH, "password_spray"
+    description = "Password spray from {subject}"
+
+    def hot(self, buckets: Sequence[Bucket], t: Thresholds) -> Iterable[int]:
+        seen: Counter[int] = Counter()
+
+        def add(b: Bucket) -> int:
+            new = 0
+            for h in b.user_hashes:
+                new += not seen[h]
+                seen[h] += 1
+            return new
+
+        def remove(b: Bucket) -> int:
+            gone = 0
+            for h in b.user_hashes:
+                seen[h] -= 1
+                gone += not seen[h]
+            return gone
+
+        return _windows(buckets, _minutes(t.spray_window), add, remove, t.spray_users)
+
+
+class SuccessAfterFailures:
+    """A sign-in that worked right after the failure threshold was reached: maybe compromise."""
+
+    severity = Severity.CRITICAL
+
+    def __init__(self, kind: Kind) -> None:
+        self.kind = kind
+        self.name = f"success_after_failures_{kind.value}"
+        self.description = (
+            "Possible compromise: {subject} signed in after failures"
+            if kind is Kind.USER
+            else "Possible compromise: sign-in from {subject} after failures"
+        )
+
+    def hot(self, buckets: Sequence[Bucket], t: Thresholds) -> Iterable[int]:
+        return compromised(buckets, t, [b.failures for b in buckets])
+
+
+RULES: tuple[Rule, ...] = (
+    BruteForce(Kind.USER),
+    BruteForce(Kind.IP),
+    PasswordSpray(),
+    SuccessAfterFailures(Kind.USER),
+    SuccessAfterFailures(Kind.IP),
+)
+RULE_BY_NAME: dict[str, Rule] = {r.name: r for r in RULES}
+_COMPROMISE = {k: f"success_after_failures_{k.value}" for k in Kind}
+
+
+def compromised(buckets: Sequence[Bucket], t: Thresholds, failures: Sequence[int]) -> list[int]:
+    """Buckets with a success preceded, within the window, by the failure threshold."""
+    span = _minutes(t.window)
+    prefix = [0]
+    for n in failures:
+        prefix.append(prefix[-1] + n)
+    minutes = [b.minute for b in buckets]
+    out = []
+    for i, b in enumerate(buckets):
+        if not b.successes:
+            continue
+        lo = bisect.bisect_left(minutes, b.minute - (span - 1) * MINUTE)
+        before = prefix[i] - prefix[lo] + min(b.before_success, failures[i])
+        if before >= t.failures:
+            out.append(i)
     return out
 
 
-def _top(values: Iterable[str]) -> tuple[str, ...]:
-    counts = Counter(values)
-    return tuple(v for v, _ in counts.most_common(MAX_LISTED))
+def _minutes(delta: timedelta) -> int:
+    return max(int(delta.total_seconds() // 60), 1)
+
+
+def dense(buckets: Sequence[Bucket], span: int, threshold: int) -> list[int]:
+    """Buckets with failures inside some `span`-minute window holding `threshold` failures."""
+    return _windows(buckets, span, _failures, _failures, threshold)
+
+
+def _failures(b: Bucket) -> int:
+    return b.failures
+
+
+def _windows(
+    buckets: Sequence[Bucket],
+    span: int,
+    add: Callable[[Bucket], int],
+    remove: Callable[[Bucket], int],
+    threshold: int,
+) -> list[int]:
+    """Slide a `span`-minute window over the buckets (it starts at each bucket in turn); mark
+    the buckets with failures of every window whose running measure reaches `threshold`.
+    O(n): each bucket enters and leaves once, marked ranges are summed with a difference array.
+    """
+    n = len(buckets)
+    cover = [0] * (n + 1)
+    hi = measure = 0
+    for lo, start in enumerate(buckets):
+        end = start.minute + span * MINUTE
+        while hi < n and buckets[hi].minute < end:
+            measure += add(buckets[hi])
+            hi += 1
+        if measure >= threshold:
+            cover[lo] += 1
+            cover[hi] -= 1
+        measure -= remove(start)
+    out, depth = [], 0
+    for i in range(n):
+        depth += cover[i]
+        if depth and buckets[i].failures:
+            out.append(i)
+    return out
+
+
+def hot_rules(kind: Kind, buckets: Sequence[Bucket], t: Thresholds) -> dict[int, set[str]]:
+    """Bucket index -> names of the rules that mark it hot."""
+    hot: dict[int, set[str]] = {}
+    for rule in RULES:
+        if rule.kind is kind:
+            for i in rule.hot(buckets, t):
+                hot.setdefault(i, set()).add(rule.name)
+    return hot
+
+
+# -- hot minutes -> incidents -------------------------------------------------------------------
+def period_of(when: datetime, max_hours: int) -> datetime:
+    """Start of the incident period holding `when` (periods tile each UTC day)."""
+    return when.replace(hour=when.hour - when.hour % max_hours, minute=0, second=0, microsecond=0)
+
+
+def incidents(
+    kind: Kind,
+    subject: str,
+    buckets: Sequence[Bucket],
+    hot: dict[int, set[str]],
+    t: Thresholds,
+    marks: Sequence[Mark] = (),
+) -> list[Incident]:
+    """Group hot buckets (and folded compromises) into incidents and total each one."""
+    points: list[tuple[datetime, datetime, int, frozenset[str]]] = []  # start, end, bucket, rules
+    for i, rules in hot.items():
+        b = buckets[i]
+        times = [x for x in (b.first_failure, b.last_failure) if x is not None]
+        if _COMPROMISE[kind] in rules and b.first_success and b.last_success:
+            times += [b.first_success, b.last_success]
+        points.append((min(times), max(times), i, frozenset(rules)))
+    for m in marks:
+        points.append((m.time, m.time, -1, frozenset({"success_after_failures_user"})))
+    points.sort(key=lambda p: (p[0], p[2]))
+    groups: list[list[tuple[datetime, datetime, int, frozenset[str]]]] = []
+    last_end: datetime | None = None
+    for point in points:
+        if (
+            groups
+            and last_end is not None
+            and point[0] - last_end <= t.quiet
+            and period_of(point[0], t.max_hours) == period_of(groups[-1][0][0], t.max_hours)
+        ):
+            groups[-1].append(point)
+            last_end = max(last_end, point[1])
+        else:
+            groups.append([point])
+            last_end = point[1]
+    return [_total(kind, subject, g, buckets, marks) for g in groups]
+
+
+def _total(
+    kind: Kind,
+    subject: str,
+    group: list[tuple[datetime, datetime, int, frozenset[str]]],
+    buckets: Sequence[Bucket],
+    marks: Sequence[Mark],
+) -> Incident:
+    first = min(p[0] for p in group)
+    last = max(p[1] for p in group)
+    names = set().union(*(p[3] for p in group))
+    rules = sorted(names, key=lambda n: (-RULE_BY_NAME[n].severity.rank, n))
+    inside = [b for b in buckets if minute_of(first) <= b.minute <= minute_of(last)]
+    winners = [buckets[p[2]] for p in group if p[2] >= 0 and _COMPROMISE[kind] in p[3]]
+    folded = [m for m in marks if first <= m.time <= last]
+    sketch = sorted({h for b in inside for h in b.user_hashes})
+    if kind is Kind.IP:
+        distinct, estimated = _distinct(sketch)
+        users = _first(b.users for b in inside)
+        ips: tuple[str, ...] = (subject,)
+    else:
+        distinct, estimated, users = 1, False, (subject,)
+        ips = _top_counts(b.ips for b in inside)
+    return Incident(
+        kind=kind,
+        subject=subject,
+        first_seen=first,
+        last_seen=last,
+        rules=tuple(rules),
+        severity=RULE_BY_NAME[rules[0]].severity,
+        failures=sum(b.failures for b in inside),
+        successes=sum(b.successes for b in winners)
+        + sum(1 for m in folded if m.minute not in {b.minute for b in winners}),
+        users=users,
+        distinct_users=distinct,
+        users_estimated=estimated,
+        ips=ips,
+        targets=_first([*(b.targets for b in inside), *(m.targets for m in folded)]),
+        hosts=_first([*(b.hosts for b in inside), *(m.hosts for m in folded)]),
+        compromised=_first([*(b.success_users for b in winners), [m.user for m in folded]]),
+    )
+
+
+def _first(lists: Iterable[Iterable[str]]) -> tuple[str, ...]:
+    out: list[str] = []
+    for names in lists:
+        for n in names:
+            if n not in out:
+                out.append(n)
+                if len(out) == MAX_LISTED:
+                    return tuple(out)
+    return tuple(out)
+
+
+def _top_counts(lists: Iterable[Iterable[tuple[str, int]]]) -> tuple[str, ...]:
+    total: Counter[str] = Counter()
+    for pairs in lists:
+        for name, n in pairs:
+            total[name] += n
+    return tuple(n for n, _ in sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_LISTED])
+
+
+def _distinct(sketch: Sequence[int]) -> tuple[int, bool]:
+    """Distinct count from the K smallest hashes: exact below K, estimated (KMV) above."""
+    if len(sketch) < SKETCH:
+        return len(sketch), False
+    return round((SKETCH - 1) * _HASH_SPACE / (sketch[SKETCH - 1] + 1)), True
+
+
+# -- accounts attacked from an address that already has an incident ---------------------------
+Covered = Callable[[str, datetime], bool]
+
+
+def fold_user(
+    subject: str, buckets: Sequence[Bucket], t: Thresholds, covered: Covered
+) -> tuple[list[Bucket], list[Mark], dict[int, set[str]]]:
+    """An account's view once failures from IPs with an open incident are that incident's.
+
+    Brute force counts only the other failures; a sign-in after the threshold counts every
+    failure, and becomes a `Mark` on the attacking IP's incident when most of the failures
+    before it came from a covered IP. Returns (buckets as counted, marks, hot rules).
+    """
+    own = [
+        replace(b, failures=b.failures - sum(n for ip, n in b.ips if covered(ip, b.minute)))
+        for b in buckets
+    ]
+    hot: dict[int, set[str]] = {}
+    brute = RULE_BY_NAME["user_brute_force"]
+    for i in brute.hot(own, t):
+        hot.setdefault(i, set()).add(brute.name)
+    marks: list[Mark] = []
+    rule = RULE_BY_NAME["success_after_failures_user"]
+    span = _minutes(t.window)
+    for i in compromised(buckets, t, [b.failures for b in buckets]):
+        b = buckets[i]
+        window = [x for x in buckets if b.minute - (span - 1) * MINUTE <= x.minute <= b.minute]
+        sources: Counter[str] = Counter()
+        for x in window:
+            for ip, n in x.ips:
+                sources[ip] += n
+        ip, n = min(sources.items(), key=lambda kv: (-kv[1], kv[0]), default=("", 0))
+        if ip and 2 * n > sum(sources.values()) and covered(ip, b.minute):
+            assert b.first_success is not None
+            marks.append(
+                Mark(ip, b.minute, subject, b.first_success, tuple(b.targets), tuple(b.hosts))
+            )
+        else:
+            hot.setdefault(i, set()).add(rule.name)
+    return own, marks, hot
+
+
+def evaluate(kind: Kind, subject: str, events: Iterable[Event], t: Thresholds) -> list[Incident]:
+    """Incidents of one actor from all its events (any order, duplicates allowed)."""
+    buckets = build_buckets(kind, events, t)
+    return incidents(kind, subject, buckets, hot_rules(kind, buckets, t), t)

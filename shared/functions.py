@@ -38,5 +38,8 @@ def on_sweep(past_due: bool = False) -> list[Summary]:
 
 
 def on_redeliver() -> tuple[int, int]:
-    """Timer: send alerts still pending after a failed delivery."""
-    return pipeline().deliverer.redeliver_pending()
+    """Timer: send notifications still pending or due, and detect again for actors whose
+    detection failed alone."""
+    p = pipeline()
+    p.detector.retry_failed()
+    return p.deliverer.redeliver_pending()

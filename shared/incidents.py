@@ -1,220 +1,275 @@
-"""Turn findings into incidents: one alert row per incident, whoever finds it first.
+"""From an actor's incidents as detection sees them now to the rows to write, and who to tell.
 
-Blob triggers redeliver and instances run in parallel, so the same attack is found many times.
-Each (subject, rule) has one pointer row naming its open incident; it only moves under an ETag
-check, and alert rows are created create-only, so exactly one finder creates (and delivers) an
-alert and everyone else merges counts into it.
+Pure planning: given the incidents detection derived for one actor and one day, and the rows
+stored for them, `plan` says which rows to create, update, re-key or withdraw, and which rows
+now owe people a notification. The caller applies the operations as one entity-group
+transaction guarded by the actor's head row, so concurrent invocations cannot both decide.
+
+Notification policy (one campaign, one incident): people hear when an incident opens, when it
+escalates (a more severe rule, e.g. a sign-in after the attack), and, at most once per
+`NOTIFY_INTERVAL_MINUTES`, that it grew by half again since they last heard.
 """
 
 from __future__ import annotations
 
-import logging
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from azure.core import MatchConditions
-from azure.core.exceptions import (
-    ResourceExistsError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
+
+from . import layout, messages
+from .detection import Incident, Severity
+
+OPENED, ESCALATED, UPDATED = "opened", "escalated", "updated"
+OPEN, WITHDRAWN = "open", "withdrawn"
+#: Growth that is worth telling people about again (and at most once per interval).
+GROWTH = 1.5
+#: Longest `Subject` kept in a row (the key holds a digest of the whole value).
+MAX_SUBJECT = 4096
+#: What detection decides; everything else in a row is delivery bookkeeping.
+CONTENT = (
+    "Rule",
+    "Rules",
+    "Severity",
+    "FirstSeen",
+    "LastSeen",
+    "FailureCount",
+    "SuccessCount",
+    "DistinctUsers",
+    "UsersEstimated",
+    "Users",
+    "ClientIps",
+    "TargetVMs",
+    "BastionHosts",
+    "CompromisedUsers",
+    "State",
 )
-from azure.data.tables import UpdateMode
-
-from . import keys
-from .detection import Finding
-from .storage import Storage
-
-log = logging.getLogger(__name__)
-INCIDENT_PARTITION = "incident"
-_ATTEMPTS = 16
-
-
-def pointer_key(kind: str, subject: str, rule: str) -> str:
-    return f"{kind}|{keys.encode(subject)}|{rule}"
-
-
-def alert_keys(finding: Finding) -> tuple[str, str]:
-    """(PartitionKey, RowKey) of the alert for an incident that starts with `finding`."""
-    first = finding.first_seen.isoformat(timespec="seconds")
-    return first[:10], f"{finding.rule}|{finding.kind}|{keys.encode(finding.subject)}|{first}"
+#: Delivery bookkeeping an incident keeps when it is re-keyed, merged or split.
+_NOTIFY_STATE = (
+    "AlertId",
+    "CreatedAt",
+    "Seq",
+    "Pending",
+    "DeliveredTo",
+    "Attempts",
+    "LastError",
+    "NotifiedSeverity",
+    "NotifiedFailures",
+    "NotifiedAt",
+    "UpdateDue",
+)
 
 
-def open_incident_starts(storage: Storage, kind: str, subject: str) -> list[datetime]:
-    """FirstSeen of the subject's open incidents, so detection can recount them whole."""
-    prefix = f"{kind}|{keys.encode(subject)}|"
-    rows = storage.query(
-        storage.settings.state_table,
-        "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
-        {"pk": INCIDENT_PARTITION, "lo": prefix, "hi": prefix + "~"},
-        select=["FirstSeen", "LastSeen"],
-    )
-    return [row["FirstSeen"] for row in rows]
+@dataclass
+class Plan:
+    """Transaction operations (the head first) and the rows that owe a notification now, as
+    (RowKey, AlertId): the id is the incident's for good, the key moves when its start does."""
+
+    ops: list[tuple[str, dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    notify: list[tuple[str, str]] = field(default_factory=list)
 
 
-def record(storage: Storage, finding: Finding) -> tuple[dict[str, Any], bool]:
-    """Store a finding as (part of) an incident; returns the alert row and whether we made it."""
-    settings = storage.settings
-    quiet = timedelta(minutes=settings.incident_quiet_minutes)
-    state = storage.table(settings.state_table)
-    rk = pointer_key(finding.kind, finding.subject, finding.rule)
-    for _ in range(_ATTEMPTS):
-        try:
-            pointer: dict[str, Any] | None = state.get_entity(INCIDENT_PARTITION, rk)
-        except ResourceNotFoundError:
-            pointer = None
-        if pointer and (
-            finding.first_seen <= pointer["LastSeen"] + quiet
-            and finding.last_seen >= pointer["FirstSeen"] - quiet
-        ):
-            pk, row = pointer["AlertPartition"], pointer["AlertRow"]
-            first = min(finding.first_seen, pointer["FirstSeen"])
-            last = max(finding.last_seen, pointer["LastSeen"])
-        elif pointer and finding.last_seen < pointer["FirstSeen"] - quiet:
-            return _upsert_alert(storage, *alert_keys(finding), finding)  # an older incident
-        else:
-            (pk, row), first, last = alert_keys(finding), finding.first_seen, finding.last_seen
-        entity = {
-            "PartitionKey": INCIDENT_PARTITION,
-            "RowKey": rk,
-            "AlertPartition": pk,
-            "AlertRow": row,
-            "FirstSeen": first,
-            "LastSeen": last,
-        }
-        try:
-            if pointer is None:
-                state.create_entity(entity)
-            elif (first, last, row) != (
-                pointer["FirstSeen"],
-                pointer["LastSeen"],
-                pointer["AlertRow"],
-            ):
-                state.update_entity(
-                    entity,
-                    mode=UpdateMode.REPLACE,
-                    etag=pointer.metadata["etag"],  # type: ignore[attr-defined]
-                    match_condition=MatchConditions.IfNotModified,
-                )
-        except (ResourceExistsError, ResourceModifiedError):
-            continue  # another instance moved the pointer: decide again
-        return _upsert_alert(storage, pk, row, finding)
-    raise RuntimeError(f"incident pointer {rk} kept changing; giving up for a retry")
+def status(row: dict[str, Any]) -> str:
+    if row.get("Pending"):
+        return "pending"
+    return "withdrawn" if row.get("State") == WITHDRAWN else "delivered"
 
 
-def _upsert_alert(
-    storage: Storage, pk: str, row: str, finding: Finding
-) -> tuple[dict[str, Any], bool]:
-    table = storage.table(storage.settings.alerts_table)
-    now = datetime.now(UTC)
-    fresh = _alert_entity(pk, row, finding, now)
+def rank(severity: object) -> int:
     try:
-        table.create_entity(fresh)
-        return fresh, True
-    except ResourceExistsError:
-        pass
-    for _ in range(_ATTEMPTS):
-        current = table.get_entity(pk, row)
-        merged = _merge(current, finding, now)
-        if merged is None:
-            return dict(current), False
-        try:
-            table.update_entity(
-                merged,
-                mode=UpdateMode.MERGE,
-                etag=current.metadata["etag"],
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except ResourceModifiedError:
-            continue
-        return {**current, **merged}, False
-    raise RuntimeError(f"alert {row} kept changing; giving up for a retry")
+        return Severity(str(severity)).rank
+    except ValueError:
+        return 0
 
 
-def _alert_entity(pk: str, row: str, f: Finding, now: datetime) -> dict[str, Any]:
-    entity: dict[str, Any] = {
+def content(inc: Incident, pk: str, rk: str) -> dict[str, Any]:
+    """The row's detection fields for an incident (lists bounded, so any log fits a row)."""
+    row: dict[str, Any] = {
         "PartitionKey": pk,
-        "RowKey": row,
-        "AlertId": row,
-        "Rule": f.rule,
-        "Severity": f.severity,
-        "SubjectKind": f.kind,
-        "Subject": f.subject,
-        "FailureCount": f.failures,
-        "SuccessCount": f.successes,
-        "WindowStart": f.first_seen,
-        "WindowEnd": f.last_seen,
-        "FirstSeen": f.first_seen,
-        "LastSeen": f.last_seen,
-        "Status": "pending",
-        "DeliveredTo": "",
-        "Attempts": 0,
-        "LastError": "",
-        "CreatedAt": now,
-        "UpdatedAt": now,
+        "RowKey": rk,
+        "Rule": inc.rule,
+        "Rules": ",".join(inc.rules),
+        "Severity": inc.severity.value,
+        "SubjectKind": inc.kind.value,
+        "Subject": inc.subject[:MAX_SUBJECT],
+        "FirstSeen": inc.first_seen,
+        "LastSeen": inc.last_seen,
+        "WindowStart": inc.first_seen,
+        "WindowEnd": inc.last_seen,
+        "FailureCount": inc.failures,
+        "SuccessCount": inc.successes,
+        "DistinctUsers": inc.distinct_users,
+        "UsersEstimated": inc.users_estimated,
+        "Users": _names(inc.users),
+        "ClientIps": _names(inc.ips),
+        "TargetVMs": _names(inc.targets),
+        "BastionHosts": _names(inc.hosts),
+        "CompromisedUsers": _names(inc.compromised),
+        "State": OPEN,
     }
-    entity.update(_lists(f.users, f.ips, f.targets, f.hosts))
-    entity["Summary"] = summary(entity)
-    return entity
+    row["Summary"] = messages.summary(row)
+    return row
 
 
-def _lists(
-    users: tuple[str, ...], ips: tuple[str, ...], targets: tuple[str, ...], hosts: tuple[str, ...]
+def _names(values: Sequence[str]) -> str:
+    return layout.names_json(list(values))
+
+
+def plan(
+    incidents: Sequence[Incident],
+    stored: Sequence[dict[str, Any]],
+    head: dict[str, Any] | None,
+    head_key: tuple[str, str],
+    now: datetime,
+    interval: timedelta,
+) -> Plan:
+    """Operations that make the stored rows of one actor and day match `incidents`."""
+    rows = sorted(stored, key=lambda r: (r["FirstSeen"], r["RowKey"]))
+    owner: dict[str, int] = {}
+    for row in rows:  # a stored row belongs to the first incident it overlaps
+        for i, inc in enumerate(incidents):
+            if _overlaps(row, inc):
+                owner[row["RowKey"]] = i
+                break
+    out = Plan()
+    for i, inc in enumerate(incidents):
+        pk, rk = layout.incident_key(inc.kind, inc.subject, inc.first_seen)
+        mine = [r for r in rows if owner.get(r["RowKey"]) == i]
+        # A split keeps what people were told: the later part inherits, under a new id.
+        ancestors = mine or [r for r in rows if _overlaps(r, inc)]
+        state = _inherit(ancestors, alert_id(inc), now, keep_id=bool(mine))
+        new = {**content(inc, pk, rk), **state}
+        told = new["Seq"]
+        _decide(new, now, interval)
+        new["Status"] = status(new)
+        same = next((r for r in mine if r["RowKey"] == rk), None)
+        if same is None:
+            out.ops.append(("create", {**new, "UpdatedAt": now}, {}))
+        elif _changed(same, new):
+            out.ops.append(("update", {**new, "UpdatedAt": now}, _guard(same)))
+        out.ops.extend(("delete", _key(r), _guard(r)) for r in mine if r["RowKey"] != rk)
+        if new["Seq"] != told:  # decided here; an inherited debt is its decider's to pay
+            out.notify.append((rk, new["AlertId"]))
+    for row in rows:
+        if row["RowKey"] in owner:
+            continue
+        if not (row.get("NotifiedSeverity") or row.get("DeliveredTo")):
+            out.ops.append(("delete", _key(row), _guard(row)))  # nobody heard of it
+        elif row.get("State") != WITHDRAWN:
+            gone = {**_key(row), "State": WITHDRAWN, "Pending": "", "UpdateDue": False}
+            gone["Status"] = status(gone)
+            out.ops.append(("update", {**gone, "UpdatedAt": now}, {**_guard(row), "mode": "merge"}))
+    if out.ops:
+        version = int((head or {}).get("Version", 0)) + 1
+        entity = {"PartitionKey": head_key[0], "RowKey": head_key[1], "Version": version}
+        out.ops.insert(0, ("update", entity, _guard(head)) if head else ("create", entity, {}))
+    return out
+
+
+def _overlaps(row: dict[str, Any], inc: Incident) -> bool:
+    return bool(row["FirstSeen"] <= inc.last_seen and inc.first_seen <= row["LastSeen"])
+
+
+def alert_id(inc: Incident) -> str:
+    """An incident's name for people and programs: opaque (no log text in it, unlike row keys),
+    deterministic, and kept when the incident's start moves."""
+    digest = hashlib.sha256(inc.subject.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{inc.kind.value}-{digest}-{inc.first_seen.astimezone(UTC):%Y%m%dT%H%M%S}"
+
+
+def _inherit(
+    rows: Sequence[dict[str, Any]], new_id: str, now: datetime, keep_id: bool
 ) -> dict[str, Any]:
-    return {
-        "Users": orjson.dumps(users[:20]).decode(),
-        "DistinctUsers": len(users),
-        "ClientIps": orjson.dumps(ips[:20]).decode(),
-        "TargetVMs": orjson.dumps(targets[:20]).decode(),
-        "BastionHosts": orjson.dumps(hosts[:20]).decode(),
-    }
+    """Notification state of the rows an incident continues (the oldest one's id)."""
+    if not rows:
+        return {
+            "AlertId": new_id,
+            "CreatedAt": now,
+            "Seq": 0,
+            "Pending": "",
+            "DeliveredTo": "",
+            "Attempts": 0,
+            "LastError": "",
+            "NotifiedSeverity": "",
+            "NotifiedFailures": 0,
+            "UpdateDue": False,
+        }
+    oldest = min(rows, key=lambda r: (r.get("CreatedAt") or now, r["RowKey"]))
+    state = {k: oldest[k] for k in _NOTIFY_STATE if k in oldest}
+    loudest = max(rows, key=lambda r: rank(r.get("NotifiedSeverity")))
+    state["NotifiedSeverity"] = loudest.get("NotifiedSeverity", "")
+    state["NotifiedFailures"] = max(int(r.get("NotifiedFailures") or 0) for r in rows)
+    state["Seq"] = max(int(r.get("Seq") or 0) for r in rows)
+    if not keep_id:
+        state["AlertId"] = new_id
+    return state
 
 
-def _merge(current: dict[str, Any], f: Finding, now: datetime) -> dict[str, Any] | None:
-    """Changes that `f` makes to an existing alert, or None if it adds nothing."""
+def _decide(row: dict[str, Any], now: datetime, interval: timedelta) -> None:
+    """Set `Pending` (and bump `Seq`) when people should hear about this incident now."""
+    severity, told = rank(row["Severity"]), rank(row.get("NotifiedSeverity"))
+    pending = row.get("Pending") or ""
+    if not pending:
+        if not told:
+            _pend(row, OPENED)
+        elif severity > told:
+            _pend(row, ESCALATED)
+        elif row["FailureCount"] >= GROWTH * max(int(row.get("NotifiedFailures") or 0), 1):
+            last = row.get("NotifiedAt")
+            if last is None or now - last >= interval:
+                _pend(row, UPDATED)
+            else:
+                row["UpdateDue"] = True
+    elif pending == UPDATED and severity > told:
+        _pend(row, ESCALATED)
 
-    def union(name: str, new: tuple[str, ...]) -> tuple[str, ...]:
-        old = tuple(orjson.loads(current.get(name) or "[]"))
-        return old + tuple(v for v in new if v not in old)
 
-    users, ips = union("Users", f.users), union("ClientIps", f.ips)
-    targets, hosts = union("TargetVMs", f.targets), union("BastionHosts", f.hosts)
-    merged: dict[str, Any] = {
-        "PartitionKey": current["PartitionKey"],
-        "RowKey": current["RowKey"],
-        "FailureCount": max(int(current.get("FailureCount", 0)), f.failures),
-        "SuccessCount": max(int(current.get("SuccessCount", 0)), f.successes),
-        "FirstSeen": min(current["FirstSeen"], f.first_seen),
-        "LastSeen": max(current["LastSeen"], f.last_seen),
-        **_lists(users, ips, targets, hosts),
-    }
-    if all(current.get(k) == v for k, v in merged.items()):
+def _pend(row: dict[str, Any], event: str) -> None:
+    row.update(
+        Pending=event,
+        Seq=int(row.get("Seq") or 0) + 1,
+        DeliveredTo="",
+        Attempts=0,
+        LastError="",
+        UpdateDue=False,
+    )
+
+
+def due_update(row: dict[str, Any], now: datetime, interval: timedelta) -> dict[str, Any] | None:
+    """The change that turns a deferred growth update into a pending notification, if due."""
+    last = row.get("NotifiedAt")
+    if row.get("Pending") or not row.get("UpdateDue") or (last and now - last < interval):
         return None
-    merged["Summary"] = summary({**current, **merged})
-    merged["UpdatedAt"] = now
-    return merged
+    change = {k: row.get(k) for k in ("Seq", "Pending")}
+    _pend(change, UPDATED)
+    change = {**_key(row), **change}
+    change["Status"] = "pending"
+    return change
 
 
-_RULE_TEXT = {
-    "user_brute_force": "Repeated failed Bastion sign-ins for user {subject}",
-    "ip_brute_force": "Repeated failed Bastion sign-ins from {subject}",
-    "password_spray": "Password spray from {subject}",
-    "success_after_failures_user": "Possible compromise: {subject} signed in after failures",
-    "success_after_failures_ip": "Possible compromise: sign-in from {subject} after failures",
-}
+def _changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    fields = (*CONTENT, "Summary", *_NOTIFY_STATE, "Status")
+    return any(_norm(old.get(k)) != _norm(new.get(k)) for k in fields)
 
 
-def summary(alert: dict[str, Any]) -> str:
-    """One line a person can act on."""
-    head = _RULE_TEXT.get(alert["Rule"], alert["Rule"]).format(subject=alert["Subject"] or "?")
-    users = orjson.loads(alert.get("Users") or "[]")
-    targets = orjson.loads(alert.get("TargetVMs") or "[]")
-    ips = orjson.loads(alert.get("ClientIps") or "[]")
-    first, last = alert["FirstSeen"], alert["LastSeen"]
-    parts = [
-        f"{alert['FailureCount']} failures",
-        f"{len(users)} user(s)" if alert["SubjectKind"] == "ip" else f"from {', '.join(ips[:3])}",
-        f"on {', '.join(targets[:3]) or 'unknown target'}",
-        f"{first:%Y-%m-%d %H:%M}-{last:%H:%M} UTC",
-    ]
-    return f"[{alert['Severity'].upper()}] {head}: " + ", ".join(parts)
+def _norm(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=UTC).isoformat()
+    return value
+
+
+def _key(row: dict[str, Any]) -> dict[str, Any]:
+    return {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"]}
+
+
+def _guard(row: dict[str, Any] | None) -> dict[str, Any]:
+    etag = getattr(row, "metadata", {}).get("etag") if row is not None else None
+    return {"etag": etag} if etag else {}
+
+
+def names(row: dict[str, Any], field_name: str) -> list[str]:
+    value = orjson.loads(row.get(field_name) or "[]")
+    return [str(v) for v in value] if isinstance(value, list) else []

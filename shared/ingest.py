@@ -13,7 +13,8 @@ import hashlib
 import ipaddress
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,10 +29,10 @@ from azure.storage.blob import (
     ContainerClient,
 )
 
-from . import detection, keys, model, parse
+from . import keys, model, parse
 from .alerting import Deliverer
-from .detection import Event, Thresholds
-from .incidents import open_incident_starts, record
+from .detect import Detector, Outcome
+from .detection import Thresholds
 from .settings import Settings
 from .storage import Conflict, Cursor, Storage
 
@@ -41,17 +42,6 @@ GUARD_BYTES = 1024
 _HOUR = re.compile(r"/y=(\d{4})/m=(\d{2})/d=(\d{2})/h=(\d{2})/")
 #: Hour blobs stop growing soon after their hour; past this their partial tail is final.
 SETTLE = timedelta(hours=1)
-#: How far back detection reaches to recount an incident that is still open.
-MAX_LOOKBACK = timedelta(hours=24)
-#: The columns detection reads back (what `Event` holds).
-_PROJECTION = (
-    "TimeGenerated",
-    "UserKey",
-    "ClientIpKey",
-    "Outcome",
-    "TargetVMName",
-    "BastionHostName",
-)
 
 
 @dataclass
@@ -82,12 +72,15 @@ class Pipeline:
         self.settings = settings
         self.storage = storage or Storage(settings)
         self.deliverer = Deliverer(self.storage)
-        self.thresholds = Thresholds(
-            failures=settings.failure_threshold,
-            window=timedelta(minutes=settings.failure_window_minutes),
-            spray_users=settings.spray_user_threshold,
-            spray_window=timedelta(minutes=settings.spray_window_minutes),
-            quiet=timedelta(minutes=settings.incident_quiet_minutes),
+        self.thresholds = thresholds(settings)
+        self._pool = ThreadPoolExecutor(settings.write_concurrency, "detect")
+        self.detector = Detector(
+            self.storage,
+            self.thresholds,
+            timedelta(minutes=settings.notify_interval_minutes),
+            self._allowed,
+            self.deliverer.deliver_incident,
+            self._pool,
         )
 
     def ingest(self, blob: BlobClient, now: datetime | None = None) -> Summary:
@@ -195,57 +188,8 @@ class Pipeline:
         summary.quarantined += len(rejects)
         summary.skipped += skipped
         if rows:
-            self.detect(rows, summary)
+            self.detector.run(rows, now, Outcome(summary.alerts))
         return len(rows), len(rejects), skipped
-
-    # -- detection ----------------------------------------------------------------------
-    def detect(self, rows: list[dict[str, Any]], summary: Summary | None = None) -> list[str]:
-        """Run the rules for every user and IP these records touch; record and send alerts."""
-        t = self.thresholds
-        spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
-        failed: set[tuple[str, str]] = set()
-        for row in rows:
-            if row["Outcome"] == model.Outcome.OTHER.value:
-                continue
-            when = row["TimeGenerated"]
-            for kind, subject in (
-                (detection.USER, row["UserKey"]),
-                (detection.IP, row["ClientIpKey"]),
-            ):
-                if not subject or (kind == detection.IP and self._allowed(subject)):
-                    continue
-                lo, hi = spans.get((kind, subject), (when, when))
-                spans[(kind, subject)] = (min(lo, when), max(hi, when))
-                if row["Outcome"] == model.Outcome.FAILURE.value:
-                    failed.add((kind, subject))
-        if len(failed) < len(spans):  # successes only matter where failures are stored nearby
-            hours = {keys.hour_of(row["TimeGenerated"].isoformat()) for row in rows}
-            failed |= self._failing_subjects(hours, t.reach)
-        created: list[str] = []
-        for (kind, subject), (lo, hi) in spans.items():
-            if (kind, subject) not in failed:
-                continue
-            begin, end = lo - t.reach, hi + t.reach
-            findings = detection.evaluate(
-                kind, subject, self.subject_events(kind, subject, begin, end), t
-            )
-            if findings:  # an incident that is still open is recounted from its start
-                earlier = [
-                    first
-                    for first in open_incident_starts(self.storage, kind, subject)
-                    if first < begin and lo - first <= MAX_LOOKBACK
-                ]
-                if earlier:
-                    events = self.subject_events(kind, subject, min(earlier), end)
-                    findings = detection.evaluate(kind, subject, events, t)
-            for finding in findings:
-                alert, new = record(self.storage, finding)
-                if new:
-                    created.append(alert["RowKey"])
-                    self.deliverer.deliver(alert)
-        if summary is not None:
-            summary.alerts.extend(created)
-        return created
 
     def _allowed(self, ip: str) -> bool:
         if not self.settings.ip_allowlist:
@@ -256,63 +200,6 @@ class Pipeline:
             return False
         return any(addr in net for net in self.settings.ip_allowlist)
 
-    def _failing_subjects(self, hours: set[str], reach: timedelta) -> set[tuple[str, str]]:
-        """Subjects with a stored failure in these hours or the ones just before."""
-        wanted = set(hours)
-        for hour in hours:
-            stamp = datetime.strptime(hour, "%Y-%m-%dT%H").replace(tzinfo=UTC)
-            wanted.add(keys.hour_of((stamp - reach).isoformat()))
-        found: set[tuple[str, str]] = set()
-        for hour in wanted:
-            for row in self.storage.query(
-                self.settings.index_table,
-                "PartitionKey eq @pk",
-                {"pk": model.FAIL_PREFIX + hour},
-                select=["Kind", "Subject"],
-            ):
-                found.add((row["Kind"], row["Subject"]))
-        return found
-
-    def subject_events(
-        self, kind: str, subject: str, begin: datetime, end: datetime
-    ) -> list[Event]:
-        """Stored successes and failures of a user or an IP between two times."""
-        time_filter = "TimeGenerated ge @begin and TimeGenerated le @end and Outcome ne @other"
-        params: dict[str, Any] = {"begin": begin, "end": end, "other": model.Outcome.OTHER.value}
-        select = ["RowKey", *_PROJECTION]
-        if kind == detection.USER:  # the user's hour partitions: one range
-            first, last = keys.hour_of(begin.isoformat()), keys.hour_of(end.isoformat())
-            lo, hi = keys.hour_range(subject, first, last)
-            flt = "PartitionKey ge @lo and PartitionKey lt @hi and " + time_filter
-            rows: Iterable[dict[str, Any]] = self.storage.query(
-                self.settings.events_table, flt, {**params, "lo": lo, "hi": hi}, select
-            )
-        else:  # one RowKey-range seek per day partition of the IP index
-            prefix = keys.subject_prefix(subject)
-            flt = "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi and " + time_filter
-            rows = (
-                row
-                for day in keys.days(begin.isoformat(), end.isoformat())
-                for row in self.storage.query(
-                    self.settings.index_table,
-                    flt,
-                    {**params, "pk": model.IP_PREFIX + day, "lo": prefix, "hi": prefix + "~"},
-                    select,
-                )
-            )
-        return [
-            Event(
-                time=row["TimeGenerated"],
-                key=row["RowKey"],
-                user=row["UserKey"],
-                ip=row["ClientIpKey"],
-                success=row["Outcome"] == model.Outcome.SUCCESS.value,
-                target=row.get("TargetVMName", ""),
-                host=row.get("BastionHostName", ""),
-            )
-            for row in rows
-        ]
-
     # -- the sweep ----------------------------------------------------------------------
     def sweep(self, container: ContainerClient, now: datetime | None = None) -> list[Summary]:
         """Ingest every recently changed blob: appends to an append blob raise no event."""
@@ -322,12 +209,34 @@ class Pipeline:
             _date_parts(now - timedelta(hours=i))
             for i in range(self.settings.sweep_lookback_hours + 1)
         }
-        done = []
+        done: list[Summary] = []
+        failed = 0
         for item in recent_blobs(container, "", (), hours):
             if item.last_modified >= since and item.name.endswith(".json"):
-                done.append(self.ingest(container.get_blob_client(item.name), now))
-        log.info("sweep: %d recent blob(s) checked", len(done))
+                try:  # one blob's fault must not hide the others' appends
+                    done.append(self.ingest(container.get_blob_client(item.name), now))
+                except Exception:
+                    failed += 1
+                    log.exception("sweep: %s failed; the next sweep tries again", item.name)
+        log.info("sweep: %d recent blob(s) checked, %d failed", len(done) + failed, failed)
+        if failed:
+            raise SweepError(f"{failed} of {len(done) + failed} blob(s) failed; see the log")
         return done
+
+
+class SweepError(RuntimeError):
+    """Some blobs of a sweep failed (each is logged); the others were ingested."""
+
+
+def thresholds(settings: Settings) -> Thresholds:
+    return Thresholds(
+        failures=settings.failure_threshold,
+        window=timedelta(minutes=settings.failure_window_minutes),
+        spray_users=settings.spray_user_threshold,
+        spray_window=timedelta(minutes=settings.spray_window_minutes),
+        quiet=timedelta(minutes=settings.incident_quiet_minutes),
+        max_hours=settings.incident_max_hours,
+    )
 
 
 def _date_parts(when: datetime) -> tuple[str, ...]:

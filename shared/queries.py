@@ -42,7 +42,7 @@ import ciso8601
 import orjson
 
 from . import keys, model
-from .alerting import message as alert_message
+from .messages import message as alert_message
 from .storage import Storage
 
 MAX_DAYS = 31

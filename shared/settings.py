@@ -36,6 +36,8 @@ DEFAULTS: dict[str, str] = {
     "SPRAY_USER_THRESHOLD": "5",
     "SPRAY_WINDOW_MINUTES": "20",
     "INCIDENT_QUIET_MINUTES": "60",
+    "INCIDENT_MAX_HOURS": "24",
+    "NOTIFY_INTERVAL_MINUTES": "60",
     "IP_ALLOWLIST": "",
     "SWEEP_SCHEDULE": "0 */5 * * * *",
     "SWEEP_LOOKBACK_HOURS": "3",
@@ -72,6 +74,8 @@ class Settings:
     spray_user_threshold: int = 5
     spray_window_minutes: int = 20
     incident_quiet_minutes: int = 60
+    incident_max_hours: int = 24
+    notify_interval_minutes: int = 60
     ip_allowlist: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     sweep_lookback_hours: int = 3
     max_record_bytes: int = 32768
@@ -113,6 +117,11 @@ class Settings:
                 allow.append(ipaddress.ip_network(item, strict=False))
             except ValueError:
                 raise SettingsError(f"IP_ALLOWLIST entry {item!r} is not an IP or CIDR") from None
+        max_hours = num("INCIDENT_MAX_HOURS", 1, 24)
+        if 24 % max_hours:
+            raise SettingsError(
+                f"INCIDENT_MAX_HOURS must divide 24 (1, 2, 3, 4, 6, 8, 12 or 24), got {max_hours}"
+            )
         prefix = CONNECTION + "__"
         return cls(
             connection=env.get(CONNECTION, "").strip(),
@@ -130,9 +139,11 @@ class Settings:
             webhook_max_attempts=num("WEBHOOK_MAX_ATTEMPTS", 1, 10),
             failure_threshold=num("FAILURE_THRESHOLD", 2, 10_000),
             failure_window_minutes=num("FAILURE_WINDOW_MINUTES", 1, 24 * 60),
-            spray_user_threshold=num("SPRAY_USER_THRESHOLD", 2, 10_000),
+            spray_user_threshold=num("SPRAY_USER_THRESHOLD", 2, 1000),
             spray_window_minutes=num("SPRAY_WINDOW_MINUTES", 1, 24 * 60),
-            incident_quiet_minutes=num("INCIDENT_QUIET_MINUTES", 1, 7 * 24 * 60),
+            incident_quiet_minutes=num("INCIDENT_QUIET_MINUTES", 1, 24 * 60),
+            incident_max_hours=max_hours,
+            notify_interval_minutes=num("NOTIFY_INTERVAL_MINUTES", 1, 7 * 24 * 60),
             ip_allowlist=tuple(allow),
             sweep_lookback_hours=num("SWEEP_LOOKBACK_HOURS", 1, 48),
             max_record_bytes=num("MAX_RECORD_BYTES", 1024, 32768),

@@ -19,11 +19,12 @@ from typing import Any
 import orjson
 from azure.core import MatchConditions
 from azure.core.exceptions import (
+    HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueServiceClient
 
@@ -49,6 +50,25 @@ CURSOR_PARTITION = "cursor"
 
 class Conflict(Exception):
     """Someone else changed the row first (HTTP 409/412); re-read and try again."""
+
+
+class Busy(RuntimeError):
+    """Rows kept changing under us (heavy contention): the host's retry is the cure."""
+
+
+#: Answers that say the request itself was refused (an entity the service will never take);
+#: retrying the invocation cannot help, so the caller isolates the item instead.
+REFUSED = frozenset({400, 413})
+
+
+def transient(exc: BaseException) -> bool:
+    """Would running the invocation again cure this? Yes for anything but a refused request
+    or a bug triggered by content (those fail the item alone, not the blob)."""
+    if isinstance(exc, HttpResponseError):
+        return exc.status_code not in REFUSED
+    return isinstance(exc, (Conflict, Busy, ConnectionError, TimeoutError, OSError)) or (
+        type(exc).__module__.startswith(("azure.", "urllib3.", "requests."))
+    )
 
 
 @dataclass(frozen=True)
@@ -117,6 +137,34 @@ class Storage:
         futures = [self._pool.submit(_submit, client, batch) for client, batch in jobs]
         for future in futures:
             future.result()
+
+    def transact(
+        self, table: str, ops: Sequence[tuple[str, dict[str, Any], dict[str, Any]]]
+    ) -> None:
+        """One entity-group transaction (same partition, at most 100 operations), all or nothing.
+
+        Operations are (`create` | `update` | `upsert` | `delete`, entity, options); options may
+        hold `etag` (then the operation applies only if the row is unchanged) and `mode`
+        (`replace`, the default, or `merge`). Raises `Conflict` when a row changed or exists.
+        """
+        if not ops:
+            return
+        batch = []
+        for op, entity, options in ops:
+            kwargs: dict[str, Any] = {}
+            if options.get("etag"):
+                kwargs["etag"] = options["etag"]
+                kwargs["match_condition"] = MatchConditions.IfNotModified
+            if op in ("update", "upsert"):
+                merge = options.get("mode") == "merge"
+                kwargs["mode"] = UpdateMode.MERGE if merge else UpdateMode.REPLACE
+            batch.append((op, entity, kwargs))
+        try:
+            self.table(table).submit_transaction(batch)
+        except TableTransactionError as exc:
+            if exc.status_code in (404, 409, 412):  # gone, exists, changed: look again
+                raise Conflict(f"{table}: a row changed under us") from exc
+            raise
 
     def query(
         self,

@@ -19,11 +19,13 @@ from azure.storage.queue import QueueServiceClient
 from shared import azurite, samples
 from shared.ingest import Pipeline, Summary
 from shared.settings import CONNECTION, LOGS_CONTAINER, Settings
-from shared.storage import CURSOR_PARTITION, Storage
+from shared.storage import CURSOR_PARTITION, Busy, Storage
 
 #: What makes two alert rows "the same incident": everything but delivery bookkeeping.
 ALERT_FIELDS = (
     "Rule",
+    "Rules",
+    "State",
     "Severity",
     "SubjectKind",
     "Subject",
@@ -36,9 +38,10 @@ ALERT_FIELDS = (
     "ClientIps",
     "TargetVMs",
     "BastionHosts",
+    "CompromisedUsers",
     "Summary",
 )
-LIST_FIELDS = ("Users", "ClientIps", "TargetVMs", "BastionHosts")
+LIST_FIELDS = ("Users", "ClientIps", "TargetVMs", "BastionHosts", "CompromisedUsers")
 #: The cursor's durable fields (the ETag is not part of the state).
 CURSOR_FIELDS = ("BlobName", "Offset", "Mode", "Guard", "Stored", "Quarantined", "Skipped")
 
@@ -94,7 +97,7 @@ def invoke(p: Pipeline, blob: BlobClient, now: datetime, attempts: int = 5) -> S
     for attempt in range(attempts):
         try:
             return p.ingest(blob, now)
-        except AzureError as exc:
+        except (AzureError, Busy) as exc:  # what the host retries
             if attempt == attempts - 1:
                 raise
             HOST_RETRIES.append(f"{blob.blob_name}: {type(exc).__name__}: {exc}"[:300])
@@ -129,6 +132,7 @@ class Snapshot:
     cursors: dict[str, dict[str, Any]]
     quarantine: dict[str, dict[str, Any]]
     queue_messages: int
+    alert_ids: list[str]  # which invocation named an incident depends on timing
 
     def incidents(self) -> list[str]:
         """Alerts without their row keys (which name the first finding, whoever found it)."""
@@ -150,7 +154,8 @@ def snapshot(p: Pipeline, blob_prefix: str = "") -> Snapshot:
     def keyed(table: str) -> dict[tuple[str, str], dict[str, Any]]:
         return {(r["PartitionKey"], r["RowKey"]): dict(r) for r in _rows(p, table)}
 
-    alerts = {k: _alert_fields(v) for k, v in keyed(s.alerts_table).items()}
+    rows = [r for r in keyed(s.alerts_table).values() if "FirstSeen" in r]  # not head rows
+    alerts = {(r["PartitionKey"], r["RowKey"]): _alert_fields(r) for r in rows}
     cursors = {
         row["BlobName"]: {f: row.get(f) for f in CURSOR_FIELDS}
         for row in p.storage.query(s.state_table, "PartitionKey eq @pk", {"pk": CURSOR_PARTITION})
@@ -175,6 +180,7 @@ def snapshot(p: Pipeline, blob_prefix: str = "") -> Snapshot:
         cursors=cursors,
         quarantine=quarantine,
         queue_messages=messages,
+        alert_ids=sorted(r["AlertId"] for r in rows),
     )
 
 

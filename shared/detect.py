@@ -1,0 +1,699 @@
+"""Detection for one invocation: which actors the new records touch, their buckets, incidents
+and notifications. The deciding is pure (`shared.detection`, `shared.incidents`); this module
+reads and writes.
+
+Order of work, so an account attacked from an address is that address's incident:
+1. every touched IP: rebuild its buckets for the minutes the new records change, re-derive its
+   incidents for the days those minutes can affect, write them, notify;
+2. read which IPs have open incidents (the *coverage*), then every touched account: the same,
+   counting as its own only failures no IP incident covers; a sign-in after an attack from a
+   covered IP becomes a mark on that IP's incident. Accounts whose stored incidents a changed
+   IP incident now covers are re-derived too;
+3. IPs that received marks: re-derive their incidents.
+
+Concurrency: bucket and incident writes are ETag-guarded (a writer that read older events loses
+and looks again); every change of an IP's incidents also rewrites the day's *cover* row, and an
+account that wrote incidents checks afterwards that no cover row changed since it read the
+coverage, so two invocations each holding half an attack end as one serial run would.
+
+Each actor fails alone: a non-transient error is logged and the actor is queued for the retry
+timer; a storage fault that a retry can cure is raised, so the host retries the invocation
+(every write here is idempotent or guarded, so the retry doubles nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from . import detection, incidents, keys, layout, model
+from .detection import MINUTE, Bucket, Event, Kind, Mark, Thresholds
+from .storage import Busy, Conflict, Storage, transient
+
+log = logging.getLogger(__name__)
+_SELECT_EVENT = [
+    "TimeGenerated",
+    "UserKey",
+    "ClientIpKey",
+    "Outcome",
+    "TargetVMName",
+    "BastionHostName",
+]
+_COVER_SELECT = ["RowKey", "Subject", "SubjectKind", "FirstSeen", "LastSeen", "State", "ClientIps"]
+_ATTEMPTS = 8
+RETRY_PARTITION = "detect-retry"
+Op = tuple[str, dict[str, Any], dict[str, Any]]
+
+
+@dataclass(frozen=True, order=True)
+class Actor:
+    kind: Kind
+    subject: str
+
+
+@dataclass
+class Touch:
+    """The new records of one actor in this invocation (or the span to look at again)."""
+
+    lo: datetime
+    hi: datetime
+    failures: list[tuple[datetime, str]] = field(default_factory=list)  # (time, ip)
+    successes: int = 0
+
+
+def touched(rows: Iterable[dict[str, Any]], allowed: Callable[[str], bool]) -> dict[Actor, Touch]:
+    """Actors of the new rows (successes and failures only), with their spans. Pure."""
+    out: dict[Actor, Touch] = {}
+    for row in rows:
+        outcome = row["Outcome"]
+        if outcome == model.Outcome.OTHER.value:
+            continue
+        when: datetime = row["TimeGenerated"]
+        ip = row["ClientIpKey"]
+        for actor in (Actor(Kind.USER, row["UserKey"]), Actor(Kind.IP, ip)):
+            if not actor.subject or (actor.kind is Kind.IP and allowed(ip)):
+                continue
+            touch = out.get(actor)
+            if touch is None:
+                touch = out[actor] = Touch(when, when)
+            touch.lo, touch.hi = min(touch.lo, when), max(touch.hi, when)
+            if outcome == model.Outcome.FAILURE.value:
+                touch.failures.append((when, ip))
+            else:
+                touch.successes += 1
+    return out
+
+
+@dataclass
+class Result:
+    """What one actor's evaluation did: notified incidents, marks for IPs, and (for an account
+    whose incidents cannot change) bucket writes left to be batched with others'."""
+
+    notified: list[str] = field(default_factory=list)
+    marks: list[Mark] = field(default_factory=list)
+    writes: list[Op] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    notified: list[str] = field(default_factory=list)  # AlertIds of incidents told about
+    failed: list[Actor] = field(default_factory=list)  # actors queued for the retry timer
+
+
+class CoverageChanged(Conflict):
+    """An IP incident changed while an account was deciding from the coverage it had read."""
+
+
+@dataclass
+class Coverage:
+    """Open incidents of the days around some accounts: when each IP had one (its failures then
+    are that incident's), which accounts have their own, and the cover rows' versions."""
+
+    ips: dict[str, list[tuple[datetime, datetime]]] = field(default_factory=dict)
+    users: dict[str, list[tuple[datetime, datetime, tuple[str, ...]]]] = field(default_factory=dict)
+    versions: dict[str, str | None] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, row: dict[str, Any]) -> None:
+        lo = detection.minute_of(layout._utc(row["FirstSeen"]))
+        hi = detection.minute_of(layout._utc(row["LastSeen"]))
+        if row.get("State") != incidents.OPEN:
+            return
+        if row.get("SubjectKind") == Kind.IP.value:
+            self.ips.setdefault(row["Subject"], []).append((lo, hi))
+        else:
+            ips = tuple(incidents.names(row, "ClientIps"))
+            self.users.setdefault(row["Subject"], []).append((lo, hi, ips))
+
+    def covers(self, ip: str, minute: datetime) -> bool:
+        return any(lo <= minute <= hi for lo, hi in self.ips.get(ip, ()))
+
+    def has_own(self, user: str, lo: datetime, hi: datetime) -> bool:
+        return any(a <= hi and lo <= b for a, b, _ in self.users.get(user, ()))
+
+    def accounts_of(self, ip: str) -> dict[str, tuple[datetime, datetime]]:
+        """Accounts whose own incidents list this IP and overlap its incidents."""
+        out: dict[str, tuple[datetime, datetime]] = {}
+        for user, spans in self.users.items():
+            for a, b, ips in spans:
+                if ip in ips and any(lo <= b and a <= hi for lo, hi in self.ips.get(ip, ())):
+                    out[user] = (a, b)
+        return out
+
+
+class Detector:
+    """Runs detection for the records one invocation stored; one per worker process."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        thresholds: Thresholds,
+        notify_interval: timedelta,
+        allowed: Callable[[str], bool],
+        deliver: Callable[[str, str], object],
+        pool: ThreadPoolExecutor,
+    ) -> None:
+        self.storage = storage
+        self.t = thresholds
+        self.interval = notify_interval
+        self.allowed = allowed
+        self.deliver = deliver
+        self.pool = pool
+        s = storage.settings
+        self.index, self.events = s.index_table, s.events_table
+        self.alerts, self.state = s.alerts_table, s.state_table
+
+    # -- the invocation -----------------------------------------------------------------------
+    def run(
+        self,
+        rows: Sequence[dict[str, Any]],
+        now: datetime | None = None,
+        out: Outcome | None = None,
+    ) -> Outcome:
+        """Detect over the records one invocation stored. `out` receives what was notified as
+        it happens, so a later fault (the host retries) cannot hide what people were told."""
+        now = now or datetime.now(UTC)
+        out = out if out is not None else Outcome()
+        actors = touched(rows, self.allowed)
+        wanted = self._wanted(actors)
+        self._detect({a: actors[a] for a in sorted(wanted)}, now, out)
+        return out
+
+    def _detect(self, actors: dict[Actor, Touch], now: datetime, out: Outcome) -> None:
+        """IPs first, then accounts (counting what IP incidents do not cover), then IPs again
+        where an account's compromise was folded into them."""
+        ips = {a: t for a, t in actors.items() if a.kind is Kind.IP}
+        users = {a: t for a, t in actors.items() if a.kind is Kind.USER}
+        marks: dict[str, list[Mark]] = {}
+        self._phase(ips, now, out, marks, rebuild=True)
+        if users or ips:
+            coverage = self._coverage([*users.values(), *ips.values()])
+            self._phase(users, now, out, marks, rebuild=True, coverage=coverage)
+            again: dict[Actor, Touch] = {}
+            for ip in ips:  # accounts whose own incidents a changed IP incident now covers
+                for user, (lo, hi) in coverage.accounts_of(ip.subject).items():
+                    actor = Actor(Kind.USER, user)
+                    if actor not in users:
+                        again[actor] = Touch(lo, hi)
+            self._phase(again, now, out, marks, rebuild=False, coverage=coverage)
+        if marks:  # compromises folded into IP incidents: re-derive those incidents
+            marked = {
+                Actor(Kind.IP, ip): Touch(min(m.time for m in ms), max(m.time for m in ms))
+                for ip, ms in marks.items()
+            }
+            self._phase(marked, now, out, {}, rebuild=False)
+
+    def _wanted(self, actors: dict[Actor, Touch]) -> set[Actor]:
+        """Actors whose new records can change an incident: they failed now, or failed nearby."""
+        wanted = {a for a, touch in actors.items() if touch.failures}
+        rest = {a for a in actors if a not in wanted}
+        if rest:
+            spans = {a: _hours(actors[a].lo - self.t.window, actors[a].hi) for a in rest}
+            failing = self._failing({h for hours in spans.values() for h in hours})
+            wanted |= {
+                a
+                for a in rest
+                if any((a.kind.value, a.subject) in failing.get(h, ()) for h in spans[a])
+            }
+        return wanted
+
+    def _failing(self, hours: Iterable[str]) -> dict[str, set[tuple[str, str]]]:
+        """Per hour, the (kind, subject) pairs that failed in it (one read per hour)."""
+        return {
+            hour: {
+                (row["Kind"], row["Subject"])
+                for row in self.storage.query(
+                    self.index,
+                    "PartitionKey eq @pk",
+                    {"pk": model.FAIL_PREFIX + hour},
+                    select=["Kind", "Subject"],
+                )
+            }
+            for hour in sorted(hours)
+        }
+
+    def _phase(
+        self,
+        actors: dict[Actor, Touch],
+        now: datetime,
+        out: Outcome,
+        marks: dict[str, list[Mark]],
+        rebuild: bool,
+        coverage: Coverage | None = None,
+    ) -> None:
+        """Evaluate actors of one kind in parallel; each one fails alone."""
+        if not actors:
+            return
+
+        told: dict[Actor, list[str]] = {a: [] for a in actors}  # filled as notifications go
+
+        def work(actor: Actor) -> Callable[[], Result]:
+            return lambda: self._actor(actor, actors[actor], now, coverage, rebuild, told[actor])
+
+        jobs = {a: self.pool.submit(work(a)) for a in actors}
+        deferred: dict[Actor, list[Op]] = {}
+        try:
+            for actor, job in jobs.items():
+                result = self._isolated(actor, actors[actor], job.result, out)
+                if result is not None:
+                    self._collect(result, marks)
+                    if result.writes:
+                        deferred[actor] = result.writes
+            for actor in self._write_batched(deferred):  # lost a race: do those alone
+                again = self._isolated(actor, actors[actor], work(actor), out)
+                if again is not None:
+                    self._write_buckets(again.writes)
+                    self._collect(again, marks)
+        finally:
+            for job in jobs.values():
+                job.exception()  # every job has ended before its notifications are read
+            for names in told.values():
+                out.notified.extend(names)
+
+    @staticmethod
+    def _collect(result: Result, marks: dict[str, list[Mark]]) -> None:
+        for m in result.marks:
+            marks.setdefault(m.ip, []).append(m)
+
+    def _isolated(
+        self, actor: Actor, touch: Touch, work: Callable[[], Result], out: Outcome
+    ) -> Result | None:
+        try:
+            return work()
+        except Exception as exc:
+            if transient(exc):
+                raise
+            log.exception(
+                "detection for %s %s failed; queued for retry",
+                actor.kind.value,
+                _digest(actor.subject),
+            )
+            self._queue_retry(actor, touch)
+            out.failed.append(actor)
+            return None
+
+    # -- one actor ----------------------------------------------------------------------------
+    def _actor(
+        self,
+        actor: Actor,
+        touch: Touch,
+        now: datetime,
+        coverage: Coverage | None,
+        rebuild: bool,
+        told: list[str],
+    ) -> Result:
+        for attempt in range(_ATTEMPTS):
+            try:
+                return self._actor_once(actor, touch, now, coverage, rebuild, told)
+            except CoverageChanged:
+                assert coverage is not None
+                self._refresh(coverage)
+            except Conflict:
+                # another invocation changed this actor's rows: look again, a little later
+                time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
+        raise Busy(f"{actor.kind.value} rows kept changing; the host retries")
+
+    def _actor_once(
+        self,
+        actor: Actor,
+        touch: Touch,
+        now: datetime,
+        coverage: Coverage | None,
+        rebuild: bool,
+        told: list[str],
+    ) -> Result:
+        t = self.t
+        # Minutes whose buckets the new records change: theirs, sign-ins up to a window after
+        # new failures, and for an IP with new sign-ins the minutes whose typos they explain.
+        back = t.window if actor.kind is Kind.IP and touch.successes else timedelta(0)
+        ahead = t.window if touch.failures else timedelta(0)
+        lo, hi = detection.minute_of(touch.lo - back), detection.minute_of(touch.hi + ahead)
+        fresh: dict[datetime, Bucket] = {}
+        writes: list[Op] = []
+        if rebuild:
+            # Bucket ETags are read before the events: a writer that read older events than
+            # a concurrent one then fails its guarded write instead of overwriting.
+            region = self._read_buckets(actor, lo, hi)
+            events = self._read_events(actor, *self._event_span(actor, lo, hi))
+            fresh = {b.minute: b for b in detection.build_buckets(actor.kind, events, t, lo, hi)}
+            writes = _bucket_writes(actor, lo, hi, fresh, region.rows)
+            if not touch.failures and not writes:
+                return Result()  # sign-ins no rule looks at
+            if actor.kind is Kind.USER and not self._may_change(actor, touch, events, coverage):
+                return Result(writes=writes)  # written with other accounts' in a few batches
+        # Days whose incidents can change: hotness reaches `reach` around changed minutes.
+        days = layout.days_between(lo - t.reach, hi + t.reach)
+        stored = self._read_days(actor, days, fresh)
+        buckets = {b.minute: b for b in stored.buckets if not (rebuild and lo <= b.minute <= hi)}
+        buckets.update(fresh)
+        ordered = [buckets[m] for m in sorted(buckets)]
+        new_marks: list[Mark] = []
+        if actor.kind is Kind.USER:
+            assert coverage is not None
+            own, new_marks, hot = detection.fold_user(actor.subject, ordered, t, coverage.covers)
+            found = detection.incidents(actor.kind, actor.subject, own, hot, t)
+            writes += [("upsert", layout.mark_entity(m), {}) for m in new_marks]
+        else:
+            hot = detection.hot_rules(actor.kind, ordered, t)
+            found = detection.incidents(actor.kind, actor.subject, ordered, hot, t, stored.marks)
+        self._write_buckets(writes)
+        bumped: set[str] = set()
+        for day in days:
+            mine = [i for i in found if layout.day_of(i.first_seen) == day]
+            if self._settle(actor, day, mine, now, told):
+                bumped.add(day)
+        if bumped and actor.kind is Kind.IP:
+            self._touch_cover(bumped, found)
+        if bumped and coverage is not None and self._cover_moved(coverage):
+            raise CoverageChanged(actor.kind.value)
+        return Result(list(told), new_marks)
+
+    def _event_span(self, actor: Actor, lo: datetime, hi: datetime) -> tuple[datetime, datetime]:
+        """Events that decide the buckets of minutes [lo, hi]: a window before (is a sign-in
+        preceded by a failure?) and for an IP a window after (the sign-in that explains a typo)."""
+        w = self.t.window
+        return lo - w, hi + MINUTE + (w if actor.kind is Kind.IP else timedelta(0))
+
+    def _may_change(
+        self, actor: Actor, touch: Touch, events: Sequence[Event], coverage: Coverage | None
+    ) -> bool:
+        """Could this account's incidents change? Not when every new failure belongs to an IP
+        incident, no sign-in follows and it has no incident of its own nearby: the common case
+        in a campaign against many accounts."""
+        assert coverage is not None
+        if touch.successes or any(e.success and e.time >= touch.lo for e in events):
+            return True
+        reach = self.t.reach + self.t.quiet
+        if coverage.has_own(actor.subject, touch.lo - reach, touch.hi + reach):
+            return True
+        return not all(
+            coverage.covers(ip, detection.minute_of(when)) for when, ip in touch.failures
+        )
+
+    def _settle(
+        self,
+        actor: Actor,
+        day: str,
+        found: list[detection.Incident],
+        now: datetime,
+        told: list[str],
+    ) -> bool:
+        """Make the stored incidents of an actor's day match `found`; notify where owed (the
+        AlertIds go to `told`). Returns whether anything was written."""
+        prefix = layout.actor_prefix(actor.kind, actor.subject)
+        rows = list(
+            self.storage.query(
+                self.alerts,
+                "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                {"pk": day, "lo": prefix, "hi": prefix + "~~"},
+            )
+        )
+        head_key = layout.head_key(actor.kind, actor.subject, day)
+        head = next((r for r in rows if r["RowKey"] == head_key[1]), None)
+        stored = [r for r in rows if r is not head and "FirstSeen" in r]
+        plan = incidents.plan(found, stored, head, head_key, now, self.interval)
+        if not plan.ops:
+            return False
+        ops = list(plan.ops)
+        if actor.kind is Kind.IP:  # the day's coverage changes with it, atomically
+            ops.append(("upsert", {"PartitionKey": day, "RowKey": layout.COVER}, {}))
+        self.storage.transact(self.alerts, ops)
+        for rk, alert_id in plan.notify:
+            told.append(alert_id)
+            self.deliver(day, rk)
+        return True
+
+    # -- coverage -----------------------------------------------------------------------------
+    def _coverage(self, touches: Iterable[Touch]) -> Coverage:
+        """Open incidents of the days around these records (one read per day)."""
+        days: set[str] = set()
+        span = self.t.reach + self.t.quiet + timedelta(days=1)
+        for touch in touches:
+            days.update(layout.days_between(touch.lo - span, touch.hi + span))
+        cover = Coverage()
+        for day in sorted(days):
+            self._read_cover(cover, day)
+        return cover
+
+    def _read_cover(self, cover: Coverage, day: str) -> None:
+        version: str | None = None
+        for row in self.storage.query(
+            self.alerts, "PartitionKey eq @pk", {"pk": day}, select=_COVER_SELECT
+        ):
+            if row["RowKey"] == layout.COVER:
+                version = row.metadata["etag"]
+            elif "FirstSeen" in row:
+                cover.add(row)
+        cover.versions[day] = version
+
+    def _refresh(self, cover: Coverage) -> None:
+        fresh = Coverage()
+        for day in sorted(cover.versions):
+            self._read_cover(fresh, day)
+        with cover.lock:
+            cover.ips, cover.users, cover.versions = fresh.ips, fresh.users, fresh.versions
+
+    def _cover_moved(self, cover: Coverage) -> bool:
+        """Did an IP incident change since `cover` was read? (Then decide again.)"""
+        table = self.storage.table(self.alerts)
+        for day, version in list(cover.versions.items()):
+            try:
+                now = table.get_entity(day, layout.COVER).metadata["etag"]
+            except ResourceNotFoundError:
+                now = None
+            if now != version:
+                return True
+        return False
+
+    def _touch_cover(self, bumped: set[str], found: Sequence[detection.Incident]) -> None:
+        """An IP incident that runs past midnight covers the next day too: mark it changed."""
+        spanned = {d for inc in found for d in layout.days_between(inc.first_seen, inc.last_seen)}
+        for day in sorted(spanned - bumped):
+            self.storage.table(self.alerts).upsert_entity(
+                {"PartitionKey": day, "RowKey": layout.COVER}
+            )
+
+    # -- reads and writes ---------------------------------------------------------------------
+    def _read_buckets(self, actor: Actor, lo: datetime, hi: datetime) -> Stored:
+        """The actor's bucket rows (with ETags) and marks of the minutes [lo, hi]."""
+        out = Stored()
+        for day in layout.days_between(lo, hi):
+            start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+            first, last = max(lo, start), min(hi, start + timedelta(days=1) - MINUTE)
+            pk, low, high = layout.minute_range(actor.kind, actor.subject, first, last)
+            for row in self.storage.query(
+                self.index,
+                "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                {"pk": pk, "lo": low, "hi": high},
+            ):
+                out.add(row, actor)
+        return out
+
+    def _read_days(
+        self, actor: Actor, days: Sequence[str], fresh: dict[datetime, Bucket]
+    ) -> Stored:
+        """Whole days of an actor's buckets, plus the neighbouring days' edges when a bucket
+        within `reach` of midnight makes hotness there depend on them."""
+        first = datetime.fromisoformat(days[0]).replace(tzinfo=UTC)
+        last = datetime.fromisoformat(days[-1]).replace(tzinfo=UTC) + timedelta(days=1)
+        out = self._read_buckets(actor, first, last - MINUTE)
+        minutes = [b.minute for b in out.buckets] + list(fresh)
+        reach = self.t.reach
+        if minutes and min(minutes) < first + reach:
+            out.merge(self._read_buckets(actor, first - reach, first - MINUTE))
+        if minutes and max(minutes) >= last - reach:
+            out.merge(self._read_buckets(actor, last, last + reach))
+        return out
+
+    def _read_events(self, actor: Actor, lo: datetime, hi: datetime) -> list[Event]:
+        """The actor's successes and failures in [lo, hi) (index for an IP, events for a user)."""
+        start, end = _stamp(lo), _stamp(hi)
+        prefix = keys.subject_prefix(actor.subject)
+        if actor.kind is Kind.IP:
+            rows: Iterator[dict[str, Any]] = (
+                row
+                for day in layout.days_between(lo, hi)
+                for row in self.storage.query(
+                    self.index,
+                    "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                    {"pk": model.IP_PREFIX + day, "lo": prefix + start, "hi": prefix + end},
+                    select=["EventRowKey", *_SELECT_EVENT],
+                )
+            )
+        else:
+            first, last = keys.hour_of(lo.isoformat()), keys.hour_of(hi.isoformat())
+            plo, phi = keys.hour_range(actor.subject, first, last)
+            rows = self.storage.query(
+                self.events,
+                "PartitionKey ge @plo and PartitionKey lt @phi and RowKey ge @lo and RowKey lt @hi",
+                {"plo": plo, "phi": phi, "lo": start, "hi": end},
+                select=["RowKey", *_SELECT_EVENT],
+            )
+        return [
+            Event(
+                time=layout._utc(row["TimeGenerated"]),
+                key=row.get("EventRowKey") or row["RowKey"],
+                user=row["UserKey"],
+                ip=row["ClientIpKey"],
+                success=row["Outcome"] == model.Outcome.SUCCESS.value,
+                target=row.get("TargetVMName") or "",
+                host=row.get("BastionHostName") or "",
+            )
+            for row in rows
+            if row["Outcome"] != model.Outcome.OTHER.value
+        ]
+
+    def _write_buckets(self, writes: list[Op]) -> None:
+        by_partition: dict[str, list[Op]] = {}
+        for op in writes:
+            by_partition.setdefault(op[1]["PartitionKey"], []).append(op)
+        for ops in by_partition.values():
+            for i in range(0, len(ops), 100):
+                self.storage.transact(self.index, ops[i : i + 100])
+
+    def _write_batched(self, deferred: dict[Actor, list[Op]]) -> list[Actor]:
+        """Many accounts' guarded bucket writes in few transactions; returns the accounts whose
+        transaction lost a race (their writes did not happen)."""
+        batches: list[tuple[list[Actor], list[Op]]] = []
+        open_batch: dict[str, tuple[list[Actor], list[Op]]] = {}
+        for actor, ops in deferred.items():
+            pk = ops[0][1]["PartitionKey"]
+            if len(ops) > 100 or any(op[1]["PartitionKey"] != pk for op in ops):
+                batches.append(([actor], ops))  # rare: written in its own transactions
+                continue
+            current = open_batch.get(pk)
+            if current is None or len(current[1]) + len(ops) > 100:
+                current = open_batch[pk] = ([], [])
+                batches.append(current)
+            current[0].append(actor)
+            current[1].extend(ops)
+
+        def write(batch: tuple[list[Actor], list[Op]]) -> list[Actor]:
+            try:
+                self._write_buckets(batch[1])
+            except Conflict:
+                return batch[0]
+            return []
+
+        return [actor for lost in self.pool.map(write, batches) for actor in lost]
+
+    # -- actors whose detection failed --------------------------------------------------------
+    def _queue_retry(self, actor: Actor, touch: Touch) -> None:
+        try:
+            self.storage.table(self.state).upsert_entity(
+                {
+                    "PartitionKey": RETRY_PARTITION,
+                    "RowKey": f"{actor.kind.value}|{keys.encode(actor.subject)}",
+                    "Kind": actor.kind.value,
+                    "Subject": actor.subject[: incidents.MAX_SUBJECT],
+                    "Lo": touch.lo,
+                    "Hi": touch.hi,
+                }
+            )
+        except Exception:
+            log.exception("could not queue the detection retry")
+
+    def retry_failed(self, now: datetime | None = None) -> tuple[int, int]:
+        """Timer: run detection again for actors whose detection failed; (tried, done)."""
+        now = now or datetime.now(UTC)
+        table = self.storage.table(self.state)
+        tried = done = 0
+        rows = list(self.storage.query(self.state, "PartitionKey eq @pk", {"pk": RETRY_PARTITION}))
+        for row in rows:
+            tried += 1
+            actor = Actor(Kind(row["Kind"]), row["Subject"])
+            lo, hi = layout._utc(row["Lo"]), layout._utc(row["Hi"])
+            out = Outcome()
+            self._detect({actor: Touch(lo, hi, failures=[(lo, "")])}, now, out)
+            if not out.failed:
+                table.delete_entity(RETRY_PARTITION, row["RowKey"])
+                done += 1
+        return tried, done
+
+
+@dataclass
+class Stored:
+    """An actor's stored bucket rows (with ETags), buckets and marks."""
+
+    rows: dict[datetime, dict[str, Any]] = field(default_factory=dict)
+    buckets: list[Bucket] = field(default_factory=list)
+    marks: list[Mark] = field(default_factory=list)
+
+    def merge(self, other: Stored) -> None:
+        self.rows.update(other.rows)
+        self.buckets = sorted([*self.buckets, *other.buckets], key=lambda b: b.minute)
+        self.marks += other.marks
+
+    def add(self, row: dict[str, Any], actor: Actor) -> None:
+        if layout.is_mark(row):
+            self.marks.append(layout.mark_from(row, actor.subject))
+            return
+        bucket = layout.bucket_from(row)
+        self.rows[bucket.minute] = row
+        if not bucket.empty:
+            self.buckets.append(bucket)
+
+
+def _bucket_writes(
+    actor: Actor,
+    lo: datetime,
+    hi: datetime,
+    fresh: dict[datetime, Bucket],
+    stored: dict[datetime, dict[str, Any]],
+) -> list[Op]:
+    """ETag-guarded writes that turn the stored buckets of [lo, hi] into `fresh`: a writer that
+    read older events cannot overwrite one that read newer ones."""
+    ops: list[Op] = []
+    for minute, bucket in fresh.items():
+        entity = layout.bucket_entity(actor.kind, actor.subject, bucket)
+        old = stored.get(minute)
+        if old is None:
+            ops.append(("create", entity, {}))
+        elif not _same(old, entity):
+            ops.append(("update", entity, {"etag": old.metadata["etag"]}))
+    for minute, old in stored.items():
+        if lo <= minute <= hi and minute not in fresh:
+            key = {"PartitionKey": old["PartitionKey"], "RowKey": old["RowKey"]}
+            ops.append(("delete", key, {"etag": old.metadata["etag"]}))
+    return ops
+
+
+def _same(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    if set(old) != set(new):
+        return False
+    for k, v in new.items():
+        w = old[k]
+        if isinstance(v, datetime):
+            if layout._utc(w) != v:
+                return False
+        elif w != v:
+            return False
+    return True
+
+
+def _digest(subject: str) -> str:
+    """A subject in logs: never its text (record content), only a short digest."""
+    return keys.blob_key("subject", subject)[:12]
+
+
+def _stamp(when: datetime) -> str:
+    """The leading part of event RowKeys at `when` (they start with the UTC time)."""
+    return when.astimezone(UTC).isoformat(timespec="microseconds")[:26]
+
+
+def _hours(lo: datetime, hi: datetime) -> list[str]:
+    out = []
+    hour = lo.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    while hour <= hi:
+        out.append(keys.hour_of(hour.isoformat()))
+        hour += timedelta(hours=1)
+    return out

@@ -1,0 +1,175 @@
+"""What people and programs receive about an incident: the summary line, the queue/webhook JSON
+(`bastion-audit/alert@2`), the Teams Adaptive Card and the Slack Block Kit message. Pure code.
+
+Every value that came from a log record reaches a person through `shared.text`: in the card and
+the Slack blocks only in elements that render no markup (TextRun, plain_text), in the summary
+quoted and Markdown-escaped, URLs defanged, invisible characters shown. The JSON body keeps the
+raw values (programs need them exact) beside the safe summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from . import text
+from .detection import RULE_BY_NAME
+
+SCHEMA = "bastion-audit/alert@2"
+_COLORS = {"critical": "Attention", "high": "Attention", "medium": "Warning", "low": "Default"}
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else str(value)
+
+
+def _list(row: dict[str, Any], name: str) -> list[str]:
+    value = orjson.loads(row.get(name) or "[]")
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def summary(row: dict[str, Any]) -> str:
+    """One line a person can act on; log values quoted and Markdown-escaped, so they cannot
+    pose as our words or become links wherever the line is rendered."""
+    return _line(row, text.quoted)
+
+
+def headline(row: dict[str, Any]) -> str:
+    """The summary for places that render no markup (card TextRuns, Slack plain_text)."""
+    return _line(row, lambda value, limit=80: f'"{text.plain(value, limit)}"')
+
+
+def _line(row: dict[str, Any], q: Callable[..., str]) -> str:
+    rule = RULE_BY_NAME.get(str(row["Rule"]))
+    head = (rule.description if rule else str(row["Rule"])).format(
+        subject=q(str(row["Subject"] or "?"))
+    )
+    users = int(row.get("DistinctUsers") or 0)
+    about = "~" if row.get("UsersEstimated") else ""
+    ips = ", ".join(q(ip, 40) for ip in _list(row, "ClientIps")[:3])
+    targets = ", ".join(q(vm, 40) for vm in _list(row, "TargetVMs")[:3])
+    parts = [
+        f"{row['FailureCount']} failures",
+        f"{about}{users} account(s)" if row["SubjectKind"] == "ip" else f"from {ips or '?'}",
+        f"on {targets or 'unknown target'}",
+    ]
+    compromised = _list(row, "CompromisedUsers")
+    if compromised:
+        names = ", ".join(q(u, 40) for u in compromised[:3])
+        parts.append(f"then signed in: {names}")
+    first, last = row["FirstSeen"], row["LastSeen"]
+    parts.append(f"{first:%Y-%m-%d %H:%M}-{last:%H:%M} UTC")
+    return f"[{str(row['Severity']).upper()}] {head}: " + ", ".join(parts)
+
+
+def message(row: dict[str, Any]) -> dict[str, Any]:
+    """The documented JSON body (queue message and generic webhook)."""
+    return {
+        "schema": SCHEMA,
+        "alertId": row["AlertId"],
+        "event": row.get("Pending") or "",
+        "notification": int(row.get("Seq") or 0),
+        "rule": row["Rule"],
+        "rules": [r for r in str(row.get("Rules") or row["Rule"]).split(",") if r],
+        "severity": row["Severity"],
+        "state": row.get("State", "open"),
+        "subjectKind": row["SubjectKind"],
+        "subject": row["Subject"],
+        "summary": row["Summary"],
+        "failureCount": row["FailureCount"],
+        "successCount": row.get("SuccessCount", 0),
+        "distinctUsers": row.get("DistinctUsers", 0),
+        "distinctUsersEstimated": bool(row.get("UsersEstimated")),
+        "users": _list(row, "Users"),
+        "clientIps": _list(row, "ClientIps"),
+        "targetVMs": _list(row, "TargetVMs"),
+        "bastionHosts": _list(row, "BastionHosts"),
+        "compromisedUsers": _list(row, "CompromisedUsers"),
+        "windowStart": _iso(row["WindowStart"]),
+        "windowEnd": _iso(row["WindowEnd"]),
+        "firstSeen": _iso(row["FirstSeen"]),
+        "lastSeen": _iso(row["LastSeen"]),
+    }
+
+
+def _facts(body: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) pairs; labels are ours, values are made plain here."""
+
+    def names(values: list[str], n: int = 10) -> str:
+        shown = ", ".join(text.plain(v, 80) for v in values[:n])
+        more = len(values) - n
+        return (shown + (f" (+{more} more)" if more > 0 else "")) or "-"
+
+    users = f"{'~' if body['distinctUsersEstimated'] else ''}{body['distinctUsers']}"
+    return [
+        ("Event", body["event"] or "-"),
+        ("Rules", ", ".join(body["rules"])),
+        ("Severity", body["severity"]),
+        ("Failures", str(body["failureCount"])),
+        ("Accounts", f"{users}: {names(body['users'])}"),
+        ("Signed in after", names(body["compromisedUsers"])),
+        ("Source IPs", names(body["clientIps"])),
+        ("Targets", names(body["targetVMs"])),
+        ("Bastion", names(body["bastionHosts"], 3)),
+        ("First seen", body["firstSeen"]),
+        ("Last seen", body["lastSeen"]),
+        ("Alert id", text.plain(body["alertId"], 300)),
+    ]
+
+
+def teams_card(row: dict[str, Any]) -> dict[str, Any]:
+    """Adaptive Card in the envelope Teams incoming webhooks (and Workflows) accept.
+
+    Only RichTextBlock/TextRun carry text: Adaptive Cards render no Markdown there (TextBlock and
+    FactSet would), so a `[label](url)` in a user name stays characters.
+    """
+    body = message(row)
+    title = headline(row)
+
+    def line(label: str, value: str) -> dict[str, Any]:
+        return {
+            "type": "RichTextBlock",
+            "inlines": [
+                {"type": "TextRun", "text": f"{label}: ", "weight": "Bolder"},
+                {"type": "TextRun", "text": value},
+            ],
+        }
+
+    card = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "body": [
+            {"type": "RichTextBlock", "inlines": [
+                {"type": "TextRun", "text": title, "size": "Medium", "weight": "Bolder",
+                 "color": _COLORS.get(str(body["severity"]), "Default")}]},
+            *(line(k, v) for k, v in _facts(body)),
+        ],
+    }  # fmt: skip
+    return {
+        "type": "message",
+        "summary": title,
+        "attachments": [
+            {"contentType": "application/vnd.microsoft.card.adaptive", "content": card}
+        ],
+    }
+
+
+def slack_message(row: dict[str, Any]) -> dict[str, Any]:
+    """Block Kit message for Slack incoming webhooks: values only in `plain_text` objects;
+    `text` (the notification fallback, which Slack reads as mrkdwn) made inert."""
+    body = message(row)
+    title = headline(row)
+    fields = [{"type": "plain_text", "text": f"{k}: {v}"[:1900]} for k, v in _facts(body)]
+    return {
+        "text": text.slack(title, 400),
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": text.cut(title, 150)}},
+            {"type": "section", "fields": fields[:10]},
+            {"type": "section", "text": {"type": "plain_text", "text": "; ".join(
+                f"{k}: {v}" for k, v in _facts(body)[10:])[:1900]}},
+        ],
+    }  # fmt: skip
