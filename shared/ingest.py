@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import (
     BlobClient,
@@ -28,7 +27,7 @@ from azure.storage.blob import (
     ContainerClient,
 )
 
-from . import detection, keys, model, parse
+from . import detection, keys, model, parse, quarantine
 from .alerting import Deliverer
 from .detection import Event, Thresholds
 from .incidents import open_incident_starts, record
@@ -136,7 +135,7 @@ class Pipeline:
         while True:
             buf = carry + chunk if carry else chunk
             last = read_at >= size
-            split = parse.split(buf, pos, mode, final and last, s.max_record_bytes)
+            split = parse.stream(buf, pos, mode, final and last, s.max_record_bytes)
             counts = self._store(blob.blob_name, split.pieces, summary, now)
             new_pos = pos + split.consumed
             recent = buf[max(0, split.consumed - GUARD_BYTES) : split.consumed]
@@ -164,20 +163,20 @@ class Pipeline:
                 return
 
     def _store(
-        self, blob_name: str, pieces: list[parse.Piece], summary: Summary, now: datetime
+        self, blob_name: str, pieces: Iterable[parse.Piece], summary: Summary, now: datetime
     ) -> tuple[int, int, int]:
         events: dict[tuple[str, str], dict[str, Any]] = {}
-        rejects: list[dict[str, Any]] = []
+        rejects = quarantine.Batch(blob_name)  # one document per chunk, bounded in size
         skipped = 0
         normalize = model.normalize
         for piece in pieces:
             if piece.error is not None:
-                rejects.append(_reject(blob_name, piece, piece.error))
+                rejects.add(piece, piece.error)
                 continue
             try:
                 entity = normalize(piece.value, blob_name, piece.offset, piece.index)
             except model.Rejected as exc:
-                rejects.append(_reject(blob_name, piece, str(exc)))
+                rejects.add(piece, str(exc))
                 continue
             key = (entity["PartitionKey"], entity["RowKey"])
             if key in events:
@@ -190,13 +189,13 @@ class Pipeline:
             (self.settings.index_table, list(model.index_rows(rows))),
         )
         self.storage.quarantine(rejects)
-        summary.read += len(pieces)
+        summary.read += len(rows) + rejects.count + skipped
         summary.stored += len(rows)
-        summary.quarantined += len(rejects)
+        summary.quarantined += rejects.count
         summary.skipped += skipped
         if rows:
             self.detect(rows, summary)
-        return len(rows), len(rejects), skipped
+        return len(rows), rejects.count, skipped
 
     # -- detection ----------------------------------------------------------------------
     def detect(self, rows: list[dict[str, Any]], summary: Summary | None = None) -> list[str]:
@@ -382,17 +381,3 @@ def _settled(name: str, now: datetime) -> bool:
     y, m, d, h = (int(g) for g in match.groups())
     end = datetime(y, m, d, h, tzinfo=UTC) + timedelta(hours=1)
     return now >= end + SETTLE
-
-
-def _reject(blob_name: str, piece: parse.Piece, reason: str) -> dict[str, Any]:
-    raw = piece.raw or orjson.dumps(piece.value)[:32768]
-    text = raw.decode("utf-8", errors="replace")
-    return {
-        "SourceBlob": blob_name,
-        "SourceOffset": piece.offset,
-        "SourceIndex": piece.index,
-        "Reason": reason[:500],
-        "RawBytes": len(raw),
-        "Raw": text,
-        "QuarantinedAt": datetime.now(UTC).isoformat(),
-    }
