@@ -167,16 +167,21 @@ class Pipeline:
     ) -> tuple[int, int, int]:
         events: dict[tuple[str, str], dict[str, Any]] = {}
         rejects = quarantine.Batch(blob_name)  # one document per chunk, bounded in size
+        last_rejected, reason = object(), ""  # parse shares the value of identical items
         skipped = 0
         normalize = model.normalize
         for piece in pieces:
             if piece.error is not None:
                 rejects.add(piece, piece.error)
                 continue
+            if piece.value is last_rejected:
+                rejects.add(piece, reason)
+                continue
             try:
                 entity = normalize(piece.value, blob_name, piece.offset, piece.index)
             except model.Rejected as exc:
-                rejects.add(piece, str(exc))
+                last_rejected, reason = piece.value, str(exc)
+                rejects.add(piece, reason)
                 continue
             key = (entity["PartitionKey"], entity["RowKey"])
             if key in events:

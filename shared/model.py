@@ -188,7 +188,10 @@ def normalize(value: object, source_blob: str, offset: int, index: int) -> dict[
         }
     )
     if extra:
-        text = orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode()
+        try:
+            text = orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode()
+        except orjson.JSONEncodeError:  # read 1024 deep, orjson writes 255: must not escape
+            raise Rejected("bad_field", "unknown properties nested too deep") from None
         if len(text) > MAX_EXTRA_CHARS and len(text.encode("utf-16-le")) > 2 * MAX_EXTRA_CHARS:
             raise Rejected("bad_field", "unknown properties too large for one Table property")
         entity["Extra"] = text

@@ -32,7 +32,6 @@ from typing import ClassVar, NamedTuple
 import orjson
 
 BOM = b"\xef\xbb\xbf"
-_WS = b" \t\r\n"
 _WRAPPER = re.compile(rb'\{\s*"records"\s*:\s*\[', re.IGNORECASE)
 # Text that may still turn into the wrapper's opening once more bytes arrive.
 _WRAPPER_START = re.compile(
@@ -44,9 +43,12 @@ _WRAPPER_START = re.compile(
 # state per iteration of a possessive group. (`"(?:[^"\\]|\\.)*"` needs ~120 bytes of memory
 # per byte of string; the unrolled possessive form below needs none and runs at ~200-400 MB/s.)
 _GAP = re.compile(rb"[ \t\r\n,]*+")  # whitespace and commas between values
+_BLANK = re.compile(rb"[ \t\r\n]*+")
 _STRING_BODY = rb'[^"\\]*+(?:\\.[^"\\]*+)*+'  # up to the closing quote (or a final backslash)
 _STRING_REST = re.compile(_STRING_BODY, re.DOTALL)
 _STRUCTURAL = re.compile(rb'[\[\]{}"]')
+_OPENERS = re.compile(rb"[\[{]*+")
+_CLOSERS = re.compile(rb"[\]}]*+")
 _SCALAR = re.compile(rb"[^,\] \t\r\n]++")  # a bare number, literal or garbage word
 _FLAT = rb'[^"\[\]{}]++'
 _STRING = rb'"' + _STRING_BODY + rb'"'
@@ -225,10 +227,12 @@ _Pieces = Generator[Piece, None, tuple[int, Mode]]
 def _split(buf: bytes, start: int, mode: Mode, final: bool, max_record: int) -> _Pieces:
     pos = 0
     if mode is Mode.UNKNOWN:
-        detected = _detect(buf, final, max_record)
+        detected = _detect(buf, start == 0, final, max_record)
         if detected is None:
             return 0, mode
         mode, pos = detected
+        if mode is Mode.UNKNOWN:
+            return pos, mode
     if mode is Mode.SKIP_LINE:
         nl = buf.find(b"\n", pos)
         if nl < 0:
@@ -241,14 +245,15 @@ def _split(buf: bytes, start: int, mode: Mode, final: bool, max_record: int) -> 
     return (yield from _split_scan(buf, pos, start, mode, final, max_record))
 
 
-def _detect(buf: bytes, final: bool, max_record: int) -> tuple[Mode, int] | None:
-    if not final and len(buf) < len(BOM) and BOM.startswith(buf):
+def _detect(buf: bytes, at_start: bool, final: bool, max_record: int) -> tuple[Mode, int] | None:
+    """The format, and where its first record starts; None: undecided, consume nothing yet;
+    (UNKNOWN, n): only whitespace so far, consume it and decide later."""
+    if at_start and not final and len(buf) < len(BOM) and BOM.startswith(buf):
         return None  # a BOM cut by the end of the first append
-    pos = len(BOM) if buf.startswith(BOM) else 0
-    while pos < len(buf) and buf[pos] in _WS:
-        pos += 1
+    pos = len(BOM) if at_start and buf.startswith(BOM) else 0
+    pos = _BLANK.match(buf, pos).end()
     if pos == len(buf):
-        return (Mode.LINES, pos) if final else None
+        return (Mode.LINES, pos) if final else (Mode.UNKNOWN, pos)
     head = buf[pos : pos + 256]
     if head[:1] == b"[":
         return Mode.ARRAY, pos + 1
@@ -277,6 +282,8 @@ def _detect(buf: bytes, final: bool, max_record: int) -> tuple[Mode, int] | None
 def _split_lines(buf: bytes, pos: int, start: int, final: bool, max_record: int) -> _Pieces:
     end = buf.rfind(b"\n", pos) + 1  # everything before `end` is whole lines
     loads = orjson.loads
+    same_raw: bytes | None = None  # identical lines share one parsed value (see _split_scan)
+    same_value: object = None
     if end > pos:
         offset = start + pos
         reader = io.BytesIO(buf)  # one line at a time: never a list of them all
@@ -289,13 +296,16 @@ def _split_lines(buf: bytes, pos: int, start: int, final: bool, max_record: int)
                 yield Piece(offset, 0, None, line[:max_record], f"oversized: {size - 1} bytes")
             else:
                 stripped = line.strip()
-                if stripped:
+                if stripped == same_raw:  # the same line again: the same (shared) value
+                    yield Piece(offset, 0, same_value, b"")
+                elif stripped:
                     try:
                         value = loads(stripped)
                     except orjson.JSONDecodeError as exc:
                         yield Piece(offset, 0, None, stripped, f"malformed: {exc}")
                     else:
                         if value.__class__ is dict and "records" not in value:
+                            same_raw, same_value = stripped, value
                             yield Piece(offset, 0, value, b"")
                         else:
                             yield from _expand(value, offset, stripped)
@@ -346,6 +356,10 @@ def _split_scan(
     array = base is Mode.ARRAY
     gap, value, scalar, loads = _GAP.match, _VALUE.match, _SCALAR.match, orjson.loads
     by_line = True
+    # Millions of identical items (`{},{},...`) share one parsed value: ingest sees the same
+    # object again and reuses its verdict instead of normalizing each copy.
+    same_raw: bytes | None = None
+    same_value: object = None
     while True:
         pos = gap(buf, pos).end()
         if pos >= n:
@@ -356,6 +370,15 @@ def _split_scan(
         limit = pos + max_record  # a value ending after this is oversized
         stop = n if n < limit else limit
         if first == 0x7B or first == 0x5B:
+            if (
+                same_raw is not None
+                and buf.startswith(same_raw, pos)
+                and pos + len(same_raw) <= stop
+            ):
+                # the text of the last value again: a bracketed value ends where its bytes say
+                yield Piece(start + pos, 0, same_value, b"")
+                pos += len(same_raw)
+                continue
             if by_line:  # one record per line (the wrapper as Azure wrote it): orjson finds its end
                 nl = buf.find(b"\n", pos, stop)
                 line = buf[pos:nl].rstrip(b", \t\r") if nl > 0 else b""
@@ -403,11 +426,16 @@ def _split_scan(
         raw = buf[pos:end]
         if first == 0x22:
             yield Piece(start + pos, 0, None, raw, "not_an_object")
+        elif raw == same_raw:  # the same text again: the same (shared, never mutated) value
+            yield Piece(start + pos, 0, same_value, b"")
         else:
             try:
-                yield Piece(start + pos, 0, loads(raw), b"")
+                same_value = loads(raw)
             except orjson.JSONDecodeError as exc:
                 yield Piece(start + pos, 0, None, raw, f"malformed: {exc}")
+            else:
+                same_raw = raw
+                yield Piece(start + pos, 0, same_value, b"")
         pos = end
 
 
@@ -432,6 +460,7 @@ def _scan(
     Linear: one C-level search per string and per bracket.
     """
     structural, string_rest = _STRUCTURAL.search, _STRING_REST.match
+    openers, closers = _OPENERS.match, _CLOSERS.match
     while True:
         if in_string:
             if escaped:
@@ -455,9 +484,13 @@ def _scan(
         c = buf[pos - 1]
         if c == 0x22:
             in_string = True
-        elif c == 0x5B or c == 0x7B:
-            depth += 1
-        else:
-            depth -= 1
-            if depth <= 0:
-                return pos, 0, False, False
+        elif c == 0x5B or c == 0x7B:  # a run of openers in one step (deep nesting)
+            run = openers(buf, pos, stop).end()
+            depth += 1 + run - pos
+            pos = run
+        else:  # a run of closers: the value ends at the one that brings the depth to 0
+            run = closers(buf, pos, stop).end()
+            if 1 + run - pos >= depth:
+                return pos - 1 + depth, 0, False, False
+            depth -= 1 + run - pos
+            pos = run

@@ -35,17 +35,33 @@ MAX_REASON = 500
 class Batch:
     """Collects the rejects of one chunk; `count` is how many pieces were rejected."""
 
-    __slots__ = ("_lines", "_raw", "_summary", "count", "first", "last", "source_blob", "stamp")
+    __slots__ = (
+        "_doc",
+        "_first",
+        "_last",
+        "_lines",
+        "_raw",
+        "_reason",
+        "_run",
+        "_summary",
+        "count",
+        "source_blob",
+        "stamp",
+    )
 
     def __init__(self, source_blob: str, now: datetime | None = None) -> None:
         self.source_blob = source_blob
         self.stamp = (now or datetime.now(UTC)).isoformat()
         self.count = 0
-        self.first: tuple[int, int] | None = None
-        self.last: tuple[int, int] = (0, 0)
-        self._lines: list[bytes] = []
+        self._first: Piece | None = None
+        self._last: Piece | None = None
+        self._doc = bytearray()  # the detail lines (one buffer: orjson's bytes are 4 KiB each)
+        self._lines = 0
         self._raw = 0
-        self._summary: dict[str, dict[str, Any]] = {}
+        #: reason code -> [first piece, its reason, count, last piece]
+        self._summary: dict[str, list[Any]] = {}
+        self._reason = ""  # the reason of the last summarized piece, and its entry
+        self._run: list[Any] = []
 
     def __len__(self) -> int:
         return self.count
@@ -53,25 +69,21 @@ class Batch:
     def add(self, piece: Piece, reason: str) -> None:
         """Record one rejected piece (its text is taken from `raw`, else re-serialized)."""
         self.count += 1
-        where = (piece.offset, piece.index)
-        if self.first is None:
-            self.first = where
-        self.last = where
-        if len(self._lines) < DETAIL_LINES:
-            self._lines.append(orjson.dumps(self._detail(piece, reason)))
+        self._last = piece
+        if self._lines < DETAIL_LINES:
+            if self._first is None:
+                self._first = piece
+            self._doc += orjson.dumps(self._detail(piece, reason))
+            self._doc += b"\n"
+            self._lines += 1
             return
-        code = reason.split(":", 1)[0][:100]
-        line = self._summary.get(code)
-        if line is None:
-            self._summary[code] = {
-                **self._line(piece, reason),
-                "Count": 1,
-                "LastOffset": piece.offset,
-                "LastIndex": piece.index,
-            }
-        else:
-            line["Count"] += 1
-            line["LastOffset"], line["LastIndex"] = where
+        if reason is not self._reason:  # runs of one reason are the common case
+            code = reason.split(":", 1)[0][:100]
+            self._reason = reason
+            self._run = self._summary.setdefault(code, [piece, reason, 0, piece])
+        run = self._run
+        run[2] += 1
+        run[3] = piece
 
     def _line(self, piece: Piece, reason: str) -> dict[str, Any]:
         return {
@@ -101,20 +113,33 @@ class Batch:
     @property
     def name(self) -> str:
         """`<source blob>/<first offset>-<last offset>.jsonl` (offsets zero-padded to 12)."""
-        first = self.first[0] if self.first else 0
-        return f"{self.source_blob}/{first:012d}-{self.last[0]:012d}.jsonl"
+        first = self._first.offset if self._first else 0
+        last = self._last.offset if self._last else 0
+        return f"{self.source_blob}/{first:012d}-{last:012d}.jsonl"
 
     def document(self) -> bytes:
         """The JSON Lines text: detail lines in blob order, then the summary lines."""
-        lines = [*self._lines, *(orjson.dumps(s) for s in self._summary.values())]
-        return b"\n".join(lines) + b"\n" if lines else b""
+        summary = b"".join(
+            orjson.dumps(
+                {
+                    **self._line(first, reason),
+                    "Count": count,
+                    "LastOffset": last.offset,
+                    "LastIndex": last.index,
+                }
+            )
+            + b"\n"
+            for first, reason, count, last in self._summary.values()
+        )
+        return bytes(self._doc) + summary
 
 
 def _serialized(value: object) -> bytes:
+    """The text of a value normalize rejected (its offset finds the original)."""
     try:
         return orjson.dumps(value)
-    except (TypeError, orjson.JSONEncodeError):  # e.g. an integer beyond 64 bits
-        return repr(value)[:RAW_PER_PIECE].encode("utf-8", "replace")
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (255; it reads 1024)
+        return b"(nested too deep to show: see the source blob at this offset)"
 
 
 def read(document: bytes) -> list[dict[str, Any]]:
