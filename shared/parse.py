@@ -50,6 +50,7 @@ _STRUCTURAL = re.compile(rb'[\[\]{}"]')
 _OPENERS = re.compile(rb"[\[{]*+")
 _CLOSERS = re.compile(rb"[\]}]*+")
 _SCALAR = re.compile(rb"[^,\] \t\r\n]++")  # a bare number, literal or garbage word
+_SCALAR_END = frozenset(b",] \t\r\n")
 _FLAT = rb'[^"\[\]{}]++'
 _STRING = rb'"' + _STRING_BODY + rb'"'
 
@@ -360,6 +361,7 @@ def _split_scan(
     # object again and reuses its verdict instead of normalizing each copy.
     same_raw: bytes | None = None
     same_value: object = None
+    same_scalar = b"\xff"  # never a whole scalar before a delimiter is seen
     while True:
         pos = gap(buf, pos).end()
         if pos >= n:
@@ -397,6 +399,11 @@ def _split_scan(
         elif first == 0x22:  # a bare string
             end, *state_at = _scan(buf, pos + 1, stop, 0, True, False)
         else:  # a bare scalar: it ends at a comma, "]" or whitespace, so look one byte further
+            end = pos + len(same_scalar)
+            if end < n and buf[end] in _SCALAR_END and buf.startswith(same_scalar, pos):
+                yield Piece(start + pos, 0, None, same_scalar, "not_an_object")  # the same again
+                pos = end
+                continue
             match = scalar(buf, pos, min(n, limit + 1))
             end = match.end() if match else pos + 1  # a stray "]" between objects: one byte
             if end <= limit and end == n and not final:
@@ -409,7 +416,8 @@ def _split_scan(
                 if left is not None:
                     return n, Mode.DONE if final else _encode(base, left)
                 continue
-            yield Piece(start + pos, 0, None, buf[pos:end], "not_an_object")
+            same_scalar = buf[pos:end]
+            yield Piece(start + pos, 0, None, same_scalar, "not_an_object")
             pos = end
             continue
         if end < 0:  # no end within `stop`
