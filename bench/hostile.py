@@ -3,7 +3,7 @@ blob of the same size and format.
 
     .venv/bin/python bench/hostile.py              # every shape through Pipeline.ingest (~5 min)
     .venv/bin/python bench/hostile.py --quick      # the small shapes only (~1 min)
-    .venv/bin/python bench/hostile.py --parsers    # parser only: ours vs ijson (if installed)
+    .venv/bin/python bench/hostile.py --parsers    # parser only: ours vs ijson, if installed
 
 Each blob is uploaded to a private Azurite (in memory, free ports) as a block blob; each
 measurement runs in its own process (`bench/rss_probe.py --stub-writes`): Pipeline.ingest with
@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +37,7 @@ MiB = 1024 * 1024
 BLOCK = 4 * MiB
 HERE = Path(__file__).resolve().parent
 RSS_LIMIT_MB, TIME_RATIO_LIMIT = 300, 3.0
+PROBE_MEMORY = 4 << 30
 Parts = Callable[[], Iterator[bytes]]
 
 
@@ -290,20 +293,15 @@ PARSER_SHAPES: dict[str, Parts] = {
 }
 
 
-def _chunks(parts: Parts) -> Iterator[bytes]:
-    buf = bytearray()
-    for part in parts():
-        buf += part
-        if len(buf) >= BLOCK:
-            yield bytes(buf)
-            buf = bytearray()
-    if buf:
-        yield bytes(buf)
+def _chunks(path: str) -> Iterator[bytes]:
+    with open(path, "rb") as blob:
+        while chunk := blob.read(BLOCK):
+            yield chunk
 
 
-def parse_probe(shape: str, impl: str) -> None:
-    """One measurement, in this process: items out of 4 MiB pushed chunks."""
-    chunks = _chunks(PARSER_SHAPES[shape])
+def parse_probe(path: str, impl: str) -> None:
+    """One measurement, in this process: items out of the blob's 4 MiB chunks, pushed."""
+    chunks = _chunks(path)
     items, error, t0 = 0, "", time.perf_counter()
     if impl == "ours":
         from shared import parse
@@ -341,6 +339,11 @@ def parse_probe(shape: str, impl: str) -> None:
     )  # fmt: skip
 
 
+def _limit_memory() -> None:
+    """ijson builds deep nesting as Python lists without limit (it took all 24 GB here)."""
+    resource.setrlimit(resource.RLIMIT_AS, (PROBE_MEMORY, PROBE_MEMORY))
+
+
 def run_parsers() -> int:
     impls = ["ours"]
     try:
@@ -349,22 +352,31 @@ def run_parsers() -> int:
         impls.append("ijson")
     except ImportError:
         print("ijson is not installed: measuring ours only (pip install ijson to compare)")
+    print(f"each probe limited to {PROBE_MEMORY >> 30} GiB of address space")
     print(f"{'shape':28} {'impl':6} {'s':>7} {'peak MB':>8} {'items':>9}  note")
     print("-" * 80)
-    for shape in PARSER_SHAPES:
-        for impl in impls:
-            done = subprocess.run(
-                [sys.executable, __file__, "--parse-probe", shape, "--impl", impl],
-                capture_output=True, text=True, cwd=HERE.parent, timeout=600,
-            )  # fmt: skip
-            if done.returncode != 0:
-                print(f"{shape:28} {impl:6} {'-':>7} {'-':>8} {'-':>9}  exit {done.returncode}")
-                continue
-            got = json.loads(done.stdout.strip().splitlines()[-1])
-            print(
-                f"{shape:28} {impl:6} {got['seconds']:7.2f} {got['peak_rss_mb']:8.0f} "
-                f"{got['items']:9d}  {got['error']}"
-            )
+    with tempfile.TemporaryDirectory(prefix="hostile-") as folder:
+        for shape, parts in PARSER_SHAPES.items():
+            path = str(Path(folder) / "blob.json")
+            with open(path, "wb") as out:
+                for part in parts():
+                    out.write(part)
+            for impl in impls:
+                done = subprocess.run(
+                    [sys.executable, __file__, "--parse-probe", path, "--impl", impl],
+                    capture_output=True, text=True, cwd=HERE.parent, timeout=600,
+                    preexec_fn=_limit_memory,
+                )  # fmt: skip
+                if done.returncode != 0:
+                    why = done.stderr.strip().splitlines()[-1][:50] if done.stderr.strip() else ""
+                    print(f"{shape:28} {impl:6} {'-':>7} {'-':>8} {'-':>9}  "
+                          f"exit {done.returncode} {why}")  # fmt: skip
+                    continue
+                got = json.loads(done.stdout.strip().splitlines()[-1])
+                print(
+                    f"{shape:28} {impl:6} {got['seconds']:7.2f} {got['peak_rss_mb']:8.0f} "
+                    f"{got['items']:9d}  {got['error']}"
+                )
     return 0
 
 
