@@ -121,6 +121,25 @@ def distinct_items(size: int) -> Parts:
     return parts
 
 
+def minimal_records(size: int) -> Parts:
+    """Distinct valid records as small as normalize accepts (~100 bytes): many entities."""
+
+    def parts() -> Iterator[bytes]:
+        i, left = 0, size
+        while left > 0:
+            block = b",".join(
+                b'{"category":"BastionAuditLogs","time":"2026-11-23T09:%02d:%02d.%03dZ",'
+                b'"properties":{"userName":"u%d","clientPort":%d}}'
+                % (n // 60000 % 60, n // 1000 % 60, n % 1000, n % 500, n % 65536)
+                for n in range(i, i + 10_000)
+            )
+            i += 10_000
+            left -= len(block) + 1
+            yield block if left <= 0 else block + b","
+
+    return parts
+
+
 def deep(size: int) -> Parts:
     def parts() -> Iterator[bytes]:
         yield from _repeat(b"[", size // 2)
@@ -173,6 +192,7 @@ EXTRA: dict[str, tuple[str, Parts]] = {
     "20 MB deep nesting": ("wrapper", wrapper(deep(20 * 10**6))),
     "4 MiB of distinct objects": ("wrapper", wrapper(distinct_items(4 * MiB))),
     "4 MiB of 0 items": ("wrapper", wrapper(lambda: _repeat(b"0,", 4 * MiB))),
+    "4 MiB of minimal records": ("wrapper", wrapper(minimal_records(4 * MiB))),
 }
 QUICK = (
     "16 MiB string value",
@@ -180,6 +200,7 @@ QUICK = (
     "16 MiB of escaped quotes",
     "4 MiB of distinct objects",
     "4 MiB of 0 items",
+    "4 MiB of minimal records",
 )
 
 
