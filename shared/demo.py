@@ -6,9 +6,7 @@ import logging
 from collections import defaultdict
 from typing import Any, TextIO
 
-import orjson
-
-from . import azurite, samples
+from . import azurite, quarantine, samples
 from .ingest import Pipeline
 from .settings import CONNECTION, LOGS_CONTAINER, Settings
 
@@ -67,11 +65,14 @@ def print_events(pipeline: Pipeline, out: TextIO) -> None:
 
 
 def print_quarantine(pipeline: Pipeline, out: TextIO) -> None:
+    """One line per rejected piece (or per run of them: `x COUNT` up to the last offset)."""
     container = pipeline.storage.blobs.get_container_client(pipeline.settings.quarantine_container)
     for item in container.list_blobs():
-        doc = container.download_blob(item.name).readall()
-        reason = orjson.loads(doc)["Reason"]
-        print(f"  quarantined: ...{item.name[-60:]}  ({reason[:70]})", file=out)
+        for line in quarantine.read(container.download_blob(item.name).readall()):
+            where = f"...{line['SourceBlob'][-44:]} @{line['SourceOffset']}"
+            if "Count" in line:
+                where += f" x{line['Count']} up to @{line['LastOffset']}"
+            print(f"  quarantined: {where}  ({line['Reason'][:70]})", file=out)
 
 
 def print_alerts(pipeline: Pipeline, out: TextIO) -> None:

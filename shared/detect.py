@@ -122,6 +122,15 @@ class Coverage:
     users: dict[str, list[tuple[datetime, datetime, tuple[str, ...]]]] = field(default_factory=dict)
     versions: dict[str, str | None] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    claimed: set[str] = field(default_factory=set)  # IPs looked at again in this invocation
+
+    def claim(self, ip: str) -> bool:
+        """True the first time an IP is claimed for a second look (one look per invocation)."""
+        with self.lock:
+            if ip in self.claimed:
+                return False
+            self.claimed.add(ip)
+            return True
 
     def add(self, row: dict[str, Any]) -> None:
         lo = detection.minute_of(layout._utc(row["FirstSeen"]))
@@ -360,6 +369,10 @@ class Detector:
         if actor.kind is Kind.USER:
             assert coverage is not None
             own, new_marks, hot = detection.fold_user(actor.subject, ordered, t, coverage.covers)
+            if hot and self._recheck_sources(own, hot, coverage, now, told):
+                own, new_marks, hot = detection.fold_user(
+                    actor.subject, ordered, t, coverage.covers
+                )
             found = detection.incidents(actor.kind, actor.subject, own, hot, t)
             writes += [("upsert", layout.mark_entity(m), {}) for m in new_marks]
         else:
@@ -367,15 +380,53 @@ class Detector:
             found = detection.incidents(actor.kind, actor.subject, ordered, hot, t, stored.marks)
         self._write_buckets(writes)
         bumped: set[str] = set()
+        owed: list[tuple[str, str, str]] = []
         for day in days:
             mine = [i for i in found if layout.day_of(i.first_seen) == day]
-            if self._settle(actor, day, mine, now, told):
+            if self._settle(actor, day, mine, now, owed):
                 bumped.add(day)
         if bumped and actor.kind is Kind.IP:
             self._touch_cover(bumped, found)
         if bumped and coverage is not None and self._cover_moved(coverage):
+            # Decided from coverage that has changed since: decide again before telling anyone
+            # (an incident nobody was told about is simply deleted if it should not exist).
             raise CoverageChanged(actor.kind.value)
+        for day, rk, alert_id in owed:
+            told.append(alert_id)
+            self.deliver(day, rk)
         return Result(list(told), new_marks)
+
+    def _recheck_sources(
+        self,
+        own: Sequence[Bucket],
+        hot: dict[int, set[str]],
+        coverage: Coverage,
+        now: datetime,
+        told: list[str],
+    ) -> bool:
+        """Before an account gets an incident of its own, look again at the addresses its hot
+        failures came from (each once per invocation): another invocation may have stored the
+        rest of their attack after this one evaluated them. True if any was looked at."""
+        sources: dict[str, tuple[datetime, datetime]] = {}
+        for i in hot:
+            b = own[i]
+            for ip, n in b.ips:
+                if n >= 2 and not coverage.covers(ip, b.minute):
+                    lo, hi = sources.get(ip, (b.minute, b.minute))
+                    sources[ip] = (min(lo, b.minute), max(hi, b.minute))
+        fresh = [ip for ip in sorted(sources) if coverage.claim(ip)]
+        for ip in fresh:
+            lo, hi = sources[ip]
+            touch = Touch(lo, hi + MINUTE - timedelta(microseconds=1), failures=[(lo, ip)])
+            try:
+                self._actor(Actor(Kind.IP, ip), touch, now, None, True, told)
+            except Exception as exc:  # that IP's own evaluation reports and queues its failure
+                if transient(exc):
+                    raise
+                log.warning("second look at an address failed: %s", type(exc).__name__)
+        if fresh:
+            self._refresh(coverage)
+        return bool(fresh)
 
     def _event_span(self, actor: Actor, lo: datetime, hi: datetime) -> tuple[datetime, datetime]:
         """Events that decide the buckets of minutes [lo, hi]: a window before (is a sign-in
@@ -405,10 +456,10 @@ class Detector:
         day: str,
         found: list[detection.Incident],
         now: datetime,
-        told: list[str],
+        owed: list[tuple[str, str, str]],
     ) -> bool:
-        """Make the stored incidents of an actor's day match `found`; notify where owed (the
-        AlertIds go to `told`). Returns whether anything was written."""
+        """Make the stored incidents of an actor's day match `found`; what is now owed a
+        notification goes to `owed` as (day, RowKey, AlertId). Returns whether it wrote."""
         prefix = layout.actor_prefix(actor.kind, actor.subject)
         rows = list(
             self.storage.query(
@@ -427,9 +478,7 @@ class Detector:
         if actor.kind is Kind.IP:  # the day's coverage changes with it, atomically
             ops.append(("upsert", {"PartitionKey": day, "RowKey": layout.COVER}, {}))
         self.storage.transact(self.alerts, ops)
-        for rk, alert_id in plan.notify:
-            told.append(alert_id)
-            self.deliver(day, rk)
+        owed.extend((day, rk, alert_id) for rk, alert_id in plan.notify)
         return True
 
     # -- coverage -----------------------------------------------------------------------------

@@ -13,13 +13,12 @@ import hashlib
 import ipaddress
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import (
     BlobClient,
@@ -29,7 +28,7 @@ from azure.storage.blob import (
     ContainerClient,
 )
 
-from . import keys, model, parse
+from . import keys, model, parse, quarantine
 from .alerting import Deliverer
 from .detect import Detector, Outcome
 from .detection import Thresholds
@@ -129,7 +128,7 @@ class Pipeline:
         while True:
             buf = carry + chunk if carry else chunk
             last = read_at >= size
-            split = parse.split(buf, pos, mode, final and last, s.max_record_bytes)
+            split = parse.stream(buf, pos, mode, final and last, s.max_record_bytes)
             counts = self._store(blob.blob_name, split.pieces, summary, now)
             new_pos = pos + split.consumed
             recent = buf[max(0, split.consumed - GUARD_BYTES) : split.consumed]
@@ -157,20 +156,25 @@ class Pipeline:
                 return
 
     def _store(
-        self, blob_name: str, pieces: list[parse.Piece], summary: Summary, now: datetime
+        self, blob_name: str, pieces: Iterable[parse.Piece], summary: Summary, now: datetime
     ) -> tuple[int, int, int]:
         events: dict[tuple[str, str], dict[str, Any]] = {}
-        rejects: list[dict[str, Any]] = []
+        rejects = quarantine.Batch(blob_name)  # one document per chunk, bounded in size
+        last_rejected, reason = object(), ""  # parse shares the value of identical items
         skipped = 0
         normalize = model.normalize
         for piece in pieces:
             if piece.error is not None:
-                rejects.append(_reject(blob_name, piece, piece.error))
+                rejects.add(piece, piece.error)
+                continue
+            if piece.value is last_rejected:
+                rejects.add(piece, reason)
                 continue
             try:
                 entity = normalize(piece.value, blob_name, piece.offset, piece.index)
             except model.Rejected as exc:
-                rejects.append(_reject(blob_name, piece, str(exc)))
+                last_rejected, reason = piece.value, str(exc)
+                rejects.add(piece, reason)
                 continue
             key = (entity["PartitionKey"], entity["RowKey"])
             if key in events:
@@ -183,13 +187,13 @@ class Pipeline:
             (self.settings.index_table, list(model.index_rows(rows))),
         )
         self.storage.quarantine(rejects)
-        summary.read += len(pieces)
+        summary.read += len(rows) + rejects.count + skipped
         summary.stored += len(rows)
-        summary.quarantined += len(rejects)
+        summary.quarantined += rejects.count
         summary.skipped += skipped
         if rows:
             self.detector.run(rows, now, Outcome(summary.alerts))
-        return len(rows), len(rejects), skipped
+        return len(rows), rejects.count, skipped
 
     def _allowed(self, ip: str) -> bool:
         if not self.settings.ip_allowlist:
@@ -291,17 +295,3 @@ def _settled(name: str, now: datetime) -> bool:
     y, m, d, h = (int(g) for g in match.groups())
     end = datetime(y, m, d, h, tzinfo=UTC) + timedelta(hours=1)
     return now >= end + SETTLE
-
-
-def _reject(blob_name: str, piece: parse.Piece, reason: str) -> dict[str, Any]:
-    raw = piece.raw or orjson.dumps(piece.value)[:32768]
-    text = raw.decode("utf-8", errors="replace")
-    return {
-        "SourceBlob": blob_name,
-        "SourceOffset": piece.offset,
-        "SourceIndex": piece.index,
-        "Reason": reason[:500],
-        "RawBytes": len(raw),
-        "Raw": text,
-        "QuarantinedAt": datetime.now(UTC).isoformat(),
-    }

@@ -8,6 +8,7 @@ two users share a key, and cut very long values with a hash suffix. Pure code.
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from datetime import date, timedelta
 from functools import lru_cache
 
@@ -18,20 +19,61 @@ MAX_SUBJECT = 200
 _FORBIDDEN = frozenset("/\\#?%|'") | frozenset(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0)))
 
 
-@lru_cache(maxsize=65536)
-def encode(value: str) -> str:
-    """Percent-encode the characters Table keys forbid (plus `%`, our `|` separator and `'`)."""
+#: Caches here and in `model` keep only short values: one log record can carry 32 KiB strings,
+#: and 65,536 of them would stay in the worker for its life. Longer values are computed anew.
+CACHE_KEY_CHARS = 128
+
+
+def _encode(value: str) -> str:
     if not _FORBIDDEN.isdisjoint(value):
         value = "".join(f"%{ord(c):02X}" if c in _FORBIDDEN else c for c in value)
     if len(value) > MAX_SUBJECT:
-        digest = hashlib.sha256(value.encode()).hexdigest()[:16]
+        digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         value = f"{value[:MAX_SUBJECT]}~{digest}"
     return value
 
 
+#: At most 8,192 keys of at most 128 characters (values of at most 384): a few MB at worst.
+_encode_short = lru_cache(maxsize=8192)(_encode)
+
+
+def encode(value: str) -> str:
+    """Percent-encode the characters Table keys forbid (plus `%`, our `|` separator and `'`)."""
+    return _encode_short(value) if len(value) <= CACHE_KEY_CHARS else _encode(value)
+
+
 def user_key(user_name: str, user_email: str) -> str:
-    """Who a record is about: the name, else the e-mail, compared without case; '' if neither."""
-    return (user_name.strip() or user_email.strip()).casefold()
+    """Who a record is about: the name, else the e-mail; '' if neither (see `identity`)."""
+    return identity(user_name) or identity(user_email)
+
+
+def identity(name: str) -> str:
+    """The form of a user name (or e-mail) that users are compared by.
+
+    Format characters (Unicode category Cf: zero-width space and joiners, word joiner, BOM,
+    bidi controls, soft hyphen) are removed, the text is put in NFC and surrounding whitespace
+    is stripped; then case is folded one character at a time, the way Windows compares account
+    names (RtlUpcaseUnicodeString's simple upper-case table), not with Unicode case folding,
+    which would merge `Straße` with `STRASSE`, `ﬁ` with `fi` and the Kelvin sign with `k`.
+    The verbatim name stays in `UserName`.
+    """
+    if name.isascii():  # nearly every name: NFC and the format characters are not ASCII
+        return name.strip().lower()
+    text = "".join(c for c in name if unicodedata.category(c) != "Cf")
+    return "".join(map(_fold, unicodedata.normalize("NFC", text).strip()))
+
+
+@lru_cache(maxsize=4096)
+def _fold(char: str) -> str:
+    """Simple case folding of one character: its upper case when that is one character (else
+    the character itself), then the lower case of that when it maps back to it. Two names fold
+    alike exactly when their per-character upper cases are equal: `K`, `k` -> `k`; the Kelvin
+    sign, `ß`, `ẞ`, `ﬁ` and `İ` stay themselves."""
+    upper = char.upper()
+    if len(upper) != 1:
+        upper = char
+    lower = upper.lower()
+    return lower if len(lower) == 1 and lower.upper() == upper else upper
 
 
 def hour_of(stamp: str) -> str:

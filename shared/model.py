@@ -22,11 +22,17 @@ from . import keys
 
 CATEGORY = "bastionauditlogs"
 #: Longest user name + e-mail (and client IP text) we store; real ones are far shorter, and
-#: case folding can triple the length of the `UserKey` made from them.
+#: NFC can triple the length of the `UserKey` made from them (a few characters decompose).
 MAX_IDENTITY_CHARS = 2048
 #: A Table string property holds 64 KiB of UTF-16: 32K BMP characters.
 MAX_EXTRA_CHARS = 32 * 1024
 _UTC = UTC
+#: The caches below are keyed by strings from the log, which may be 32 KiB each: only values
+#: up to these lengths are cached (Azure resource ids are at most a few hundred characters), so
+#: each cache holds at most maxsize x (key + value) bytes: 8,192 x ~1 KiB for IPs, 4,096 x
+#: ~4 KiB for target VMs, 256 x ~4 KiB for Bastion hosts. Longer values are computed anew.
+_SHORT = keys.CACHE_KEY_CHARS
+_RESOURCE_ID = 512
 
 
 #: Index partitions: `ip|<day>` and `vm|<day>` hold, per event, a row keyed
@@ -159,7 +165,7 @@ def normalize(value: object, source_blob: str, offset: int, index: int) -> dict[
     if resource_id.__class__ is not str:
         resource_id = _text(resource_id, "resourceId")
     operation = _text(top.get("operationName"), "operationName")
-    if len(user_name) + len(user_email) > MAX_IDENTITY_CHARS:  # case folding may triple it
+    if len(user_name) + len(user_email) > MAX_IDENTITY_CHARS:  # NFC may triple it
         raise Rejected("bad_field", "userName/userEmail too long")
     if len(ip) > MAX_IDENTITY_CHARS:
         raise Rejected("bad_field", "clientIpAddress too long")
@@ -182,7 +188,10 @@ def normalize(value: object, source_blob: str, offset: int, index: int) -> dict[
         }
     )
     if extra:
-        text = orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode()
+        try:
+            text = orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode()
+        except orjson.JSONEncodeError:  # read 1024 deep, orjson writes 255: must not escape
+            raise Rejected("bad_field", "unknown properties nested too deep") from None
         if len(text) > MAX_EXTRA_CHARS and len(text.encode("utf-16-le")) > 2 * MAX_EXTRA_CHARS:
             raise Rejected("bad_field", "unknown properties too large for one Table property")
         entity["Extra"] = text
@@ -221,9 +230,13 @@ def index_rows(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         }
 
 
-@lru_cache(maxsize=1024)
 def outcome(message: str) -> Outcome:
     """Only "Successfully Connected." and "Login Failed" are documented; be generous with both."""
+    return _outcome(message) if len(message) <= _SHORT else _outcome.__wrapped__(message)
+
+
+@lru_cache(maxsize=1024)
+def _outcome(message: str) -> Outcome:
     text = message.strip().casefold()
     if text.startswith("successfully connected"):
         return Outcome.SUCCESS
@@ -232,9 +245,13 @@ def outcome(message: str) -> Outcome:
     return Outcome.OTHER
 
 
-@lru_cache(maxsize=65536)
 def ip_key(address: str) -> str:
     """Canonical text of an IP (so `::ffff:1.2.3.4`, `2001:DB8::1` group properly)."""
+    return _ip_key(address) if len(address) <= _SHORT else _ip_key.__wrapped__(address)
+
+
+@lru_cache(maxsize=8192)
+def _ip_key(address: str) -> str:
     text = address.strip()
     try:
         ip = ipaddress.ip_address(text)
@@ -245,9 +262,15 @@ def ip_key(address: str) -> str:
     return str(ip)
 
 
-@lru_cache(maxsize=65536)
 def vm_name(resource_id: str) -> str:
     """`LINUX-KEY` from `.../VIRTUALMACHINES/LINUX-KEY`; `SCALESET/3` for a VMSS instance."""
+    if len(resource_id) <= _RESOURCE_ID:
+        return _vm_name(resource_id)
+    return _vm_name.__wrapped__(resource_id)
+
+
+@lru_cache(maxsize=4096)
+def _vm_name(resource_id: str) -> str:
     parts = [p for p in resource_id.split("/") if p]
     lowered = [p.casefold() for p in parts]
     if "virtualmachinescalesets" in lowered:
@@ -259,9 +282,15 @@ def vm_name(resource_id: str) -> str:
     return parts[-1] if parts else ""
 
 
-@lru_cache(maxsize=4096)
 def _resource_parts(resource_id: str) -> dict[str, str]:
     """Subscription, group and host name from a Bastion resource id (callers must not mutate)."""
+    if len(resource_id) <= _RESOURCE_ID:
+        return _bastion_parts(resource_id)
+    return _bastion_parts.__wrapped__(resource_id)
+
+
+@lru_cache(maxsize=256)
+def _bastion_parts(resource_id: str) -> dict[str, str]:
     parts = [p for p in resource_id.split("/") if p]
     lowered = [p.casefold() for p in parts]
 

@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from azure.core import MatchConditions
 from azure.core.exceptions import (
     HttpResponseError,
@@ -25,9 +24,10 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 from azure.storage.queue import QueueServiceClient
 
+from . import quarantine
 from .settings import CONNECTION, LOGS_CONTAINER, Settings
 
 log = logging.getLogger(__name__)
@@ -223,23 +223,21 @@ class Storage:
         return str(meta.get("etag", ""))
 
     # -- quarantine ---------------------------------------------------------------------
-    def quarantine(self, items: Sequence[dict[str, Any]]) -> None:
-        """One small JSON blob per rejected piece, named by source and position (idempotent)."""
-        if not items:
+    def quarantine(self, batch: quarantine.Batch) -> None:
+        """One JSON Lines blob for a chunk's rejected pieces (see `shared/quarantine.py`).
+
+        The name says which pieces it holds, so rewriting it is idempotent and a retry or a
+        racing instance that cut the blob elsewhere writes another name, never a smaller
+        document over a bigger one.
+        """
+        if not batch.count:
             return
-        client = self.container(self.settings.quarantine_container)
-
-        def put(item: dict[str, Any]) -> None:
-            name = (
-                f"{item['SourceBlob']}/{item['SourceOffset']:012d}-{item['SourceIndex']:04d}.json"
-            )
-            client.upload_blob(name, orjson.dumps(item), overwrite=True)
-
-        if len(items) == 1:
-            put(items[0])
-        else:
-            for future in [self._pool.submit(put, item) for item in items]:
-                future.result()
+        self.container(self.settings.quarantine_container).upload_blob(
+            batch.name,
+            batch.document(),
+            overwrite=True,
+            content_settings=ContentSettings(content_type="application/x-ndjson"),
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

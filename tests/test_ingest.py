@@ -13,7 +13,7 @@ import orjson
 import pytest
 from azure.functions.timer import TimerRequest
 
-from shared import ingest, keys, samples
+from shared import ingest, keys, quarantine, samples
 from shared.ingest import Pipeline
 from shared.settings import LOGS_CONTAINER
 
@@ -28,6 +28,16 @@ def event_keys(pipeline: Pipeline) -> list[tuple[str, str]]:
     return sorted(
         (r["PartitionKey"], r["RowKey"]) for r in all_rows(pipeline, pipeline.settings.events_table)
     )
+
+
+def quarantine_lines(pipeline: Pipeline) -> list[dict[str, Any]]:
+    """Every line of every quarantine document (one JSON Lines blob per chunk with rejects)."""
+    container = pipeline.storage.blobs.get_container_client(pipeline.settings.quarantine_container)
+    return [
+        line
+        for item in container.list_blobs()
+        for line in quarantine.read(container.download_blob(item.name).readall())
+    ]
 
 
 def upload_samples(logs: Any, prefix: str) -> tuple[list[str], samples.Expected]:
@@ -49,10 +59,7 @@ def test_indexed_trigger_ingests_the_sample_set(
         trigger(logs.get_blob_client(name))
     events = all_rows(pipeline, pipeline.settings.events_table)
     assert len(events) == expected.records
-    quarantine = pipeline.storage.blobs.get_container_client(pipeline.settings.quarantine_container)
-    docs = [
-        orjson.loads(quarantine.download_blob(b.name).readall()) for b in quarantine.list_blobs()
-    ]
+    docs = quarantine_lines(pipeline)
     assert len(docs) == expected.quarantined
     assert {d["Reason"].split(":")[0] for d in docs} == {
         "malformed", "wrong_category", "bad_time", "oversized", "truncated"

@@ -161,3 +161,72 @@ def test_index_rows_cover_ip_vm_and_failures_once() -> None:
         "user|alice",
     ]
     assert len({(r["PartitionKey"], r["RowKey"]) for r in rows}) == len(rows)
+
+
+# -- who is the same user -------------------------------------------------------------------
+# The key: format characters (Cf) removed, NFC, surrounding whitespace stripped, then simple
+# per-character case folding as Windows compares account names (keys.identity).
+SAME_USER = [
+    pytest.param("admin ", "admin", id="trailing-space"),
+    pytest.param("\t admin\u00a0\u3000", "admin", id="surrounding-unicode-whitespace"),
+    pytest.param("Admin", "ADMIN", id="ascii-case"),
+    pytest.param("caf\u00e9", "cafe\u0301", id="nfc-vs-nfd"),
+    pytest.param("Zo\u00cb", "zoe\u0308", id="nfc-vs-nfd-upper"),
+    pytest.param("ad\u200bmin", "admin", id="zero-width-space"),
+    pytest.param("\ufeffad\u200c\u200d\u2060min", "admin", id="bom-joiners-word-joiner"),
+    pytest.param("\u202eadmin\u202c", "admin", id="bidi-controls"),
+    pytest.param("ad\u00admin", "admin", id="soft-hyphen"),
+    pytest.param("\u212aelvin", "kelvin", id="kelvin-sign-is-canonically-K"),
+    pytest.param("\u212aELVIN", "Kelvin", id="kelvin-sign-upper"),
+    pytest.param("Stra\u00dfe", "STRA\u00dfE", id="sharp-s-with-itself"),
+    pytest.param("\u039f\u0394\u039f\u03a3", "\u03bf\u03b4\u03bf\u03c2", id="final-sigma"),
+    pytest.param("CONTOSO\\Bob", "contoso\\bob", id="domain-prefix"),
+]
+DIFFERENT_USERS = [
+    pytest.param("Stra\u00dfe", "STRASSE", id="sharp-s-is-not-ss"),
+    pytest.param("STRA\u1e9eE", "Stra\u00dfe", id="capital-sharp-s-is-not-sharp-s"),
+    pytest.param("\ufb01le", "file", id="fi-ligature-is-not-fi"),
+    pytest.param("\ufb01le", "FILE", id="fi-ligature-is-not-FI"),
+    pytest.param("\u0130", "i", id="dotted-capital-I-is-not-i"),
+    pytest.param("\uff41dmin", "admin", id="fullwidth-is-not-ascii"),
+    pytest.param("ad min", "admin", id="inner-space-kept"),
+    pytest.param("admin.", "admin", id="trailing-dot-kept"),
+    pytest.param("bob/ops", "bob%2Fops", id="encoded-text-is-not-the-character"),
+]
+
+
+def user_of(name: str) -> dict[str, object]:
+    return normalize(doc_record(userName=name, userEmail="x@contoso.com"), "b", 0, 0)
+
+
+@pytest.mark.parametrize(("a", "b"), SAME_USER)
+def test_names_a_person_cannot_tell_apart_are_one_user(a: str, b: str) -> None:
+    ea, eb = user_of(a), user_of(b)
+    assert ea["UserKey"] == eb["UserKey"] and ea["PartitionKey"] == eb["PartitionKey"]
+    assert (ea["UserName"], eb["UserName"]) == (a, b)  # the verbatim name is kept
+    assert keys.user_key(b, "") == keys.user_key(a, "")  # either way round
+    assert keys.identity(keys.identity(a)) == keys.identity(a)  # a key is its own key
+
+
+@pytest.mark.parametrize(("a", "b"), DIFFERENT_USERS)
+def test_distinct_accounts_stay_apart(a: str, b: str) -> None:
+    ea, eb = user_of(a), user_of(b)
+    assert ea["UserKey"] != eb["UserKey"] and ea["PartitionKey"] != eb["PartitionKey"]
+    assert keys.user_key(b, "") != keys.user_key(a, "")
+
+
+def test_a_name_of_only_invisible_characters_falls_back_to_the_email() -> None:
+    e = normalize(
+        doc_record(userName="\u200b\u2060 \ufeff", userEmail=" Eve@Contoso.com"), "b", 0, 0
+    )
+    assert e["UserKey"] == "eve@contoso.com" and e["UserName"] == "\u200b\u2060 \ufeff"
+
+
+def test_queries_find_a_user_by_any_spelling_of_the_key() -> None:
+    """The API and CLI build the user key with the same rule as ingest."""
+    from shared import queries
+
+    stored = user_of("Jos\u00e9")["UserKey"]
+    for typed in ("JOSE\u0301", " jos\u00e9", "jos\u200b\u00e9"):
+        q = queries.parse_activity({"user": typed, "to": "2026-11-24T12:00Z"})
+        assert queries.activity_filter(q)[2][0]["lo"].startswith(keys.encode(stored) + "|")

@@ -16,7 +16,7 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueServiceClient
 
-from shared import azurite, samples
+from shared import azurite, quarantine, samples
 from shared.ingest import Pipeline, Summary
 from shared.settings import CONNECTION, LOGS_CONTAINER, Settings
 from shared.storage import CURSOR_PARTITION, Busy, Storage
@@ -161,13 +161,7 @@ def snapshot(p: Pipeline, blob_prefix: str = "") -> Snapshot:
         for row in p.storage.query(s.state_table, "PartitionKey eq @pk", {"pk": CURSOR_PARTITION})
         if row["BlobName"].startswith(blob_prefix)
     }
-    quarantine = {}
-    container = p.storage.blobs.get_container_client(s.quarantine_container)
-    if container.exists():
-        for item in container.list_blobs():
-            doc = orjson.loads(container.download_blob(item.name).readall())
-            doc.pop("QuarantinedAt")
-            quarantine[item.name] = doc
+    quarantine = quarantine_lines(p)
     queue = p.storage.queues.get_queue_client(s.alert_queue)
     try:
         messages = queue.get_queue_properties().approximate_message_count
@@ -182,6 +176,23 @@ def snapshot(p: Pipeline, blob_prefix: str = "") -> Snapshot:
         queue_messages=messages,
         alert_ids=sorted(r["AlertId"] for r in rows),
     )
+
+
+def quarantine_lines(p: Pipeline) -> dict[str, dict[str, Any]]:
+    """Every quarantine line, keyed by the piece it describes (`<blob>@<offset>#<index>`).
+
+    A chunk's rejects are one JSON Lines document; where a retry cut the blob at another
+    byte, a piece may be listed in two documents, identically: keyed by piece, it counts once.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    container = p.storage.blobs.get_container_client(p.settings.quarantine_container)
+    if not container.exists():
+        return out
+    for item in container.list_blobs():
+        for line in quarantine.read(container.download_blob(item.name).readall()):
+            line.pop("QuarantinedAt")
+            out[f"{line['SourceBlob']}@{line['SourceOffset']:012d}#{line['SourceIndex']}"] = line
+    return out
 
 
 def assert_same_state(got: Snapshot, want: Snapshot, same_alert_keys: bool = True) -> None:
