@@ -7,13 +7,14 @@ the worker process; building it at import time would make indexing need storage.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from azure.storage.blob import BlobClient
 
 from .ingest import Pipeline, Summary
 from .settings import LOGS_CONTAINER, Settings
+from .sweep import Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,13 @@ log = logging.getLogger(__name__)
 @lru_cache(maxsize=1)
 def pipeline() -> Pipeline:
     return Pipeline(Settings.load())
+
+
+@lru_cache(maxsize=1)
+def sweeper() -> Sweeper:
+    """Remembers the Bastion hosts' folders between sweeps of this worker."""
+    p = pipeline()
+    return Sweeper(p.storage, p.ingest, timedelta(hours=p.settings.sweep_lookback_hours))
 
 
 def on_blob(client: BlobClient) -> Summary:
@@ -32,9 +40,8 @@ def on_sweep(past_due: bool = False) -> list[Summary]:
     """Timer: pick up appends that raised no event (Event Grid fires on creation only)."""
     if past_due:
         log.info("sweep timer is past due; running now")
-    p = pipeline()
-    container = p.storage.blobs.get_container_client(LOGS_CONTAINER)
-    return p.sweep(container, datetime.now(UTC))
+    container = pipeline().storage.blobs.get_container_client(LOGS_CONTAINER)
+    return sweeper().run(container, datetime.now(UTC)).summaries
 
 
 def on_redeliver() -> tuple[int, int]:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -22,10 +21,8 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import (
     BlobClient,
-    BlobPrefix,
     BlobProperties,
     BlobType,
-    ContainerClient,
 )
 
 from . import keys, model, parse, quarantine
@@ -33,13 +30,13 @@ from .alerting import Deliverer
 from .detect import Detector, Outcome
 from .detection import Thresholds
 from .settings import Settings
-from .storage import Conflict, Cursor, Storage
+from .storage import Conflict, Cursor, Storage, blob_etag
 
 log = logging.getLogger(__name__)
 #: The cursor remembers a digest of this many bytes before it, to notice a rewritten blob.
 GUARD_BYTES = 1024
-_HOUR = re.compile(r"/y=(\d{4})/m=(\d{2})/d=(\d{2})/h=(\d{2})/")
-#: Hour blobs stop growing soon after their hour; past this their partial tail is final.
+#: An append blob nobody appended to for this long is taken as complete: its cut last line is
+#: quarantined (and read again, whole, should the blob grow after all).
 SETTLE = timedelta(hours=1)
 
 
@@ -99,7 +96,7 @@ class Pipeline:
     def _ingest_once(self, blob: BlobClient, summary: Summary, now: datetime) -> None:
         s = self.settings
         bkey = keys.blob_key(blob.container_name, blob.blob_name)
-        cursor = self.storage.read_cursor(bkey)
+        cursor = self.storage.read_cursor(bkey, blob.blob_name)
         start = cursor.offset
         # One ranged GET brings the blob's size and type, the bytes before the cursor (to check
         # that the blob was not rewritten) and the first new chunk.
@@ -117,10 +114,15 @@ class Pipeline:
             start, guard, cursor = 0, 0, Cursor(etag=cursor.etag)
             size, props, data = _open(blob, 0, s.read_chunk_bytes)
             summary.bytes_read += len(data)
-        final = props.blob_type != BlobType.APPENDBLOB or _settled(blob.blob_name, now)
+        final = _final(props, now)
         mode = parse.Mode(cursor.mode)
-        if start >= size and not (final and mode is parse.Mode.UNKNOWN and size == 0):
+        seen = replace(cursor, blob_etag=blob_etag(props.etag), size=size)
+        nothing_new = start >= size or (cursor.sealed and size <= cursor.sealed)
+        if nothing_new and not (final and mode is parse.Mode.UNKNOWN and size == 0):
+            if (seen.blob_etag, seen.size) != (cursor.blob_etag, cursor.size):
+                self.storage.write_cursor(bkey, blob.blob_name, cursor, seen)  # sweep skips it
             return
+        cursor = replace(seen, etag=cursor.etag)
         tail, chunk = data[:guard], data[guard:]
         carry = b""
         pos = start  # absolute offset of carry[0]
@@ -129,11 +131,17 @@ class Pipeline:
             buf = carry + chunk if carry else chunk
             last = read_at >= size
             split = parse.stream(buf, pos, mode, final and last, s.max_record_bytes)
-            counts = self._store(blob.blob_name, split.pieces, summary, now)
-            new_pos = pos + split.consumed
-            recent = buf[max(0, split.consumed - GUARD_BYTES) : split.consumed]
+            counts, cut_at = self._store(blob.blob_name, split.pieces, summary, now)
+            consumed, sealed = split.consumed, 0
+            if cut_at is not None and final and last and split.mode is parse.Mode.LINES:
+                # A cut last line taken as final stays before the cursor: if the blob grows
+                # after all (a late or re-exported append), the line is read again, whole.
+                consumed, sealed = cut_at - pos, size
+            new_pos = pos + consumed
+            recent = buf[max(0, consumed - GUARD_BYTES) : consumed]
             tail = (tail + recent)[-GUARD_BYTES:]
-            advanced = Cursor(
+            advanced = replace(
+                cursor,
                 offset=new_pos,
                 mode=split.mode.value,
                 guard=digest(tail),
@@ -141,13 +149,14 @@ class Pipeline:
                 stored=cursor.stored + counts[0],
                 quarantined=cursor.quarantined + counts[1],
                 skipped=cursor.skipped + counts[2],
+                sealed=sealed,
             )
-            if new_pos != cursor.offset or split.mode.value != cursor.mode or cursor.etag is None:
+            if advanced != cursor or cursor.etag is None:
                 etag = self.storage.write_cursor(bkey, blob.blob_name, cursor, advanced)
                 cursor = replace(advanced, etag=etag)
             if last:
                 return
-            carry, pos, mode = buf[split.consumed :], new_pos, split.mode
+            carry, pos, mode = buf[consumed:], new_pos, split.mode
             length = min(s.read_chunk_bytes, size - read_at)
             chunk = blob.download_blob(offset=read_at, length=length).readall()
             read_at += len(chunk)
@@ -157,8 +166,11 @@ class Pipeline:
 
     def _store(
         self, blob_name: str, pieces: Iterable[parse.Piece], summary: Summary, now: datetime
-    ) -> tuple[int, int, int]:
+    ) -> tuple[tuple[int, int, int], int | None]:
+        """Store a chunk's pieces; returns (stored, quarantined, skipped) and the offset of a
+        last line quarantined as cut short, if any."""
         events: dict[tuple[str, str], dict[str, Any]] = {}
+        cut_at: int | None = None
         rejects = quarantine.Batch(blob_name)  # one document per chunk, bounded in size
         last_rejected, reason = object(), ""  # parse shares the value of identical items
         skipped = 0
@@ -166,6 +178,8 @@ class Pipeline:
         for piece in pieces:
             if piece.error is not None:
                 rejects.add(piece, piece.error)
+                if piece.error.startswith("truncated"):
+                    cut_at = piece.offset
                 continue
             if piece.value is last_rejected:
                 rejects.add(piece, reason)
@@ -193,7 +207,7 @@ class Pipeline:
         summary.skipped += skipped
         if rows:
             self.detector.run(rows, now, Outcome(summary.alerts))
-        return len(rows), rejects.count, skipped
+        return (len(rows), rejects.count, skipped), cut_at
 
     def _allowed(self, ip: str) -> bool:
         if not self.settings.ip_allowlist:
@@ -203,33 +217,6 @@ class Pipeline:
         except ValueError:
             return False
         return any(addr in net for net in self.settings.ip_allowlist)
-
-    # -- the sweep ----------------------------------------------------------------------
-    def sweep(self, container: ContainerClient, now: datetime | None = None) -> list[Summary]:
-        """Ingest every recently changed blob: appends to an append blob raise no event."""
-        now = now or datetime.now(UTC)
-        since = now - timedelta(hours=self.settings.sweep_lookback_hours)
-        hours = {
-            _date_parts(now - timedelta(hours=i))
-            for i in range(self.settings.sweep_lookback_hours + 1)
-        }
-        done: list[Summary] = []
-        failed = 0
-        for item in recent_blobs(container, "", (), hours):
-            if item.last_modified >= since and item.name.endswith(".json"):
-                try:  # one blob's fault must not hide the others' appends
-                    done.append(self.ingest(container.get_blob_client(item.name), now))
-                except Exception:
-                    failed += 1
-                    log.exception("sweep: %s failed; the next sweep tries again", item.name)
-        log.info("sweep: %d recent blob(s) checked, %d failed", len(done) + failed, failed)
-        if failed:
-            raise SweepError(f"{failed} of {len(done) + failed} blob(s) failed; see the log")
-        return done
-
-
-class SweepError(RuntimeError):
-    """Some blobs of a sweep failed (each is logged); the others were ingested."""
 
 
 def thresholds(settings: Settings) -> Thresholds:
@@ -241,31 +228,6 @@ def thresholds(settings: Settings) -> Thresholds:
         quiet=timedelta(minutes=settings.incident_quiet_minutes),
         max_hours=settings.incident_max_hours,
     )
-
-
-def _date_parts(when: datetime) -> tuple[str, ...]:
-    return (f"y={when:%Y}", f"m={when:%m}", f"d={when:%d}", f"h={when:%H}")
-
-
-def recent_blobs(
-    container: ContainerClient, prefix: str, seen: tuple[str, ...], hours: set[tuple[str, ...]]
-) -> Iterator[BlobProperties]:
-    """Blobs under `prefix`, walking folders but only the `y=/m=/d=/h=` ones of `hours`.
-
-    Listing the whole container every few minutes would grow with years of hour blobs; this
-    reads a few folder listings per Bastion host instead.
-    """
-    for item in container.walk_blobs(name_starts_with=prefix, delimiter="/"):
-        if not isinstance(item, BlobPrefix):
-            yield item
-            continue
-        segment = item.name[len(prefix) :].rstrip("/")
-        parts = seen
-        if len(seen) < 4 and segment.startswith(("y=", "m=", "d=", "h=")[len(seen)]):
-            parts = (*seen, segment)
-            if not any(h[: len(parts)] == parts for h in hours):
-                continue  # an older year, month, day or hour
-        yield from recent_blobs(container, item.name, parts, hours)
 
 
 def _open(blob: BlobClient, begin: int, length: int) -> tuple[int, BlobProperties, bytes]:
@@ -287,11 +249,10 @@ def digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
-def _settled(name: str, now: datetime) -> bool:
-    """An hour blob whose hour ended more than SETTLE ago will not grow any more."""
-    match = _HOUR.search("/" + name)
-    if not match:
-        return False
-    y, m, d, h = (int(g) for g in match.groups())
-    end = datetime(y, m, d, h, tzinfo=UTC) + timedelta(hours=1)
-    return now >= end + SETTLE
+def _final(props: BlobProperties, now: datetime) -> bool:
+    """Can the blob still grow? Not if it is not an append blob, or nobody appended for SETTLE
+    (whatever hour its name says: copies, re-exports and late writes append to old hours)."""
+    if props.blob_type != BlobType.APPENDBLOB:
+        return True
+    modified = props.last_modified
+    return modified is not None and now - modified >= SETTLE

@@ -39,7 +39,7 @@ DEFAULTS: dict[str, str] = {
     "INCIDENT_MAX_HOURS": "24",
     "NOTIFY_INTERVAL_MINUTES": "60",
     "IP_ALLOWLIST": "",
-    "SWEEP_SCHEDULE": "0 */5 * * * *",
+    "SWEEP_SCHEDULE": "0 * * * * *",
     "SWEEP_LOOKBACK_HOURS": "3",
     "ALERT_RETRY_SCHEDULE": "0 */5 * * * *",
     "MAX_RECORD_BYTES": "32768",

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from azure.core import MatchConditions
@@ -46,6 +47,8 @@ DEV_CONNECTION = (
 MAX_BATCH = 100  # entity-group transaction limit
 MAX_BATCH_BYTES = 3 * 1024 * 1024  # stay well under the 4 MiB payload limit
 CURSOR_PARTITION = "cursor"
+#: The hour folders Azure Monitor writes: `.../y=YYYY/m=MM/d=DD/h=HH/...`.
+HOUR_PATH = re.compile(r"/y=(\d{4})/m=(\d{2})/d=(\d{2})/h=(\d{2})/")
 
 
 class Conflict(Exception):
@@ -83,6 +86,40 @@ class Cursor:
     stored: int = 0
     quarantined: int = 0
     skipped: int = 0
+    blob_etag: str = ""  # the blob's ETag when it was last read (the sweep skips it unchanged)
+    size: int = 0  # the blob's size then
+    sealed: int = 0  # size at which a cut last line was taken as final (0: none)
+
+
+def blob_etag(value: object) -> str:
+    """A blob's ETag as both a download and a listing give it (one quotes it, one does not)."""
+    return str(value or "").strip('"')
+
+
+def cursor_partition(blob_name: str) -> str:
+    """`cursor|<yyyy-MM-ddTHH>` for hour blobs (the sweep reads a few hours' cursors in one
+    query each; retention drops old hours whole), `cursor` for any other name."""
+    match = HOUR_PATH.search("/" + blob_name)
+    if not match:
+        return CURSOR_PARTITION
+    y, m, d, h = match.groups()
+    return f"{CURSOR_PARTITION}|{y}-{m}-{d}T{h}"
+
+
+def cursor_from(row: dict[str, Any]) -> Cursor:
+    return Cursor(
+        offset=int(row["Offset"]),
+        mode=row["Mode"],
+        guard=bytes.fromhex(row.get("Guard", "")),
+        guard_length=int(row.get("GuardLength", 0)),
+        etag=row.metadata["etag"],
+        stored=int(row.get("Stored", 0)),
+        quarantined=int(row.get("Quarantined", 0)),
+        skipped=int(row.get("Skipped", 0)),
+        blob_etag=str(row.get("BlobETag", "")),
+        size=int(row.get("Size", 0)),
+        sealed=int(row.get("Sealed", 0)),
+    )
 
 
 class Storage:
@@ -177,26 +214,37 @@ class Storage:
         yield from self.table(table).query_entities(flt, parameters=parameters, select=select)
 
     # -- cursors ------------------------------------------------------------------------
-    def read_cursor(self, blob_key: str) -> Cursor:
+    def read_cursor(self, blob_key: str, blob_name: str = "") -> Cursor:
+        table = self.table(self.settings.state_table)
+        partition = cursor_partition(blob_name)
         try:
-            row = self.table(self.settings.state_table).get_entity(CURSOR_PARTITION, blob_key)
+            return cursor_from(table.get_entity(partition, blob_key))
+        except ResourceNotFoundError:
+            pass
+        if partition == CURSOR_PARTITION:
+            return Cursor()
+        try:  # written before cursors moved to hour partitions: carry on from it
+            legacy = cursor_from(table.get_entity(CURSOR_PARTITION, blob_key))
         except ResourceNotFoundError:
             return Cursor()
-        return Cursor(
-            offset=int(row["Offset"]),
-            mode=row["Mode"],
-            guard=bytes.fromhex(row.get("Guard", "")),
-            guard_length=int(row.get("GuardLength", 0)),
-            etag=row.metadata["etag"],
-            stored=int(row.get("Stored", 0)),
-            quarantined=int(row.get("Quarantined", 0)),
-            skipped=int(row.get("Skipped", 0)),
-        )
+        return replace(legacy, etag=None)
+
+    def cursors(self, hours: Iterable[str]) -> dict[str, Cursor]:
+        """The cursors of the hour blobs of these hours (`yyyy-MM-ddTHH`), by blob name."""
+        out: dict[str, Cursor] = {}
+        for hour in sorted(set(hours)):
+            for row in self.query(
+                self.settings.state_table,
+                "PartitionKey eq @pk",
+                {"pk": f"{CURSOR_PARTITION}|{hour}"},
+            ):
+                out[row["BlobName"]] = cursor_from(row)
+        return out
 
     def write_cursor(self, blob_key: str, blob_name: str, old: Cursor, new: Cursor) -> str:
         """Advance a cursor only if nobody else moved it since `old` was read; returns new ETag."""
         row = {
-            "PartitionKey": CURSOR_PARTITION,
+            "PartitionKey": cursor_partition(blob_name),
             "RowKey": blob_key,
             "BlobName": blob_name,
             "Offset": new.offset,
@@ -206,6 +254,9 @@ class Storage:
             "Stored": new.stored,
             "Quarantined": new.quarantined,
             "Skipped": new.skipped,
+            "BlobETag": new.blob_etag,
+            "Size": new.size,
+            "Sealed": new.sealed,
         }
         client = self.table(self.settings.state_table)
         try:

@@ -101,9 +101,11 @@ def app_env(
         for key, value in isolated_env(emulator.connection_string, **overrides).items():
             monkeypatch.setenv(key, value)
         functions.pipeline.cache_clear()
+        functions.sweeper.cache_clear()
         return functions.pipeline()
 
     yield configure
     if functions.pipeline.cache_info().currsize:
         functions.pipeline().storage.close()
     functions.pipeline.cache_clear()
+    functions.sweeper.cache_clear()

@@ -266,7 +266,7 @@ def test_tiny_rejects_make_one_quarantine_document_per_chunk(
     logs.upload_blob(name, data)
     indexed_app["ingest_blob"].get_user_function()(logs.get_blob_client(name))
 
-    cursor = pipeline.storage.read_cursor(keys.blob_key(LOGS_CONTAINER, name))
+    cursor = pipeline.storage.read_cursor(keys.blob_key(LOGS_CONTAINER, name), name)
     assert (cursor.offset, cursor.stored + cursor.skipped, cursor.quarantined) == (len(data), 2, n)
     container = pipeline.storage.blobs.get_container_client(pipeline.settings.quarantine_container)
     docs = {b.name: container.download_blob(b.name).readall() for b in container.list_blobs()}

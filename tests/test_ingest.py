@@ -13,7 +13,7 @@ import orjson
 import pytest
 from azure.functions.timer import TimerRequest
 
-from shared import ingest, keys, quarantine, samples
+from shared import ingest, keys, quarantine, samples, storage
 from shared.ingest import Pipeline
 from shared.settings import LOGS_CONTAINER
 
@@ -79,7 +79,7 @@ def test_redelivery_adds_nothing(pipeline: Pipeline, logs: Any, blob_prefix: str
     before = event_keys(pipeline), len(all_rows(pipeline, pipeline.settings.alerts_table))
     # The host redelivers: same blobs again, and the cursor of one is lost.
     pipeline.storage.table(pipeline.settings.state_table).delete_entity(
-        "cursor",
+        storage.cursor_partition(names[1]),
         keys.blob_key(LOGS_CONTAINER, names[1]),
     )
     summaries = [pipeline.ingest(logs.get_blob_client(name)) for name in names]
@@ -141,15 +141,50 @@ def test_append_blob_grown_in_steps_stores_every_record_once(
     assert read - len(data) <= (len(cuts) - 1) * (ingest.GUARD_BYTES + longest)
 
 
-def test_truncated_tail_of_a_settled_hour_is_quarantined(
+def test_truncated_tail_is_final_only_once_nobody_appends_any_more(
     pipeline: Pipeline, logs: Any, blob_prefix: str
 ) -> None:
     client = growing_blob(logs, blob_prefix)
     client.append_block(_records(3) + b'{"time": "2026-11-24T10:59')
-    during = pipeline.ingest(client, now=datetime(2026, 11, 24, 10, 59, tzinfo=UTC))
+    now = datetime.now(UTC)
+    during = pipeline.ingest(client, now=now)
     assert (during.stored, during.quarantined) == (3, 0)  # the tail may still be completed
-    after = pipeline.ingest(client, now=datetime(2026, 11, 24, 12, 30, tzinfo=UTC))
+    after = pipeline.ingest(client, now=now + ingest.SETTLE + timedelta(minutes=1))
     assert (after.read, after.quarantined) == (1, 1)
+    again = pipeline.ingest(client, now=now + ingest.SETTLE + timedelta(minutes=2))
+    assert again.read == 0  # sealed: nothing new, nothing quarantined twice
+
+
+def test_an_old_hour_blob_growing_now_loses_no_record(
+    pipeline: Pipeline, logs: Any, blob_prefix: str
+) -> None:
+    """A re-exported or late-written hour of last week, whose appends end mid-line: the blob
+    is still growing (its last-modified time is now), so its cut line waits for the rest."""
+    name = blob_prefix + "y=2026/m=11/d=17/h=03/m=00/PT1H.json"  # a week-old hour
+    client = logs.get_blob_client(name)
+    client.create_append_blob()
+    data = _records(20)
+    cuts = [0, 1500, 7777, len(data) - 300, len(data)]  # appends that end mid-line
+    for lo, hi in itertools.pairwise(cuts):
+        client.append_block(data[lo:hi])
+        summary = pipeline.ingest(client)  # now: the real time, minutes after the append
+        assert summary.quarantined == 0
+    assert len(event_keys(pipeline)) == 20
+
+
+def test_a_cut_line_taken_as_final_is_read_again_if_the_blob_grows_after_all(
+    pipeline: Pipeline, logs: Any, blob_prefix: str
+) -> None:
+    client = growing_blob(logs, blob_prefix)
+    data = _records(4)
+    cut = len(data) - 40
+    client.append_block(data[:cut])
+    later = datetime.now(UTC) + ingest.SETTLE + timedelta(minutes=5)
+    first = pipeline.ingest(client, now=later)  # idle for over an hour: the cut line is final
+    assert (first.stored, first.quarantined) == (3, 1)
+    client.append_block(data[cut:])  # ...but the rest of it arrives after all
+    second = pipeline.ingest(client, now=later)
+    assert second.stored == 1 and len(event_keys(pipeline)) == 4
 
 
 def test_concurrent_invocations_on_one_growing_blob(
@@ -184,7 +219,9 @@ def test_concurrent_invocations_on_one_growing_blob(
             t.join()
     assert not errors
     assert len(event_keys(first)) == 400
-    cursor = first.storage.read_cursor(keys.blob_key(LOGS_CONTAINER, client.blob_name))
+    cursor = first.storage.read_cursor(
+        keys.blob_key(LOGS_CONTAINER, client.blob_name), client.blob_name
+    )
     assert cursor.offset == len(data) and cursor.stored + cursor.skipped >= 400
 
 
@@ -202,22 +239,42 @@ def test_rewritten_blob_is_read_again(pipeline: Pipeline, logs: Any, blob_prefix
 
 
 def test_timer_sweep_picks_up_appends_no_trigger_announced(
-    app_env: Callable[..., Pipeline], indexed_app: dict[str, Any], logs: Any, blob_prefix: str
+    app_env: Callable[..., Pipeline],
+    indexed_app: dict[str, Any],
+    logs: Any,
+    blob_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pipeline = app_env()
     now = datetime.now(UTC)
-    name = blob_prefix + f"y={now:%Y}/m={now:%m}/d={now:%d}/h={now:%H}/m=00/PT1H.json"
+    name = blob_prefix + samples.blob_path("BASTION-SWEEP", now)
     client = logs.get_blob_client(name)
     client.create_append_blob()
     client.append_block(_records(5, start=5000))
     indexed_app["ingest_blob"].get_user_function()(client)  # Event Grid: fired on creation
     client.append_block(_records(7, start=5005))  # AppendBlock raises no event
-    old = blob_prefix + "y=2020/m=01/d=01/h=00/m=00/PT1H.json"  # an old hour's folder
-    logs.upload_blob(old, _records(3, start=7000))
-    indexed_app["sweep_recent_blobs"].get_user_function()(TimerRequest(past_due=False))
+    quiet = blob_prefix + samples.blob_path("BASTION-QUIET", now)  # read already, unchanged
+    logs.upload_blob(quiet, _records(2, start=6000))
+    indexed_app["ingest_blob"].get_user_function()(logs.get_blob_client(quiet))
+    old = blob_prefix + samples.blob_path("BASTION-SWEEP", datetime(2020, 1, 1, tzinfo=UTC))
+    logs.upload_blob(old, _records(3, start=7000))  # an old hour's folder
+    reads: list[str] = []
+    original = Pipeline.ingest
+
+    def counted(self: Pipeline, blob: Any, now: datetime | None = None) -> Any:
+        reads.append(blob.blob_name)
+        return original(self, blob, now)
+
+    monkeypatch.setattr(Pipeline, "ingest", counted)
+    timer = indexed_app["sweep_recent_blobs"].get_user_function()
+    timer(TimerRequest(past_due=False))
     events = all_rows(pipeline, pipeline.settings.events_table)
     assert len([e for e in events if e["SourceBlob"] == name]) == 12
     assert not [e for e in events if e["SourceBlob"] == old]  # old folders are not walked
+    assert name in reads and quiet not in reads  # an unchanged blob costs no request
+    reads.clear()
+    timer(TimerRequest(past_due=False))
+    assert name not in reads  # nothing new since: skipped on its ETag
 
 
 def test_empty_blob_gives_a_clear_outcome(pipeline: Pipeline, logs: Any, blob_prefix: str) -> None:

@@ -43,7 +43,17 @@ ALERT_FIELDS = (
 )
 LIST_FIELDS = ("Users", "ClientIps", "TargetVMs", "BastionHosts", "CompromisedUsers")
 #: The cursor's durable fields (the ETag is not part of the state).
-CURSOR_FIELDS = ("BlobName", "Offset", "Mode", "Guard", "Stored", "Quarantined", "Skipped")
+CURSOR_FIELDS = (
+    "BlobName",
+    "Offset",
+    "Mode",
+    "Guard",
+    "Stored",
+    "Quarantined",
+    "Skipped",
+    "Size",
+    "Sealed",
+)
 
 
 class FastStorage(Storage):
@@ -158,7 +168,11 @@ def snapshot(p: Pipeline, blob_prefix: str = "") -> Snapshot:
     alerts = {(r["PartitionKey"], r["RowKey"]): _alert_fields(r) for r in rows}
     cursors = {
         row["BlobName"]: {f: row.get(f) for f in CURSOR_FIELDS}
-        for row in p.storage.query(s.state_table, "PartitionKey eq @pk", {"pk": CURSOR_PARTITION})
+        for row in p.storage.query(  # `cursor` and the hour partitions `cursor|<hour>`
+            s.state_table,
+            "PartitionKey ge @lo and PartitionKey lt @hi",
+            {"lo": CURSOR_PARTITION, "hi": CURSOR_PARTITION + "~"},
+        )
         if row["BlobName"].startswith(blob_prefix)
     }
     quarantine = quarantine_lines(p)

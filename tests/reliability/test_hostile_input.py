@@ -364,10 +364,14 @@ class MemoryBlob:
     append: bool
     blob_name: str = "resourceId=/X/y=2026/m=11/d=23/h=09/m=00/PT1H.json"
     container_name: str = "insights-logs-bastionauditlogs"
+    last_modified: datetime = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 
     def get_blob_properties(self) -> Any:
         kind = BlobType.APPENDBLOB if self.append else BlobType.BLOCKBLOB
-        return SimpleNamespace(size=self.visible, blob_type=kind)
+        etag = f'"{self.visible}"'  # changes when the blob grows, as a real ETag does
+        return SimpleNamespace(
+            size=self.visible, blob_type=kind, last_modified=self.last_modified, etag=etag
+        )
 
     def download_blob(self, offset: int, length: int) -> Any:
         """A ranged GET: 416 at or past the end, else the bytes and the blob's properties."""
@@ -421,7 +425,7 @@ class MemoryStorage:
     def query(self, *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
         return iter(())  # detection finds nothing stored: no incidents, no I/O
 
-    def read_cursor(self, blob_key: str) -> Cursor:
+    def read_cursor(self, blob_key: str, blob_name: str = "") -> Cursor:
         version, cursor = self.cursors.get(blob_key, (0, Cursor()))
         return Cursor(**{**cursor.__dict__, "etag": str(version) if version else None})
 
@@ -461,7 +465,8 @@ def run_ingest(blob: bytes, chunk: int, max_record: int, stages: list[int]) -> N
     for i, visible in enumerate(stages):
         memory.visible = visible
         last = i == len(stages) - 1
-        now = hour_open + timedelta(hours=3) if last else hour_open  # settled at the end
+        memory.last_modified = hour_open  # appended now; three hours later it is complete
+        now = hour_open + timedelta(hours=3) if last else hour_open
         summary = pipeline.ingest(memory, now)  # type: ignore[arg-type]
         assert summary.read == summary.stored + summary.quarantined + summary.skipped
         totals.update(read=summary.read, stored=summary.stored, q=summary.quarantined)
@@ -473,7 +478,9 @@ def run_ingest(blob: bytes, chunk: int, max_record: int, stages: list[int]) -> N
     for key, entity in events.items():
         assert without_position(entity) in want[key]
     (_, cursor), *_ = store.cursors.values()
-    assert cursor.offset == len(blob)
+    # Read to the end, or sealed at the end with a cut last line kept before the cursor (read
+    # again, whole, should the blob grow after all).
+    assert cursor.offset == len(blob) or cursor.sealed == len(blob)
     assert (cursor.stored + cursor.skipped, cursor.quarantined) == (
         totals["stored"] + totals["skipped"],
         totals["q"],
