@@ -350,15 +350,18 @@ class Detector:
         writes: list[Op] = []
         if rebuild:
             # Bucket ETags are read before the events: a writer that read older events than
-            # a concurrent one then fails its guarded write instead of overwriting.
-            region = self._read_buckets(actor, lo, hi)
+            # a concurrent one then fails its guarded write instead of overwriting. The read
+            # reaches `reach` around the changed minutes: enough to tell whether any is hot.
+            around = self._read_buckets(actor, lo - t.reach, hi + t.reach)
             events = self._read_events(actor, *self._event_span(actor, lo, hi))
             fresh = {b.minute: b for b in detection.build_buckets(actor.kind, events, t, lo, hi)}
-            writes = _bucket_writes(actor, lo, hi, fresh, region.rows)
+            writes = _bucket_writes(actor, lo, hi, fresh, around.rows)
             if not touch.failures and not writes:
                 return Result()  # sign-ins no rule looks at
             if actor.kind is Kind.USER and not self._may_change(actor, touch, events, coverage):
                 return Result(writes=writes)  # written with other accounts' in a few batches
+            if self._quiet(actor, around, fresh, lo, hi, touch, coverage):
+                return Result(writes=writes)  # a typo, say: no incident can change
         # Days whose incidents can change: hotness reaches `reach` around changed minutes.
         days = layout.days_between(lo - t.reach, hi + t.reach)
         stored = self._read_days(actor, days, fresh)
@@ -433,6 +436,48 @@ class Detector:
         preceded by a failure?) and for an IP a window after (the sign-in that explains a typo)."""
         w = self.t.window
         return lo - w, hi + MINUTE + (w if actor.kind is Kind.IP else timedelta(0))
+
+    def _quiet(
+        self,
+        actor: Actor,
+        around: Stored,
+        fresh: dict[datetime, Bucket],
+        lo: datetime,
+        hi: datetime,
+        touch: Touch,
+        coverage: Coverage | None,
+    ) -> bool:
+        """No changed minute is hot, before or after: then no incident can change (hotness
+        only spreads through windows that hold a hot changed minute). Exact, because a
+        minute's hotness depends on `reach` around it only, and that much was read."""
+        if around.marks:
+            return False
+        if coverage is not None and coverage.has_own(
+            actor.subject, touch.lo - self.t.reach - self.t.quiet, touch.hi + self.t.reach
+        ):
+            return False  # its own incident may be folded or withdrawn: look at the day
+        before = sorted(around.buckets, key=lambda b: b.minute)
+        after = [b for b in before if not lo <= b.minute <= hi] + list(fresh.values())
+        after.sort(key=lambda b: b.minute)
+        return not (self._hot_in(actor, before, lo, hi, coverage) or
+                    self._hot_in(actor, after, lo, hi, coverage))  # fmt: skip
+
+    def _hot_in(
+        self,
+        actor: Actor,
+        buckets: list[Bucket],
+        lo: datetime,
+        hi: datetime,
+        coverage: Coverage | None,
+    ) -> bool:
+        if actor.kind is Kind.USER:
+            assert coverage is not None
+            _, marks, hot = detection.fold_user(actor.subject, buckets, self.t, coverage.covers)
+            if marks:
+                return True
+        else:
+            hot = detection.hot_rules(actor.kind, buckets, self.t)
+        return any(lo <= buckets[i].minute <= hi for i in hot)
 
     def _may_change(
         self, actor: Actor, touch: Touch, events: Sequence[Event], coverage: Coverage | None
