@@ -89,6 +89,7 @@ BROAD_ROLES = {
 AZURE_VALUES = {
     "BLOB_TRIGGER_SOURCE": "EventGrid",  # Flex Consumption supports only the Event Grid source.
     "SWEEP_SCHEDULE": "0 */1 * * * *",  # Event Grid misses appends: sweep every minute.
+    "API_AUTH": "entra",  # "none" is for local runs only.
 }
 #: Webhook settings: Key Vault references to these secrets (or empty when no URL is given).
 WEBHOOK_SECRETS = {
