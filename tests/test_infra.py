@@ -567,6 +567,10 @@ def test_api_settings_for_the_code() -> None:
     app = _one("app/app-settings.bicep", "Microsoft.Web/sites/config")
     own = app["properties"]["function"]["parameters"]["arg_2"]
     assert "tenantId" in json.dumps(own["WEBSITE_AUTH_AAD_ALLOWED_TENANTS"])
+    # The platform injects WEBSITE_AUTH_ENABLED when App Service Authentication really runs; the
+    # code may rely on it to refuse X-MS-* headers otherwise, so no template may fake it.
+    for path in BICEP_FILES:
+        assert "WEBSITE_AUTH_ENABLED" not in path.read_text(encoding="utf-8"), path
 
 
 def test_app_registration_hooks() -> None:
