@@ -1,12 +1,22 @@
 # One command each: `make demo` runs the demo, `make test` runs the tests (lint included).
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# The newest Python that Azure runs the app on (3.12, see infra/) when installed (also a pyenv
+# install that is not the selected version), else 3.11 (still supported for development).
+PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 python3.11 python3; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { command -v $$p || echo $$p; } && break; done)
 VENV := .venv
 PY := $(VENV)/bin/python
 
 .PHONY: demo test bench lint format clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+
+# A new Python (say 3.11 -> 3.12) means a new venv.
+$(VENV)/.python-$(PYVER):
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
+	touch $@
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt $(VENV)/.python-$(PYVER)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@

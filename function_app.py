@@ -1,6 +1,8 @@
 """Azure Functions entry points (Python v2 model): triggers and bindings only.
 
-All logic lives in the `shared` package; see README "How it works".
+All logic lives in the `shared` package; see README "How it works". The HTTP routes are
+anonymous at the Functions level because App Service Authentication (Entra ID) stands in front
+of them and the app checks the signed-in caller's role itself (`shared.auth`).
 """
 
 import azure.functions as func
@@ -38,18 +40,18 @@ def redeliver_alerts(timer: func.TimerRequest) -> None:
 
 
 @app.function_name("http_activity")
-@app.route(route="activity", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@app.route(route="activity", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def http_activity(req: func.HttpRequest) -> func.HttpResponse:
     return api.activity(req, functions.pipeline())
 
 
 @app.function_name("http_alerts")
-@app.route(route="alerts", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@app.route(route="alerts", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def http_alerts(req: func.HttpRequest) -> func.HttpResponse:
     return api.alerts(req, functions.pipeline())
 
 
 @app.function_name("http_report")
-@app.route(route="report", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@app.route(route="report", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def http_report(req: func.HttpRequest) -> func.HttpResponse:
     return api.report_page(req, functions.pipeline())

@@ -1,14 +1,19 @@
-// bastion-audit: everything `azd up` needs in Azure.
+// bastion-audit: everything `azd up` needs in Azure. See docs/deploy.md for what each role is
+// for and why it is scoped as it is.
 //
-// Creates a resource group with a Flex Consumption function app (Python 3.11, system-assigned
-// identity), its own storage account, Application Insights and Log Analytics; grants the app's
-// identity data-plane roles on the EXISTING storage account that holds the Bastion audit logs;
-// wires Event Grid (system topic + BlobCreated subscription) from that account to the blob
-// trigger; optionally turns on the Bastion host's diagnostic setting.
+// Creates a resource group with a Flex Consumption function app (Python 3.12, system-assigned
+// identity, Microsoft Entra ID sign-in in front of it, basic-auth publishing off), its own
+// storage account, a Key Vault for the alert webhook URLs, Application Insights and Log
+// Analytics; grants the app's identity data-plane roles on single containers, tables and queues
+// of the EXISTING storage account that holds the Bastion audit logs (read-only on the logs
+// themselves); wires Event Grid (system topic + BlobCreated subscription with dead-lettering)
+// from that account to the blob trigger; optionally turns on the Bastion host's diagnostic
+// setting and grants read access to it.
 //
 // The Event Grid subscription needs the `blobs_extension` system key, which exists only once the
 // code is deployed, so it is created on a second provision that the `postdeploy` hook in
-// azure.yaml runs (EVENTGRID_SUBSCRIPTION_ENABLED=true).
+// azure.yaml runs (EVENTGRID_SUBSCRIPTION_ENABLED=true). The Entra ID app registration is made
+// (or checked, if you bring your own) by the `preprovision` hook: Bicep alone cannot create one.
 targetScope = 'subscription'
 
 @minLength(1)
@@ -52,20 +57,35 @@ param existingSystemTopicResourceGroupName string = ''
 @description('Create the Event Grid subscription. Set to true by the postdeploy hook, after the code (and so the blobs_extension key) exists.')
 param eventGridSubscriptionEnabled bool = false
 
+@minLength(36)
+@maxLength(36)
+@description('Client (application) ID of the Entra ID app registration for the API and report (API_CLIENT_ID; the preprovision hook creates one if unset).')
+param apiClientId string
+
+@minLength(1)
+@description('App role a caller needs to read the audit data (API_READER_ROLE).')
+param apiReaderRole string = 'BastionAudit.Read'
+
 @secure()
-@description('Generic JSON webhook for alerts (optional).')
+@description('Generic JSON webhook for alerts (optional). Stored in Key Vault.')
 param alertWebhookUrl string = ''
 
 @secure()
-@description('Microsoft Teams incoming webhook for alerts (optional).')
+@description('Microsoft Teams incoming webhook for alerts (optional). Stored in Key Vault.')
 param alertTeamsWebhookUrl string = ''
 
 @secure()
-@description('Slack incoming webhook for alerts (optional).')
+@description('Slack incoming webhook for alerts (optional). Stored in Key Vault.')
 param alertSlackWebhookUrl string = ''
 
 @description('Comma-separated IPs/CIDRs whose failures never raise alerts (IP_ALLOWLIST).')
 param ipAllowlist string = ''
+
+@description('Put the app in a virtual network and reach its host storage only through private endpoints (the storage firewall then denies public access). Needs outbound internet from the subnet (docs/deploy.md).')
+param privateNetworking bool = false
+
+@description('Key Vault purge protection (recommended; a purged-protected vault blocks reusing its name for 7 days after `azd down`).')
+param keyVaultPurgeProtection bool = true
 
 @description('Maximum number of Flex Consumption instances (40-1000).')
 @minValue(40)
@@ -84,19 +104,42 @@ var resourceToken = toLower(uniqueString(subscription().id, environmentName, loc
 var tags = {
   'azd-env-name': environmentName
 }
+// 32 characters: the whole name is also the Functions host ID (AzureFunctionsWebHost__hostid).
 var functionAppName = 'func-bastion-audit-${resourceToken}'
+var hostId = take(functionAppName, 32)
 var hostStorageAccountName = take('stba${resourceToken}', 24)
+var keyVaultName = 'kv-ba-${resourceToken}'
 var deploymentContainerName = 'app-package-${take(resourceToken, 7)}'
+var deadLetterContainerName = 'eventgrid-deadletter'
 var systemTopicName = 'evgt-bastion-logs-${resourceToken}'
 var logsContainer = 'insights-logs-bastionauditlogs'
+// Python for Flex Consumption: 3.12 is the newest version azure-functions 1.x supports
+// (Requires-Python <3.13); 3.13 needs azure-functions 2.x and the azure-functions-runtime worker.
+var pythonVersion = '3.12'
 
-// Table, queue and container names: the defaults of shared/settings.py (DEFAULTS).
-var eventsTable = 'BastionAuditEvents'
-var indexTable = 'BastionAuditIndex'
-var stateTable = 'BastionAuditState'
-var alertsTable = 'BastionAuditAlerts'
+// The app's tables: setting name -> table name (the defaults of shared/settings.py). The table
+// resources, their per-table role assignments and the app settings all come from this one
+// variable: adding a table is one line here.
+var logsTables = {
+  EVENTS_TABLE: 'BastionAuditEvents'
+  INDEX_TABLE: 'BastionAuditIndex'
+  STATE_TABLE: 'BastionAuditState'
+  ALERTS_TABLE: 'BastionAuditAlerts'
+}
 var quarantineContainer = 'bastion-audit-quarantine'
 var alertQueue = 'bastion-alerts'
+
+// How far back the sweep re-reads blobs. Event Grid keeps retrying an undelivered event for the
+// same time before dead-lettering it (eventSubscription below).
+var sweepLookbackHours = 3
+
+// Webhook URLs are secrets (the path is the credential): they go to Key Vault and the app
+// settings hold Key Vault references. An empty URL stays an empty setting.
+var storedWebhookSecrets = union(
+  empty(alertWebhookUrl) ? {} : { 'alert-webhook-url': alertWebhookUrl },
+  empty(alertTeamsWebhookUrl) ? {} : { 'alert-teams-webhook-url': alertTeamsWebhookUrl },
+  empty(alertSlackWebhookUrl) ? {} : { 'alert-slack-webhook-url': alertSlackWebhookUrl }
+)
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: !empty(resourceGroupName) ? resourceGroupName : 'rg-${environmentName}'
@@ -123,73 +166,21 @@ module hostStorage 'app/host-storage.bicep' = {
     tags: tags
     name: hostStorageAccountName
     deploymentContainerName: deploymentContainerName
+    deadLetterContainerName: deadLetterContainerName
+    hostId: hostId
+    privateNetworking: privateNetworking
   }
 }
 
-// The logs account must exist already (it is where the Bastion diagnostic setting writes).
-// This module runs in ITS resource group: role assignments, our tables/queue/container.
-module logsStorage 'app/logs-storage.bicep' = {
-  name: 'logsStorage'
-  scope: resourceGroup(logsStorageResourceGroupName)
+module hostNetwork 'app/host-network.bicep' = if (privateNetworking) {
+  name: 'hostNetwork'
+  scope: rg
   params: {
-    storageAccountName: logsStorageAccountName
-    principalId: functionApp.outputs.principalId
-    tables: [
-      eventsTable
-      indexTable
-      stateTable
-      alertsTable
-    ]
-    queues: [
-      alertQueue
-    ]
-    containers: [
-      quarantineContainer
-    ]
+    location: location
+    tags: tags
+    name: 'vnet-bastion-audit-${resourceToken}'
+    storageAccountId: hostStorage.outputs.id
   }
-}
-
-// Every setting shared/settings.py reads (DEFAULTS), with the values Azure needs.
-// Timer schedules are %SWEEP_SCHEDULE% / %ALERT_RETRY_SCHEDULE% expressions: they MUST be set.
-var bastionAuditSettings = {
-  BLOB_TRIGGER_SOURCE: 'EventGrid' // Flex Consumption supports only the Event Grid source.
-  EVENTS_TABLE: eventsTable
-  INDEX_TABLE: indexTable
-  STATE_TABLE: stateTable
-  ALERTS_TABLE: alertsTable
-  QUARANTINE_CONTAINER: quarantineContainer
-  ALERT_QUEUE: alertQueue
-  ALERT_WEBHOOK_URL: alertWebhookUrl
-  ALERT_TEAMS_WEBHOOK_URL: alertTeamsWebhookUrl
-  ALERT_SLACK_WEBHOOK_URL: alertSlackWebhookUrl
-  WEBHOOK_TIMEOUT_SECONDS: '10'
-  WEBHOOK_MAX_ATTEMPTS: '4'
-  FAILURE_THRESHOLD: '5'
-  FAILURE_WINDOW_MINUTES: '15'
-  SPRAY_USER_THRESHOLD: '5'
-  SPRAY_WINDOW_MINUTES: '20'
-  INCIDENT_QUIET_MINUTES: '60'
-  INCIDENT_MAX_HOURS: '24'
-  NOTIFY_INTERVAL_MINUTES: '60'
-  IP_ALLOWLIST: ipAllowlist
-  SWEEP_SCHEDULE: '0 * * * * *'
-  SWEEP_LOOKBACK_HOURS: '3'
-  ALERT_RETRY_SCHEDULE: '0 */5 * * * *'
-  MAX_RECORD_BYTES: '32768'
-  READ_CHUNK_BYTES: '4194304'
-  WRITE_CONCURRENCY: '4'
-}
-
-// Identity-based connection to the logs account (no keys): used by the Functions host for the
-// blob trigger (blob + queue for poison messages) and by our code through DefaultAzureCredential.
-var logsBlobServiceUri = 'https://${logsStorageAccountName}.blob.${environment().suffixes.storage}'
-var logsQueueServiceUri = 'https://${logsStorageAccountName}.queue.${environment().suffixes.storage}'
-var logsTableServiceUri = 'https://${logsStorageAccountName}.table.${environment().suffixes.storage}'
-var connectionSettings = {
-  BastionLogsStorage__blobServiceUri: logsBlobServiceUri
-  BastionLogsStorage__queueServiceUri: logsQueueServiceUri
-  BastionLogsStorage__tableServiceUri: logsTableServiceUri
-  BastionLogsStorage__credential: 'managedidentity'
 }
 
 module functionApp 'app/function-app.bicep' = {
@@ -201,16 +192,49 @@ module functionApp 'app/function-app.bicep' = {
     name: functionAppName
     planName: 'plan-bastion-audit-${resourceToken}'
     serviceName: 'bastion-audit'
-    storageAccountName: hostStorage.outputs.name
     deploymentContainerUrl: '${hostStorage.outputs.primaryBlobEndpoint}${deploymentContainerName}'
-    applicationInsightsName: monitoring.outputs.applicationInsightsName
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
-    appSettings: union(bastionAuditSettings, connectionSettings)
+    pythonVersion: pythonVersion
+    apiClientId: apiClientId
+    virtualNetworkSubnetId: privateNetworking ? hostNetwork.outputs.integrationSubnetId : ''
   }
 }
 
-// Roles on the app's own storage account and on Application Insights.
+// The logs account must exist already (it is where the Bastion diagnostic setting writes).
+// This module runs in ITS resource group: our containers, tables and queues there, and roles
+// scoped to each of them.
+module logsStorage 'app/logs-storage.bicep' = {
+  name: 'logsStorage'
+  scope: resourceGroup(logsStorageResourceGroupName)
+  params: {
+    storageAccountName: logsStorageAccountName
+    principalId: functionApp.outputs.principalId
+    logsContainerName: logsContainer
+    tables: logsTables
+    alertQueueName: alertQueue
+    quarantineContainerName: quarantineContainer
+  }
+}
+
+var existingTopicResourceGroupName = empty(existingSystemTopicResourceGroupName) ? logsStorageResourceGroupName : existingSystemTopicResourceGroupName
+var topicResourceGroupName = empty(existingSystemTopicName) ? rg.name : existingTopicResourceGroupName
+
+// Creates the system topic (with a managed identity) or reads the existing one.
+module systemTopic 'app/eventgrid-topic.bicep' = {
+  name: 'eventGridSystemTopic'
+  scope: resourceGroup(topicResourceGroupName)
+  params: {
+    name: systemTopicName
+    existingName: existingSystemTopicName
+    location: logsStorage.outputs.location
+    tags: tags
+    sourceId: logsStorage.outputs.id
+  }
+}
+
+// Roles on the app's own storage account, on Application Insights, and Event Grid's
+// dead-letter writer.
 module hostAccess 'app/host-access.bicep' = {
   name: 'hostAccess'
   scope: rg
@@ -218,38 +242,106 @@ module hostAccess 'app/host-access.bicep' = {
     storageAccountName: hostStorage.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     principalId: functionApp.outputs.principalId
+    deploymentContainerName: deploymentContainerName
+    deadLetterContainerName: deadLetterContainerName
+    hostContainers: hostStorage.outputs.hostContainers
+    hostQueues: hostStorage.outputs.hostQueues
+    eventGridPrincipalId: systemTopic.outputs.principalId
   }
 }
 
-var existingTopicResourceGroupName = empty(existingSystemTopicResourceGroupName) ? logsStorageResourceGroupName : existingSystemTopicResourceGroupName
-var topicResourceGroupName = empty(existingSystemTopicName) ? rg.name : existingTopicResourceGroupName
-
-module systemTopic 'app/eventgrid-topic.bicep' = if (empty(existingSystemTopicName)) {
-  name: 'eventGridSystemTopic'
+module keyVault 'app/key-vault.bicep' = {
+  name: 'keyVault'
   scope: rg
   params: {
-    name: systemTopicName
-    location: logsStorage.outputs.location
+    location: location
     tags: tags
-    sourceId: logsStorage.outputs.id
+    name: keyVaultName
+    principalId: functionApp.outputs.principalId
+    secrets: storedWebhookSecrets
+    purgeProtection: keyVaultPurgeProtection
   }
+}
+
+// Every setting shared/settings.py reads (DEFAULTS), with the values Azure needs, plus the
+// settings of the API's sign-in (API_AUTH, API_READER_ROLE).
+// Timer schedules are %SWEEP_SCHEDULE% / %ALERT_RETRY_SCHEDULE% expressions: they MUST be set.
+var bastionAuditSettings = union(logsTables, {
+  BLOB_TRIGGER_SOURCE: 'EventGrid' // Flex Consumption supports only the Event Grid source.
+  QUARANTINE_CONTAINER: quarantineContainer
+  ALERT_QUEUE: alertQueue
+  ALERT_WEBHOOK_URL: empty(alertWebhookUrl) ? '' : '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=alert-webhook-url)'
+  ALERT_TEAMS_WEBHOOK_URL: empty(alertTeamsWebhookUrl) ? '' : '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=alert-teams-webhook-url)'
+  ALERT_SLACK_WEBHOOK_URL: empty(alertSlackWebhookUrl) ? '' : '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=alert-slack-webhook-url)'
+  WEBHOOK_TIMEOUT_SECONDS: '10'
+  WEBHOOK_MAX_ATTEMPTS: '4'
+  FAILURE_THRESHOLD: '5'
+  FAILURE_WINDOW_MINUTES: '15'
+  SPRAY_USER_THRESHOLD: '5'
+  SPRAY_WINDOW_MINUTES: '20'
+  INCIDENT_QUIET_MINUTES: '60'
+  INCIDENT_MAX_HOURS: '24'
+  NOTIFY_INTERVAL_MINUTES: '60'
+  IP_ALLOWLIST: ipAllowlist
+  // Every minute in Azure: Event Grid fires when the hourly blob is created, not on appends.
+  SWEEP_SCHEDULE: '0 * * * * *'
+  SWEEP_LOOKBACK_HOURS: string(sweepLookbackHours)
+  ALERT_RETRY_SCHEDULE: '0 */5 * * * *'
+  MAX_RECORD_BYTES: '32768'
+  READ_CHUNK_BYTES: '4194304'
+  WRITE_CONCURRENCY: '4'
+  API_AUTH: 'entra'
+  API_READER_ROLE: apiReaderRole
+})
+
+// Identity-based connection to the logs account (no keys): used by the Functions host for the
+// blob trigger (blob, plus the queue for poison messages) and by our code through
+// DefaultAzureCredential.
+var logsBlobServiceUri = 'https://${logsStorageAccountName}.blob.${environment().suffixes.storage}'
+var logsQueueServiceUri = 'https://${logsStorageAccountName}.queue.${environment().suffixes.storage}'
+var logsTableServiceUri = 'https://${logsStorageAccountName}.table.${environment().suffixes.storage}'
+var connectionSettings = {
+  BastionLogsStorage__blobServiceUri: logsBlobServiceUri
+  BastionLogsStorage__queueServiceUri: logsQueueServiceUri
+  BastionLogsStorage__tableServiceUri: logsTableServiceUri
+  BastionLogsStorage__credential: 'managedidentity'
+}
+
+// Written after the roles the settings depend on (Key Vault references, host storage).
+module appSettings 'app/app-settings.bicep' = {
+  name: 'appSettings'
+  scope: rg
+  params: {
+    functionAppName: functionApp.outputs.name
+    storageAccountName: hostStorage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    hostId: hostId
+    appSettings: union(bastionAuditSettings, connectionSettings)
+  }
+  dependsOn: [
+    keyVault
+    hostAccess
+    logsStorage
+  ]
 }
 
 module eventSubscription 'app/eventgrid-subscription.bicep' = if (eventGridSubscriptionEnabled) {
   name: 'eventGridSubscription'
   scope: resourceGroup(topicResourceGroupName)
   params: {
-    systemTopicName: empty(existingSystemTopicName) ? systemTopicName : existingSystemTopicName
+    systemTopicName: systemTopic.outputs.name
     functionAppResourceGroupName: rg.name
     functionAppName: functionApp.outputs.name
     functionAppHostName: functionApp.outputs.defaultHostName
     functionName: 'ingest_blob'
     containerName: logsContainer
+    deadLetterStorageAccountId: hostStorage.outputs.id
+    deadLetterContainerName: deadLetterContainerName
+    eventTimeToLiveInMinutes: sweepLookbackHours * 60
   }
   dependsOn: [
-    systemTopic
-    logsStorage
     hostAccess
+    appSettings
   ]
 }
 
@@ -259,6 +351,7 @@ module bastionDiagnostics 'app/bastion-diagnostics.bicep' = if (!empty(bastionHo
   params: {
     bastionHostName: bastionHostName
     storageAccountId: logsStorage.outputs.id
+    principalId: functionApp.outputs.principalId
   }
 }
 
@@ -268,7 +361,11 @@ output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output SERVICE_BASTION_AUDIT_BASE_URL string = 'https://${functionApp.outputs.defaultHostName}'
 output AZURE_HOST_STORAGE_ACCOUNT_NAME string = hostStorage.outputs.name
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output BASTION_LOGS_STORAGE_ACCOUNT string = logsStorageAccountName
 output BASTION_LOGS_RESOURCE_GROUP string = logsStorageResourceGroupName
-output EVENTGRID_SYSTEM_TOPIC_NAME string = empty(existingSystemTopicName) ? systemTopicName : existingSystemTopicName
+output EVENTGRID_SYSTEM_TOPIC_NAME string = systemTopic.outputs.name
+output EVENTGRID_DEADLETTER_CONTAINER string = deadLetterContainerName
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output API_CLIENT_ID string = apiClientId
+output API_READER_ROLE string = apiReaderRole

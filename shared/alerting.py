@@ -10,7 +10,6 @@ never logged, and errors are recorded by type and status code only.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -19,14 +18,14 @@ from typing import Any
 import orjson
 import requests
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from . import incidents, messages
 from .settings import Settings
-from .storage import Storage
+from .storage import Storage, provisioned
 
 log = logging.getLogger(__name__)
 # urllib3 logs request paths when it retries (connectionpool, util.retry); webhook paths are
@@ -87,7 +86,7 @@ class Deliverer:
             queue = self.storage.queues.get_queue_client(
                 self.settings.alert_queue, message_encode_policy=TextBase64EncodePolicy()
             )
-            with contextlib.suppress(ResourceExistsError):
+            with provisioned():  # in Azure the template creates it; the app may only send
                 queue.create_queue()
             self._queue = queue
         self._queue.send_message(orjson.dumps(messages.message(row)).decode())

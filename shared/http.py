@@ -1,20 +1,53 @@
 """Bodies of the HTTP functions (`GET /api/activity`, `/api/alerts`, `/api/report`).
 
-Each takes the request and the worker's pipeline and returns the response; parameters are
-validated by `queries` and a bad one is a 400 with a JSON `{"error": ..., "message": ...}`.
-Storage faults are not caught: the host answers 500 and logs them.
+Each takes the request and the worker's pipeline and returns the response. Every route first
+checks the caller (`shared.auth`: Entra ID sign-in with the reader role) and logs who read what;
+parameters are validated by `queries` and a bad one is a 400 with a JSON
+`{"error": ..., "message": ...}`. Storage faults are not caught: the host answers 500.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
 import azure.functions as func
 import orjson
 
-from . import queries, report
+from . import auth, queries, report
 from .ingest import Pipeline
 
+log = logging.getLogger(__name__)
 _JSON = "application/json"
 _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+Handler = Callable[[func.HttpRequest, Pipeline], func.HttpResponse]
+
+
+def signed_in(handler: Handler) -> Handler:
+    """Answer only callers `shared.auth` lets in; log every access to the audit data."""
+
+    @functools.wraps(handler)
+    def guarded(req: func.HttpRequest, pipeline: Pipeline) -> func.HttpResponse:
+        s = pipeline.settings
+        url = urlsplit(req.url)
+        here = url.path + (f"?{url.query}" if url.query else "")
+        decision = auth.decide(s.api_auth, s.api_reader_role, s.platform_auth, req.headers, here)
+        who = decision.caller.id if decision.caller else "-"
+        log.info("api %s by %s: %d", handler.__name__, who, decision.status)
+        if decision.status == 302:
+            headers = {**_HEADERS, "Location": decision.location}
+            return func.HttpResponse(status_code=302, headers=headers)
+        if not decision.allowed:
+            error = "unauthorized" if decision.status == 401 else "forbidden"
+            response = _json({"error": error, "message": decision.message}, decision.status)
+            if decision.status == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="bastion-audit"'
+            return response
+        return handler(req, pipeline)
+
+    return guarded
 
 
 def _json(body: object, status: int = 200) -> func.HttpResponse:
@@ -27,6 +60,7 @@ def _bad(exc: queries.BadQuery) -> func.HttpResponse:
     return _json({"error": "bad_request", "message": str(exc)}, 400)
 
 
+@signed_in
 def activity(req: func.HttpRequest, pipeline: Pipeline) -> func.HttpResponse:
     """`?user=&vm=&ip=&from=&to=&outcome=&limit=&continuation=` -> `{"items", "continuation"}`."""
     try:
@@ -36,6 +70,7 @@ def activity(req: func.HttpRequest, pipeline: Pipeline) -> func.HttpResponse:
     return _json(queries.activity(pipeline.storage, query).json())
 
 
+@signed_in
 def alerts(req: func.HttpRequest, pipeline: Pipeline) -> func.HttpResponse:
     """`?status=&from=&to=&limit=&continuation=` -> `{"items", "continuation"}`."""
     try:
@@ -45,6 +80,7 @@ def alerts(req: func.HttpRequest, pipeline: Pipeline) -> func.HttpResponse:
     return _json(queries.alerts(pipeline.storage, query).json())
 
 
+@signed_in
 def report_page(req: func.HttpRequest, pipeline: Pipeline) -> func.HttpResponse:
     """`?from=&to=` -> the HTML report (at most `report.MAX_DAYS`)."""
     try:

@@ -45,6 +45,8 @@ DEFAULTS: dict[str, str] = {
     "MAX_RECORD_BYTES": "32768",
     "READ_CHUNK_BYTES": "4194304",
     "WRITE_CONCURRENCY": "4",
+    "API_AUTH": "entra",
+    "API_READER_ROLE": "BastionAudit.Read",
 }
 
 
@@ -56,7 +58,7 @@ class SettingsError(ValueError):
 class Settings:
     """Typed view of the app settings. Build with `Settings.from_env(os.environ)`."""
 
-    connection: str = ""
+    connection: str = field(default="", repr=False)  # may hold an account key
     blob_trigger_source: str = "LogsAndContainerScan"
     events_table: str = "BastionAuditEvents"
     index_table: str = "BastionAuditIndex"
@@ -81,6 +83,11 @@ class Settings:
     max_record_bytes: int = 32768
     read_chunk_bytes: int = 4 * 1024 * 1024
     write_concurrency: int = 4
+    api_auth: str = "entra"
+    api_reader_role: str = "BastionAudit.Read"
+    #: Set by the platform (`WEBSITE_AUTH_ENABLED`), not by us: App Service Authentication is on,
+    #: so its identity headers can be trusted.
+    platform_auth: bool = False
     #: Connection-setting group for identity-based connections (`<name>__accountName`, ...).
     connection_parts: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -117,6 +124,12 @@ class Settings:
                 allow.append(ipaddress.ip_network(item, strict=False))
             except ValueError:
                 raise SettingsError(f"IP_ALLOWLIST entry {item!r} is not an IP or CIDR") from None
+        api_auth = get("API_AUTH").lower()
+        if api_auth not in ("entra", "none"):
+            raise SettingsError(f"API_AUTH must be entra or none, got {api_auth!r}")
+        role = get("API_READER_ROLE")
+        if not role:
+            raise SettingsError("API_READER_ROLE must name the app role readers hold")
         max_hours = num("INCIDENT_MAX_HOURS", 1, 24)
         if 24 % max_hours:
             raise SettingsError(
@@ -149,5 +162,8 @@ class Settings:
             max_record_bytes=num("MAX_RECORD_BYTES", 1024, 32768),
             read_chunk_bytes=num("READ_CHUNK_BYTES", 64 * 1024, 64 * 1024 * 1024),
             write_concurrency=num("WRITE_CONCURRENCY", 1, 32),
+            api_auth=api_auth,
+            api_reader_role=role,
+            platform_auth=env.get("WEBSITE_AUTH_ENABLED", "").strip().lower() == "true",
             connection_parts={k[len(prefix) :]: v for k, v in env.items() if k.startswith(prefix)},
         )

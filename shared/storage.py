@@ -51,6 +51,21 @@ CURSOR_PARTITION = "cursor"
 HOUR_PATH = re.compile(r"/y=(\d{4})/m=(\d{2})/d=(\d{2})/h=(\d{2})/")
 
 
+@contextlib.contextmanager
+def provisioned() -> Iterator[None]:
+    """Create-if-missing where the template already created the resource: 'exists' is fine,
+    and so is 'not allowed' (least privilege: a role scoped to one table or queue may not
+    create it); any other refusal is a real fault."""
+    try:
+        yield
+    except ResourceExistsError:
+        pass
+    except HttpResponseError as exc:
+        if exc.status_code != 403:
+            raise
+        log.debug("not allowed to create a resource the template provides; using it as is")
+
+
 class Conflict(Exception):
     """Someone else changed the row first (HTTP 409/412); re-read and try again."""
 
@@ -142,10 +157,11 @@ class Storage:
 
     # -- tables -------------------------------------------------------------------------
     def table(self, name: str) -> TableClient:
-        """A table client; the table is created on first use in this process."""
+        """A table client; the table is created on first use in this process (in Azure the
+        template creates it, and the app's role, scoped to the table, may not create one)."""
         if name not in self._ready:
             with self._lock:
-                with contextlib.suppress(ResourceExistsError):
+                with provisioned():
                     self.tables.create_table(name)
                 self._ready.add(name)
         return self.tables.get_table_client(name)
@@ -155,7 +171,7 @@ class Storage:
         key = "blob:" + name
         if key not in self._ready and name != LOGS_CONTAINER:
             with self._lock:
-                with contextlib.suppress(ResourceExistsError):
+                with provisioned():
                     client.create_container()
                 self._ready.add(key)
         return client

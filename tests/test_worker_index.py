@@ -189,7 +189,7 @@ def test_http_functions(azure_index: dict[str, dict[str, Any]]) -> None:
         fn = azure_index[name]
         trigger = _only(fn["bindings"], type="httpTrigger", direction="IN")
         assert trigger["route"] == route
-        assert trigger["authLevel"] == "FUNCTION"
+        assert trigger["authLevel"] == "ANONYMOUS"  # Entra ID sign-in stands in front
         assert trigger["methods"] == ["GET"]
         _only(fn["bindings"], type="http", direction="OUT", name="$return")
         assert fn["is_http_func"] is True
