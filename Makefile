@@ -6,7 +6,7 @@ PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.1
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench lint format clean
+.PHONY: demo test bench lint format clean azurite azurite-stop samples
 
 PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
@@ -26,7 +26,18 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 demo: $(VENV)/.installed node_modules/.installed
-	$(PY) -m shared demo
+	$(PY) -m devtools demo
+
+# A local Azurite for the command line and `func start`: default ports, data in .azurite/.
+azurite: $(VENV)/.installed node_modules/.installed
+	$(PY) -m devtools azurite start
+
+azurite-stop: $(VENV)/.installed
+	$(PY) -m devtools azurite stop
+
+# The sample logs, in their blob layout, under ./logs (for `python -m shared ingest logs`).
+samples: $(VENV)/.installed
+	$(PY) -m devtools samples logs
 
 test: $(VENV)/.installed node_modules/.installed
 	bash tests/ensure_chromium.sh
@@ -42,4 +53,4 @@ format: $(VENV)/.installed
 	$(PY) -m ruff format .
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis .azurite logs

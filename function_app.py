@@ -55,3 +55,9 @@ def http_alerts(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="report", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def http_report(req: func.HttpRequest) -> func.HttpResponse:
     return api.report_page(req, functions.pipeline())
+
+
+@app.function_name("http_status")
+@app.route(route="status", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def http_status(req: func.HttpRequest) -> func.HttpResponse:
+    return api.status(req, functions.pipeline())

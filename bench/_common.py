@@ -1,6 +1,6 @@
 """Helpers shared by the benchmarks: realistic record streams, isolated settings, naive baseline.
 
-Not part of the app. Records come from `shared.samples.record`, so their shape (and size,
+Not part of the app. Records come from `devtools.samples.record`, so their shape (and size,
 about 1.07 KB as JSON) is the documented Bastion audit record.
 """
 

@@ -29,7 +29,8 @@ from typing import Any
 import orjson
 from _common import settings
 
-from shared import azurite, detection, samples
+from devtools import azurite, samples
+from shared import detection
 from shared.ingest import Pipeline
 from shared.settings import LOGS_CONTAINER
 

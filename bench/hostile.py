@@ -30,7 +30,7 @@ import _common as c
 import orjson
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient
 
-from shared import azurite
+from devtools import azurite
 from shared.settings import LOGS_CONTAINER
 
 MiB = 1024 * 1024

@@ -22,7 +22,8 @@ import _common as c
 import orjson
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient
 
-from shared import azurite, model, parse, samples
+from devtools import azurite, samples
+from shared import model, parse
 from shared.ingest import Pipeline
 from shared.settings import LOGS_CONTAINER
 

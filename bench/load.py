@@ -19,7 +19,7 @@ import orjson
 import psutil
 from azure.storage.blob import BlobServiceClient
 
-from shared import azurite, samples
+from devtools import azurite, samples
 from shared.ingest import Pipeline
 from shared.settings import LOGS_CONTAINER
 

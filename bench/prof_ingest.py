@@ -21,7 +21,8 @@ import orjson
 from azure.storage.blob import BlobServiceClient
 from ingest import NOW, split_normalize
 
-from shared import azurite, keys, model, parse, samples
+from devtools import azurite, samples
+from shared import keys, model, parse
 from shared.ingest import Pipeline
 from shared.settings import LOGS_CONTAINER
 

@@ -26,7 +26,7 @@ from _common import settings
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobPrefix, ContainerClient
 
-from shared import azurite, samples
+from devtools import azurite, samples
 from shared.ingest import Pipeline
 from shared.settings import LOGS_CONTAINER
 from shared.sweep import Sweeper, host_folders

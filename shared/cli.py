@@ -1,30 +1,40 @@
-"""Command line: `python -m shared COMMAND` (see README, "See who connected to what").
+"""Command line of the app: `python -m shared COMMAND` (see README, "Try the command line").
 
-  demo      ingest the sample logs into a private Azurite and print the result
-  activity  who connected to what (--user --vm --ip --from --to --outcome --format)
-  alerts    alerts by status and first-seen time (--status --from --to --format)
-  ingest    backfill: run the ingest pipeline over a local file/folder or a blob prefix
-  report    write the HTML activity report (--from --to --output)
+  activity    who connected to what, in time order (--user --vm --ip --outcome --from --to)
+  alerts      incidents by status and first-seen time (--status --from --to)
+  status      is it working? per Bastion host: last record, how far behind, verdict
+  quarantine  what was set aside and why (--from --to --blob)
+  ingest      backfill: upload a local file or folder and ingest it, or ingest a blob prefix
+  report      write the HTML activity report (--from --to --output)
 
-All but `demo` use the app settings from the environment (`Settings.load()`), e.g.
-`BastionLogsStorage=<connection string>`; `BastionLogsStorage=UseDevelopmentStorage=true`
-points at a default local Azurite (ports 10000-10002).
+Settings come from the environment, as the app's own (README, "Settings"); at least
+`BastionLogsStorage`: a connection string, `UseDevelopmentStorage=true` for a local Azurite
+(`make azurite`), or the identity-based `BastionLogsStorage__*` group with `az login`.
+
+Times are ISO 8601 (2026-11-23, 2026-11-23T09:30Z) and UTC when no offset is given; ranges are
+[from, to), to = now and from = to - 24 h by default; activity and report cover at most 7 days
+without --user/--vm/--ip (31 with), alerts and quarantine at most 366.
+
+Exit codes: 0 done, 1 the operation failed (storage unreachable or refused, nothing found),
+2 the command or a setting is wrong. Errors are one line on stderr; --debug adds a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import logging
 import sys
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
 
-from .settings import CONNECTION
+from .settings import CONNECTION, LOGS_CONTAINER, Settings, SettingsError
 
 ACTIVITY_COLUMNS = [
     ("time", "Time (UTC)"),
@@ -37,7 +47,7 @@ ACTIVITY_COLUMNS = [
     ("message", "Message"),
 ]
 ALERT_COLUMNS = [
-    ("firstSeen", "First seen"),
+    ("firstSeen", "First seen (UTC)"),
     ("severity", "Severity"),
     ("rule", "Rule"),
     ("subject", "Subject"),
@@ -45,67 +55,139 @@ ALERT_COLUMNS = [
     ("status", "Status"),
     ("summary", "Summary"),
 ]
+STATUS_COLUMNS = [
+    ("host", "Bastion host"),
+    ("verdict", "Verdict"),
+    ("lastRecord", "Last record (UTC)"),
+    ("bytesBehind", "Bytes behind"),
+    ("stored24h", "Stored 24h"),
+    ("quarantined24h", "Quarantined 24h"),
+    ("why", "Why"),
+]
+QUARANTINE_COLUMNS = [
+    ("time", "Quarantined (UTC)"),
+    ("reason", "Reason"),
+    ("sourceBlob", "Source blob"),
+    ("offset", "Offset"),
+    ("count", "Pieces"),
+    ("excerpt", "Excerpt"),
+]
 
 
-def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
-    out = out or sys.stdout
-    parser = argparse.ArgumentParser(
+class Failed(Exception):
+    """The operation failed for a reason the message explains (exit code 1)."""
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
         prog="python -m shared",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="ingest sample logs into a private Azurite and print the result")
-
+    top.add_argument("--debug", action="store_true", help="show tracebacks and storage requests")
+    sub = top.add_subparsers(dest="command", required=True)
     act = sub.add_parser("activity", help="who connected to what, in time order")
-    act.add_argument("--user", help="user name or e-mail (case-insensitive)")
-    act.add_argument("--vm", help="target VM name (case-insensitive)")
+    act.add_argument("--user", help="user name or e-mail (compared without case)")
+    act.add_argument("--vm", help="target VM name (compared without case)")
     act.add_argument("--ip", help="client IP address")
-    _range_args(act)
     act.add_argument("--outcome", help="Success, Failure or Other")
+    _range_args(act, "at most 7 days, or 31 with --user/--vm/--ip")
     act.add_argument("--limit", type=int, help="print at most this many events")
     _format_arg(act)
-
-    alr = sub.add_parser("alerts", help="alerts first seen in a time range")
-    alr.add_argument("--status", help="pending or delivered")
-    _range_args(alr)
+    alr = sub.add_parser("alerts", help="incidents first seen in a time range")
+    alr.add_argument("--status", help="pending, delivered or withdrawn")
+    _range_args(alr, "of the incident's first record, at most 366 days")
     _format_arg(alr)
-
+    sta = sub.add_parser("status", help="is it working? per Bastion host, the last 24 hours")
+    _format_arg(sta)
+    qua = sub.add_parser("quarantine", help="records set aside, with the reason and where")
+    qua.add_argument("--blob", default="", help="only pieces of source blobs with this prefix")
+    _range_args(qua, "when they were quarantined, at most 366 days")
+    _format_arg(qua)
     ing = sub.add_parser("ingest", help="backfill from a local file/folder or a blob prefix")
     ing.add_argument(
         "source",
         metavar="PATH_OR_BLOB_PREFIX",
-        help="a local file or folder (uploaded to the logs container under its relative path, "
-        "then ingested) or, if no such path exists, a blob-name prefix in the logs container",
+        help="a local file or folder (its *.json files are uploaded to the logs container under "
+        "their path relative to it, then ingested) or, if no such path exists, a blob-name "
+        "prefix in the logs container",
     )
     ing.add_argument("--prefix", default="", help="blob-name prefix for uploaded local files")
-
     rep = sub.add_parser("report", help="write the HTML activity report")
-    _range_args(rep)
+    _range_args(rep, "at most 7 days")
     rep.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
+    return top
 
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        from . import demo
 
-        return demo.run(out)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from azure.core.exceptions import ServiceRequestError
-
-    from . import queries
-
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    args = parser().parse_args(argv)  # usage errors: argparse prints one line and exits 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return _COMMANDS[args.command](args, out)
-    except queries.BadQuery as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ServiceRequestError as exc:
-        print(f"error: cannot reach storage (is {CONNECTION} right?): {exc}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        code, message = explain(exc)
+        if args.debug:
+            logging.getLogger(__name__).exception("traceback")
+        print(f"error: {message}", file=sys.stderr)
+        return code
 
 
-def _range_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--from", dest="start", help="ISO 8601 start, UTC (default: to - 24h)")
+def explain(exc: BaseException) -> tuple[int, str]:
+    """(exit code, one line) for any failure a newcomer can cause."""
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        HttpResponseError,
+        ResourceNotFoundError,
+        ServiceRequestError,
+    )
+
+    from .queries import BadQuery
+
+    if isinstance(exc, (BadQuery, SettingsError)):
+        return 2, str(exc)
+    if isinstance(exc, Failed):
+        return 1, str(exc)
+    if isinstance(exc, ServiceRequestError):
+        return (
+            1,
+            f"cannot reach storage (is {CONNECTION} right, is Azurite running?): {_first(exc)}",
+        )
+    if isinstance(exc, ClientAuthenticationError):
+        return (
+            1,
+            f"storage refused the credentials (run `az login`, check the roles): {_first(exc)}",
+        )
+    if isinstance(exc, ResourceNotFoundError) and "ContainerNotFound" in str(exc):
+        return 1, (
+            f"the container does not exist in that account: is {CONNECTION} the logs account? "
+            f"Locally, `python -m shared ingest <folder>` creates {LOGS_CONTAINER}"
+        )
+    if isinstance(exc, HttpResponseError):
+        text = str(exc)
+        if "API version" in text and "not supported by Azurite" in text:
+            return (
+                1,
+                "this Azurite rejects the SDK's API version: start it with "
+                "--skipApiVersionCheck (make azurite does)",
+            )
+        code = getattr(exc, "error_code", None) or ""
+        return 1, f"storage answered {exc.status_code} {code}: {_first(exc)}".replace("  ", " ")
+    return 1, f"unexpected {type(exc).__name__}: {_first(exc)} (--debug shows the traceback)"
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return _printable(text[0][:300]) if text else type(exc).__name__
+
+
+def _range_args(parser: argparse.ArgumentParser, limit: str) -> None:
+    parser.add_argument("--from", dest="start", help=f"ISO 8601 start, UTC ({limit})")
     parser.add_argument("--to", dest="end", help="ISO 8601 end, exclusive (default: now)")
 
 
@@ -113,11 +195,26 @@ def _format_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
 
 
-def _pipeline() -> Any:
-    from .ingest import Pipeline
-    from .settings import Settings
+class _App:
+    """The storage clients for one command, closed afterwards."""
 
-    return Pipeline(Settings.load())
+    def __enter__(self) -> Any:
+        from .storage import Storage
+
+        settings = Settings.load()
+        if not settings.connection and not settings.connection_parts:
+            raise SettingsError(
+                f"{CONNECTION} is not set: export {CONNECTION}=UseDevelopmentStorage=true for a "
+                "local Azurite (make azurite), or a connection string"
+            )
+        try:
+            self.storage = Storage(settings)
+        except ValueError as exc:  # the SDKs' word for a malformed connection string
+            raise SettingsError(f"{CONNECTION} is not a usable connection string: {exc}") from None
+        return self.storage
+
+    def __exit__(self, *exc: object) -> None:
+        self.storage.close()
 
 
 def _activity(args: argparse.Namespace, out: TextIO) -> int:
@@ -128,14 +225,11 @@ def _activity(args: argparse.Namespace, out: TextIO) -> int:
     if args.limit is not None and args.limit < 1:
         raise queries.BadQuery("--limit must be at least 1")
     query = queries.parse_activity(params)
-    pipeline = _pipeline()
-    try:
-        rows: Iterable[dict[str, Any]] = queries.activity_rows(pipeline.storage, query)
+    with _App() as storage:
+        rows: Iterable[dict[str, Any]] = queries.activity_rows(storage, query)
         if args.limit is not None:
             rows = _take(rows, args.limit)
         write(rows, ACTIVITY_COLUMNS, args.format, out)
-    finally:
-        pipeline.storage.close()
     return 0
 
 
@@ -143,11 +237,39 @@ def _alerts(args: argparse.Namespace, out: TextIO) -> int:
     from . import queries
 
     query = queries.parse_alerts({"status": args.status, "from": args.start, "to": args.end})
-    pipeline = _pipeline()
-    try:
-        write(queries.alert_rows(pipeline.storage, query), ALERT_COLUMNS, args.format, out)
-    finally:
-        pipeline.storage.close()
+    with _App() as storage:
+        write(queries.alert_rows(storage, query), ALERT_COLUMNS, args.format, out)
+    return 0
+
+
+def _status(args: argparse.Namespace, out: TextIO) -> int:
+    from . import status
+
+    with _App() as storage:
+        report = status.collect(storage, storage.blobs.get_container_client(LOGS_CONTAINER))
+    body = report.json()
+    if args.format == "json":
+        out.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    write(body["hosts"], STATUS_COLUMNS, args.format, out)
+    if args.format == "table":
+        poison = body["poisonMessages"]
+        print(
+            f"alerts pending delivery: {body['pendingAlerts']}; detection retries queued: "
+            f"{body['detectionRetries']}; poison queue: "
+            f"{'unknown (not readable)' if poison is None else poison}",
+            file=out,
+        )
+    return 0
+
+
+def _quarantine(args: argparse.Namespace, out: TextIO) -> int:
+    from . import queries
+
+    start, end = queries.parse_range({"from": args.start, "to": args.end}, datetime.now(UTC), 366)
+    with _App() as storage:
+        items = queries.quarantine_items(storage, start, end, args.blob)
+        write(items, QUARANTINE_COLUMNS, args.format, out)
     return 0
 
 
@@ -155,11 +277,8 @@ def _report(args: argparse.Namespace, out: TextIO) -> int:
     from . import report
 
     start, end = report.parse({"from": args.start, "to": args.end})
-    pipeline = _pipeline()
-    try:
-        page = report.build(pipeline.storage, start, end)
-    finally:
-        pipeline.storage.close()
+    with _App() as storage:
+        page = report.build(storage, start, end)
     if args.output == "-":
         out.write(page)
     else:
@@ -169,26 +288,18 @@ def _report(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _ingest(args: argparse.Namespace, out: TextIO) -> int:
-    from .settings import LOGS_CONTAINER
+    from .ingest import Pipeline
 
-    pipeline = _pipeline()
-    try:
-        container = pipeline.storage.blobs.get_container_client(LOGS_CONTAINER)
+    with _App() as storage:
+        pipeline = Pipeline(storage.settings, storage)
+        container = storage.blobs.get_container_client(LOGS_CONTAINER)
         local = Path(args.source)
         if local.exists():
-            if not container.exists():
-                container.create_container()
-            names = []
-            for path, name in local_files(local, args.prefix):
-                with path.open("rb") as data:
-                    container.upload_blob(name, data, overwrite=True)
-                names.append(name)
-            print(f"uploaded {len(names)} file(s) to {LOGS_CONTAINER}/", file=out)
+            names = _upload(container, local, args.prefix, out)
         else:
             names = [b.name for b in container.list_blobs(name_starts_with=args.source)]
         if not names:
-            print(f"nothing to ingest for {args.source!r}", file=sys.stderr)
-            return 1
+            raise Failed(f"nothing to ingest: no *.json file or blob under {args.source!r}")
         totals = dict.fromkeys(("read", "stored", "quarantined", "skipped"), 0)
         alerts = 0
         for name in names:
@@ -197,15 +308,23 @@ def _ingest(args: argparse.Namespace, out: TextIO) -> int:
             for key in totals:
                 totals[key] += getattr(summary, key)
             alerts += len(summary.alerts)
-        print(
-            f"total: blobs={len(names)} "
-            + " ".join(f"{k}={v}" for k, v in totals.items())
-            + f" new_alerts={alerts}",
-            file=out,
-        )
-    finally:
-        pipeline.storage.close()
+        counts = " ".join(f"{k}={v}" for k, v in totals.items())
+        print(f"total: blobs={len(names)} {counts} new_alerts={alerts}", file=out)
     return 0
+
+
+def _upload(container: Any, local: Path, prefix: str, out: TextIO) -> list[str]:
+    from azure.core.exceptions import ResourceExistsError
+
+    with contextlib.suppress(ResourceExistsError):  # the first backfill into a fresh account
+        container.create_container()
+    names = []
+    for path, name in local_files(local, prefix):
+        with path.open("rb") as data:
+            container.upload_blob(name, data, overwrite=True)
+        names.append(name)
+    print(f"uploaded {len(names)} file(s) to {LOGS_CONTAINER}/", file=out)
+    return names
 
 
 def local_files(root: Path, prefix: str = "") -> Iterator[tuple[Path, str]]:
@@ -224,7 +343,14 @@ def local_files(root: Path, prefix: str = "") -> Iterator[tuple[Path, str]]:
             yield path, prefix + path.relative_to(root).as_posix()
 
 
-_COMMANDS = {"activity": _activity, "alerts": _alerts, "ingest": _ingest, "report": _report}
+_COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
+    "activity": _activity,
+    "alerts": _alerts,
+    "status": _status,
+    "quarantine": _quarantine,
+    "ingest": _ingest,
+    "report": _report,
+}
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -236,7 +362,7 @@ def _take(rows: Iterable[dict[str, Any]], n: int) -> Iterator[dict[str, Any]]:
 
 
 def _printable(text: str) -> str:
-    """Control characters (terminal escapes in a user name, say) shown as `\\xNN`."""
+    """Control and format characters (terminal escapes, bidi overrides) shown as `\\xNN`."""
     return "".join(
         f"\\x{ord(c):02x}" if unicodedata.category(c) in ("Cc", "Cf") else c for c in text
     )
@@ -255,7 +381,9 @@ def _csv_safe(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def write(rows: Iterable[dict[str, Any]], columns: list[tuple[str, str]], fmt: str, out: TextIO):
+def write(
+    rows: Iterable[dict[str, Any]], columns: list[tuple[str, str]], fmt: str, out: TextIO
+) -> None:
     """Print rows as an aligned table, a JSON array (every field) or CSV (the columns)."""
     if fmt == "json":
         count = 0

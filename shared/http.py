@@ -92,3 +92,13 @@ def report_page(req: func.HttpRequest, pipeline: Pipeline) -> func.HttpResponse:
     return func.HttpResponse(
         page, status_code=200, mimetype="text/html", charset="utf-8", headers=headers
     )
+
+
+@signed_in
+def status(req: func.HttpRequest, pipeline: Pipeline) -> func.HttpResponse:
+    """Is it working? Per Bastion host: last record, bytes behind, 24 h counts, verdict."""
+    from . import status as health
+    from .settings import LOGS_CONTAINER
+
+    logs = pipeline.storage.blobs.get_container_client(LOGS_CONTAINER)
+    return _json(health.collect(pipeline.storage, logs).json())

@@ -131,7 +131,7 @@ class Pipeline:
             buf = carry + chunk if carry else chunk
             last = read_at >= size
             split = parse.stream(buf, pos, mode, final and last, s.max_record_bytes)
-            counts, cut_at = self._store(blob.blob_name, split.pieces, summary, now)
+            counts, cut_at, latest = self._store(blob.blob_name, split.pieces, summary, now)
             consumed, sealed = split.consumed, 0
             if cut_at is not None and final and last and split.mode is parse.Mode.LINES:
                 # A cut last line taken as final stays before the cursor: if the blob grows
@@ -150,6 +150,7 @@ class Pipeline:
                 quarantined=cursor.quarantined + counts[1],
                 skipped=cursor.skipped + counts[2],
                 sealed=sealed,
+                last_time=max(filter(None, (cursor.last_time, latest)), default=None),
             )
             if advanced != cursor or cursor.etag is None:
                 etag = self.storage.write_cursor(bkey, blob.blob_name, cursor, advanced)
@@ -166,9 +167,9 @@ class Pipeline:
 
     def _store(
         self, blob_name: str, pieces: Iterable[parse.Piece], summary: Summary, now: datetime
-    ) -> tuple[tuple[int, int, int], int | None]:
-        """Store a chunk's pieces; returns (stored, quarantined, skipped) and the offset of a
-        last line quarantined as cut short, if any."""
+    ) -> tuple[tuple[int, int, int], int | None, datetime | None]:
+        """Store a chunk's pieces; returns (stored, quarantined, skipped), the offset of a last
+        line quarantined as cut short (if any) and the latest record time stored."""
         events: dict[tuple[str, str], dict[str, Any]] = {}
         cut_at: int | None = None
         rejects = quarantine.Batch(blob_name)  # one document per chunk, bounded in size
@@ -207,7 +208,8 @@ class Pipeline:
         summary.skipped += skipped
         if rows:
             self.detector.run(rows, now, Outcome(summary.alerts))
-        return (len(rows), rejects.count, skipped), cut_at
+        latest = max((r["TimeGenerated"] for r in rows), default=None)
+        return (len(rows), rejects.count, skipped), cut_at, latest
 
     def _allowed(self, ip: str) -> bool:
         if not self.settings.ip_allowlist:

@@ -40,8 +40,9 @@ from typing import Any
 
 import ciso8601
 import orjson
+from azure.core.exceptions import ResourceNotFoundError
 
-from . import keys, model
+from . import keys, model, quarantine, text
 from .messages import message as alert_message
 from .storage import Storage
 
@@ -49,7 +50,7 @@ MAX_DAYS = 31
 MAX_SCAN_DAYS = 7
 MAX_LIMIT = 1000
 DEFAULT_SPAN = timedelta(hours=24)
-STATUSES = ("pending", "delivered")
+STATUSES = ("pending", "delivered", "withdrawn")
 #: The properties an activity result shows: what index rows copy, so every mode answers alike.
 FIELDS = [*model.INDEX_FIELDS]
 REPORT_FIELDS = [
@@ -431,3 +432,28 @@ def report_events(storage: Storage, start: datetime, end: datetime) -> Iterator[
             {"pk": model.IP_PREFIX + day, "start": start, "end": end},
             select=REPORT_FIELDS,
         )
+
+
+def quarantine_items(
+    storage: Storage, start: datetime, end: datetime, blob_prefix: str = ""
+) -> Iterator[dict[str, Any]]:
+    """Quarantined pieces of documents written in `[start, end)` (by their source blob's
+    name when `blob_prefix` is given): when, why, where, and a safe excerpt of the text."""
+    container = storage.blobs.get_container_client(storage.settings.quarantine_container)
+    try:
+        listed = list(container.list_blobs(name_starts_with=blob_prefix))
+    except ResourceNotFoundError:
+        return  # nothing was ever quarantined
+    for item in sorted(listed, key=lambda b: (b.last_modified, b.name)):
+        if not start <= item.last_modified < end:
+            continue
+        for doc in quarantine.read(container.download_blob(item.name).readall()):
+            yield {
+                "time": str(doc.get("QuarantinedAt", ""))[:19].replace("T", " ") + "Z",
+                "reason": str(doc.get("Reason", "")),
+                "sourceBlob": str(doc.get("SourceBlob", "")),
+                "offset": doc.get("SourceOffset"),
+                "index": doc.get("SourceIndex"),
+                "count": doc.get("Count", 1),
+                "excerpt": text.plain(str(doc.get("Raw", "")), 80),
+            }

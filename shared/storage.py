@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from azure.core import MatchConditions
@@ -33,17 +34,6 @@ from .settings import CONNECTION, LOGS_CONTAINER, Settings
 
 log = logging.getLogger(__name__)
 
-#: The emulator's well-known development account (public, documented by Microsoft).
-AZURITE_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
-DEV_CONNECTION = (
-    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-    f"AccountKey={AZURITE_KEY};"
-    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
-    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
-    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
-)
 MAX_BATCH = 100  # entity-group transaction limit
 MAX_BATCH_BYTES = 3 * 1024 * 1024  # stay well under the 4 MiB payload limit
 CURSOR_PARTITION = "cursor"
@@ -104,6 +94,7 @@ class Cursor:
     blob_etag: str = ""  # the blob's ETag when it was last read (the sweep skips it unchanged)
     size: int = 0  # the blob's size then
     sealed: int = 0  # size at which a cut last line was taken as final (0: none)
+    last_time: datetime | None = None  # the latest record time stored from this blob
 
 
 def blob_etag(value: object) -> str:
@@ -134,6 +125,7 @@ def cursor_from(row: dict[str, Any]) -> Cursor:
         blob_etag=str(row.get("BlobETag", "")),
         size=int(row.get("Size", 0)),
         sealed=int(row.get("Sealed", 0)),
+        last_time=row.get("LastTime"),
     )
 
 
@@ -142,9 +134,7 @@ class Storage:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        conn = settings.connection
-        if conn.replace(" ", "").lower() == "usedevelopmentstorage=true":
-            conn = DEV_CONNECTION
+        conn = settings.connection  # the SDKs read `UseDevelopmentStorage=true` themselves
         if conn:
             self.blobs = BlobServiceClient.from_connection_string(conn)
             self.tables = TableServiceClient.from_connection_string(conn)
@@ -274,6 +264,8 @@ class Storage:
             "Size": new.size,
             "Sealed": new.sealed,
         }
+        if new.last_time is not None:
+            row["LastTime"] = new.last_time
         client = self.table(self.settings.state_table)
         try:
             if old.etag is None:

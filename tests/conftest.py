@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from shared import azurite, functions, samples
+from devtools import azurite, samples
+from shared import functions
 from shared.ingest import Pipeline
 from shared.settings import LOGS_CONTAINER, Settings
 

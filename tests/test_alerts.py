@@ -15,7 +15,8 @@ import orjson
 import pytest
 from azure.functions.timer import TimerRequest
 
-from shared import alerting, samples
+from devtools import samples
+from shared import alerting
 from shared.ingest import Pipeline
 
 pytestmark = pytest.mark.azurite

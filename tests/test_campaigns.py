@@ -14,7 +14,8 @@ import pytest
 from azure.functions.timer import TimerRequest
 from test_alerts import Hook
 
-from shared import detect, samples
+from devtools import samples
+from shared import detect
 from shared.ingest import Pipeline
 
 pytestmark = pytest.mark.azurite
@@ -340,7 +341,7 @@ def population(seed: int) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def reference(emulator: Any) -> list[tuple[Any, ...]]:
     """The incidents of the population replayed in time order, blob by blob."""
-    from shared import azurite
+    from devtools import azurite
     from shared.settings import LOGS_CONTAINER, Settings
 
     p = Pipeline(Settings.from_env(azurite.isolated_env(emulator.connection_string)))

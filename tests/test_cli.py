@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 
-from shared import azurite, cli, samples
+from devtools import azurite, samples
+from shared import cli
 from shared.settings import CONNECTION
 
 pytestmark = pytest.mark.azurite
@@ -136,3 +138,92 @@ def test_report(run: Callable[..., tuple[int, str]], tmp_path: Path) -> None:
     code, _ = run("report", *RANGE, "--output", str(target))
     assert code == 0 and target.exists()
     assert "svc-deploy" in target.read_text() and "<script" not in target.read_text()
+
+
+def _fails(
+    argv: list[str], env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
+    """Run the CLI with exactly these settings; (exit code, stderr). Never a traceback."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key in [k for k in os.environ if k.startswith(CONNECTION)]:
+            mp.delenv(key)
+        for key, value in env.items():
+            mp.setenv(key, value)
+        code = cli.main(argv, io.StringIO())
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+def test_every_newcomer_failure_is_one_line(
+    capsys: pytest.CaptureFixture[str], emulator: azurite.Azurite
+) -> None:
+    code, err = _fails(["alerts"], {}, capsys)
+    assert code == 2 and err.startswith("error: BastionLogsStorage is not set")
+    code, err = _fails(["alerts"], {CONNECTION: "this is not a connection string"}, capsys)
+    assert code == 2 and "not a usable connection string" in err
+    code, err = _fails(
+        ["alerts"], {CONNECTION: emulator.connection_string, "FAILURE_THRESHOLD": "five"}, capsys
+    )
+    assert code == 2 and err.strip() == "error: FAILURE_THRESHOLD must be an integer, got 'five'"
+    dead = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;" + (
+        "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;TableEndpoint=http://127.0.0.1:9/x;"
+        "QueueEndpoint=http://127.0.0.1:9/x;"
+    )
+    code, err = _fails(["alerts"], {CONNECTION: dead}, capsys)
+    assert code == 1 and err.startswith("error: cannot reach storage")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_missing_container_and_strict_azurite_are_explained() -> None:
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+    code, text = cli.explain(
+        ResourceNotFoundError(
+            "The specified container does not exist.\nErrorCode:ContainerNotFound"
+        )
+    )
+    assert code == 1 and "container does not exist" in text
+    strict = HttpResponseError(
+        "The API version 2025-11-05 is not supported by Azurite. Please upgrade Azurite..."
+    )
+    code, text = cli.explain(strict)
+    assert code == 1 and "--skipApiVersionCheck" in text
+
+
+def test_help_states_ranges_and_time_zone() -> None:
+    text = cli.parser().format_help()
+    assert "UTC" in text and "at most 7 days" in text and "Exit codes" in text
+    sub = cli.parser()._subparsers._group_actions[0].choices["activity"].format_help()  # type: ignore[union-attr]
+    assert "at most 7 days" in sub and "UTC" in sub
+
+
+def test_status_says_per_host_what_arrived_and_a_verdict(
+    run: Callable[..., tuple[int, str]],
+) -> None:
+    code, text = run("status", "--format", "json")
+    assert code == 0
+    body = orjson.loads(text)
+    hosts = {h["host"]: h for h in body["hosts"]}
+    assert {"BASTION-PROD", "BASTION-DEV"} <= set(hosts)
+    prod = hosts["BASTION-PROD"]
+    assert prod["stored24h"] == 0 or prod["lastRecord"]  # the samples are from 2026-11-23
+    assert body["pendingAlerts"] == 0 and body["detectionRetries"] == 0
+    code, text = run("status")
+    assert code == 0 and "Verdict" in text and "alerts pending delivery: 0" in text
+
+
+def test_quarantine_lists_every_piece_with_a_safe_excerpt(
+    run: Callable[..., tuple[int, str]], env: dict[str, str]
+) -> None:
+    code, text = run("quarantine", "--blob", env["prefix"], "--format", "json")
+    assert code == 0
+    items = orjson.loads(text)
+    _, expected = samples.build()
+    assert sum(i["count"] for i in items) == expected.quarantined
+    reasons = {i["reason"].split(":")[0] for i in items}
+    assert reasons == {"malformed", "wrong_category", "bad_time", "oversized", "truncated"}
+    assert all(i["sourceBlob"].startswith(env["prefix"]) for i in items)
+    assert all("\n" not in i["excerpt"] and len(i["excerpt"]) <= 80 for i in items)
+    code, text = run("quarantine", "--blob", "nothing-here/")
+    assert code == 0 and text.strip() == "(no results)"

@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 import pytest
 
-from shared import keys, quarantine, samples
+from devtools import samples
+from shared import keys, quarantine
 from shared.ingest import Pipeline
 from shared.parse import Mode, Piece, split, stream
 from shared.settings import LOGS_CONTAINER
@@ -212,7 +213,8 @@ def test_realistic_huge_values_in_4mib_reads(value: bytes) -> None:
 CACHE_PROBE = textwrap.dedent(
     """
     import gc, json, os
-    from shared import keys, model, samples
+    from devtools import samples
+    from shared import keys, model
     def rss():
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

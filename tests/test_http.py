@@ -9,7 +9,7 @@ import azure.functions as func
 import orjson
 import pytest
 
-from shared import samples
+from devtools import samples
 from shared.ingest import Pipeline
 
 pytestmark = pytest.mark.azurite

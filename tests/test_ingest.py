@@ -13,7 +13,8 @@ import orjson
 import pytest
 from azure.functions.timer import TimerRequest
 
-from shared import ingest, keys, quarantine, samples, storage
+from devtools import samples
+from shared import ingest, keys, quarantine, storage
 from shared.ingest import Pipeline
 from shared.settings import LOGS_CONTAINER
 

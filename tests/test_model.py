@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared import keys, samples
+from devtools import samples
+from shared import keys
 from shared.model import Outcome, Rejected, index_rows, normalize, outcome
 
 WHEN = datetime(2026, 11, 24, 10, 58, 3, 250000, tzinfo=UTC)

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from shared import keys, model, parse, queries, samples
+from devtools import samples
+from shared import keys, model, parse, queries
 from shared.ingest import Pipeline
 
 pytestmark = pytest.mark.azurite

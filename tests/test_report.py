@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from shared import report, samples
+from devtools import samples
+from shared import report
 from shared.ingest import Pipeline
 
 START = datetime(2026, 11, 23, 9, tzinfo=UTC)

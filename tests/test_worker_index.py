@@ -37,7 +37,12 @@ WORKER_PACKAGES = [
     "azure-functions==2.3.0",
 ]
 
-HTTP_ROUTES = {"http_activity": "activity", "http_alerts": "alerts", "http_report": "report"}
+HTTP_ROUTES = {
+    "http_activity": "activity",
+    "http_alerts": "alerts",
+    "http_report": "report",
+    "http_status": "status",
+}
 TIMERS = {"sweep_recent_blobs": "%SWEEP_SCHEDULE%", "redeliver_alerts": "%ALERT_RETRY_SCHEDULE%"}
 EXPECTED = {"ingest_blob", *TIMERS, *HTTP_ROUTES}
 

@@ -16,7 +16,8 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueServiceClient
 
-from shared import azurite, quarantine, samples
+from devtools import azurite, samples
+from shared import quarantine
 from shared.ingest import Pipeline, Summary
 from shared.settings import CONNECTION, LOGS_CONTAINER, Settings
 from shared.storage import CURSOR_PARTITION, Busy, Storage

@@ -29,8 +29,9 @@ from reliability_support import (
     upload,
 )
 
-from shared import model, samples
-from shared.azurite import Azurite
+from devtools import samples
+from devtools.azurite import Azurite
+from shared import model
 from shared.ingest import Pipeline
 
 pytestmark = pytest.mark.azurite

@@ -26,8 +26,8 @@ from reliability_support import (
     upload,
 )
 
+from devtools.azurite import Azurite
 from shared import alerting, detect, storage
-from shared.azurite import Azurite
 from shared.ingest import Pipeline
 
 pytestmark = pytest.mark.azurite

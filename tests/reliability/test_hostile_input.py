@@ -26,7 +26,8 @@ from azure.storage.blob import BlobType
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import keys, model, parse, quarantine, samples
+from devtools import samples
+from shared import keys, model, parse, quarantine
 from shared.ingest import Pipeline
 from shared.settings import Settings
 from shared.storage import Conflict, Cursor

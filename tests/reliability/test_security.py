@@ -15,9 +15,9 @@ import orjson
 import pytest
 from reliability_support import close, logs_container, names, new_pipeline, snapshot
 
-from shared import azurite, model, samples
-from shared.azurite import Azurite
-from shared.storage import AZURITE_KEY
+from devtools import azurite, samples
+from devtools.azurite import AZURITE_KEY, Azurite
+from shared import model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 #: A comparison operator right before (or after) an interpolated value: `f"X eq '{v}'"`.

@@ -16,8 +16,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .settings import CONNECTION
-from .storage import AZURITE_KEY
+from shared.settings import CONNECTION
+
+#: The emulator's well-known development account (public, documented by Microsoft).
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,3 +128,55 @@ def start(
                     pending.discard(port)
         time.sleep(0.05)
     return emulator
+
+
+#: `make azurite`: the default ports (what `UseDevelopmentStorage=true` means), data kept here.
+LOCAL = ROOT / ".azurite"
+DEFAULT_PORTS = (10000, 10001, 10002)
+
+
+def start_background() -> str:
+    """Start Azurite on the default ports, detached, with its data in `.azurite/`."""
+    LOCAL.mkdir(exist_ok=True)
+    pid_file = LOCAL / "azurite.pid"
+    if pid_file.exists() and _alive(int(pid_file.read_text() or 0)):
+        return "Azurite is already running (make azurite-stop stops it)"
+    for port in DEFAULT_PORTS:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                raise RuntimeError(
+                    f"port {port} is in use: another Azurite? Stop it, or use its connection"
+                )
+    emulator = start(location=str(LOCAL), ports=DEFAULT_PORTS)
+    pid_file.write_text(str(emulator.process.pid))
+    return (
+        "Azurite is running on 127.0.0.1:10000 (blob), 10001 (queue), 10002 (table); "
+        "data in .azurite/. Stop it with: make azurite-stop"
+    )
+
+
+def stop_background() -> str:
+    pid_file = LOCAL / "azurite.pid"
+    pid = int(pid_file.read_text() or 0) if pid_file.exists() else 0
+    if not pid or not _alive(pid):
+        pid_file.unlink(missing_ok=True)
+        return "Azurite was not running"
+    os.killpg(pid, 15)  # it runs in its own session: stop it and anything it started
+    for _ in range(100):
+        if not _alive(pid):
+            break
+        time.sleep(0.1)
+    pid_file.unlink(missing_ok=True)
+    return "Azurite stopped (its data stays in .azurite/; delete the folder to start afresh)"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie (exited, not yet reaped) is not running
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -222,3 +223,14 @@ def build() -> tuple[dict[str, bytes], Expected]:
         ),
     )
     return blobs, expected
+
+
+def write(folder: Path) -> int:
+    """Write the sample blobs under `folder`, each at its blob name (the real layout), so that
+    `python -m shared ingest <folder>` uploads and ingests them."""
+    blobs, _ = build()
+    for name, data in blobs.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return len(blobs)

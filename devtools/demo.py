@@ -6,9 +6,11 @@ import logging
 from collections import defaultdict
 from typing import Any, TextIO
 
-from . import azurite, quarantine, samples
-from .ingest import Pipeline
-from .settings import CONNECTION, LOGS_CONTAINER, Settings
+from shared import quarantine
+from shared.ingest import Pipeline
+from shared.settings import CONNECTION, LOGS_CONTAINER, Settings
+
+from . import azurite, samples
 
 
 def run(out: TextIO) -> int:

@@ -1,0 +1,223 @@
+"""Is it working? Per Bastion host: what arrived last, how far ingest is behind, what was
+stored, quarantined and skipped in the last 24 hours, and a verdict a person can act on.
+
+Read from the cursors of the last 24 hours (one query per hour), one listing per host and day
+(current blob sizes), the alerts still pending delivery, the detection retries queued and the
+blob trigger's poison queue. `verdict` is pure.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.storage.blob import ContainerClient
+
+from .detect import RETRY_PARTITION
+from .storage import Cursor, Storage
+from .sweep import host_folders
+
+WINDOW = timedelta(hours=24)
+#: A host with records in the window but none for this long is reported silent.
+SILENT_AFTER = timedelta(hours=2)
+#: Unread bytes older than this mean ingest is behind (the sweep runs every minute).
+BEHIND_AFTER = timedelta(minutes=5)
+POISON_QUEUE = "webjobs-blobtrigger-poison"
+OK, BEHIND, SILENT, FAILING = "ok", "behind", "silent", "failing"
+
+
+@dataclass
+class HostStatus:
+    host: str
+    last_record: datetime | None = None
+    last_blob: str = ""
+    behind_bytes: int = 0
+    stale_bytes: int = 0  # unread bytes of blobs nobody appended to for BEHIND_AFTER
+    stored: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+    poisoned: int = 0
+    verdict: str = OK
+    why: str = ""
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "verdict": self.verdict,
+            "why": self.why,
+            "lastRecord": _iso(self.last_record),
+            "lastBlob": self.last_blob,
+            "bytesBehind": self.behind_bytes,
+            "stored24h": self.stored,
+            "quarantined24h": self.quarantined,
+            "skipped24h": self.skipped,
+            "poisonMessages": self.poisoned,
+        }
+
+
+@dataclass
+class Status:
+    checked_at: datetime
+    hosts: list[HostStatus] = field(default_factory=list)
+    pending_alerts: int = 0
+    detection_retries: int = 0
+    poison_messages: int | None = None  # None: the queue could not be read
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "checkedAt": _iso(self.checked_at),
+            "hosts": [h.json() for h in self.hosts],
+            "pendingAlerts": self.pending_alerts,
+            "detectionRetries": self.detection_retries,
+            "poisonMessages": self.poison_messages,
+        }
+
+
+def verdict(h: HostStatus, now: datetime) -> tuple[str, str]:
+    """ok / behind / silent / failing, and why, for one host."""
+    if h.poisoned:
+        return FAILING, f"{h.poisoned} blob(s) in the poison queue: see README, Poisoned blobs"
+    if h.stale_bytes:
+        return BEHIND, f"{h.stale_bytes} bytes not read although nothing was appended for 5 min"
+    if h.last_record is None:
+        return SILENT, "no record stored in the last 24 hours"
+    if now - h.last_record > SILENT_AFTER:
+        hours = (now - h.last_record).total_seconds() / 3600
+        return SILENT, f"no record for {hours:.1f} h (is its diagnostic setting still there?)"
+    return OK, ""
+
+
+def collect(storage: Storage, logs: ContainerClient, now: datetime | None = None) -> Status:
+    now = now or datetime.now(UTC)
+    out = Status(now)
+    hosts: dict[str, HostStatus] = {}
+    hours = [f"{now - timedelta(hours=i):%Y-%m-%dT%H}" for i in range(25)]  # WINDOW, by hour
+    cursors = storage.cursors(hours)
+    for name, cursor in cursors.items():
+        _add_cursor(hosts, name, cursor)
+    for folder in sorted(set(host_folders(logs))):
+        host = hosts.setdefault(_host_of(folder), HostStatus(_host_of(folder)))
+        for day in {now.date(), (now - WINDOW).date()}:
+            prefix = f"{folder}y={day:%Y}/m={day:%m}/d={day:%d}/"
+            for blob in logs.list_blobs(name_starts_with=prefix):
+                if blob.last_modified < now - WINDOW:
+                    continue
+                cursor = cursors.get(blob.name)
+                limit = storage.settings.max_record_bytes
+                _add_size(host, blob.name, int(blob.size), blob.last_modified, cursor, now, limit)
+    poisoned, out.poison_messages = _poison(storage)
+    for name, count in poisoned.items():
+        host = hosts.setdefault(_host_of(name), HostStatus(_host_of(name)))
+        host.poisoned += count
+    for h in hosts.values():
+        h.verdict, h.why = verdict(h, now)
+    out.hosts = sorted(hosts.values(), key=lambda h: h.host)
+    out.pending_alerts = _count(storage, storage.settings.alerts_table, now)
+    out.detection_retries = sum(
+        1 for _ in storage.query(storage.settings.state_table, "PartitionKey eq @pk",
+                                 {"pk": RETRY_PARTITION}, select=["RowKey"])
+    )  # fmt: skip
+    return out
+
+
+def _add_cursor(hosts: dict[str, HostStatus], name: str, cursor: Cursor) -> None:
+    host = hosts.setdefault(_host_of(name), HostStatus(_host_of(name)))
+    host.stored += cursor.stored
+    host.quarantined += cursor.quarantined
+    host.skipped += cursor.skipped
+    if cursor.last_time is not None:
+        last = cursor.last_time.astimezone(UTC)
+        if host.last_record is None or last > host.last_record:
+            host.last_record = last
+    if name > host.last_blob:
+        host.last_blob = name
+
+
+def _add_size(
+    host: HostStatus,
+    name: str,
+    size: int,
+    modified: datetime,
+    cursor: Cursor | None,
+    now: datetime,
+    max_record: int,
+) -> None:
+    read = 0 if cursor is None else (size if cursor.sealed else cursor.offset)
+    behind = max(size - read, 0)
+    host.behind_bytes += behind
+    waiting_line = cursor is not None and behind <= max_record  # a cut line, waiting
+    if behind and not waiting_line and now - modified > BEHIND_AFTER:
+        host.stale_bytes += behind
+    if name > host.last_blob:
+        host.last_blob = name
+
+
+def _poison(storage: Storage) -> tuple[dict[str, int], int | None]:
+    """Blob names in the blob trigger's poison queue (a peek: at most 32), and its depth."""
+    queue = storage.queues.get_queue_client(POISON_QUEUE)
+    try:
+        depth = int(queue.get_queue_properties().approximate_message_count or 0)
+        messages = queue.peek_messages(max_messages=32) if depth else []
+    except ResourceNotFoundError:
+        return {}, 0  # never created: nothing was ever poisoned
+    except HttpResponseError:
+        return {}, None  # not allowed to read it (least privilege): say unknown, not zero
+    names: dict[str, int] = defaultdict(int)
+    for message in messages:
+        name = _blob_name(message.content)
+        if name:
+            names[name] += 1
+    return dict(names), depth
+
+
+def _blob_name(content: str) -> str:
+    for raw in (content, _b64(content)):
+        try:
+            doc = orjson.loads(raw)
+        except (orjson.JSONDecodeError, TypeError):
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("BlobName"), str):
+            return str(doc["BlobName"])
+    return ""
+
+
+def _b64(text: str) -> str:
+    try:
+        return base64.b64decode(text, validate=True).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return ""
+
+
+def _count(storage: Storage, table: str, now: datetime) -> int:
+    rows: Iterable[Mapping[str, Any]] = storage.query(
+        table,
+        "PartitionKey ge @lo and PartitionKey le @hi and Status eq @pending",
+        {
+            "lo": (now - timedelta(days=7)).date().isoformat(),
+            "hi": (now + timedelta(days=1)).date().isoformat(),
+            "pending": "pending",
+        },
+        select=["RowKey"],
+    )
+    return sum(1 for _ in rows)
+
+
+def _host_of(name: str) -> str:
+    parts = name.split("/")
+    upper = [p.upper() for p in parts]
+    if "BASTIONHOSTS" in upper:
+        i = upper.index("BASTIONHOSTS")
+        if i + 1 < len(parts) and parts[i + 1]:
+            return parts[i + 1]
+    return "(other)"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
