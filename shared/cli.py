@@ -67,7 +67,7 @@ STATUS_COLUMNS = [
 QUARANTINE_COLUMNS = [
     ("time", "Quarantined (UTC)"),
     ("reason", "Reason"),
-    ("sourceBlob", "Source blob"),
+    ("blob", "Blob (host, hour)"),
     ("offset", "Offset"),
     ("count", "Pieces"),
     ("excerpt", "Excerpt"),
@@ -140,6 +140,11 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
 
 def explain(exc: BaseException) -> tuple[int, str]:
     """(exit code, one line) for any failure a newcomer can cause."""
+    if isinstance(exc, ImportError):
+        return 2, (
+            f"a package the app needs is missing ({exc.name}): activate the venv "
+            "(. .venv/bin/activate) or run make demo once to create it"
+        )
     from azure.core.exceptions import (
         ClientAuthenticationError,
         HttpResponseError,

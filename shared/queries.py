@@ -44,7 +44,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from . import keys, model, quarantine, text
 from .messages import message as alert_message
-from .storage import Storage
+from .storage import HOUR_PATH, Storage
 
 MAX_DAYS = 31
 MAX_SCAN_DAYS = 7
@@ -58,6 +58,7 @@ REPORT_FIELDS = [
     "UserName",
     "UserKey",
     "ClientIpAddress",
+    "ClientIpKey",
     "TargetVMName",
     "Outcome",
 ]
@@ -435,25 +436,49 @@ def report_events(storage: Storage, start: datetime, end: datetime) -> Iterator[
 
 
 def quarantine_items(
-    storage: Storage, start: datetime, end: datetime, blob_prefix: str = ""
+    storage: Storage,
+    start: datetime,
+    end: datetime,
+    blob_prefix: str = "",
+    by_source_hour: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """Quarantined pieces of documents written in `[start, end)` (by their source blob's
-    name when `blob_prefix` is given): when, why, where, and a safe excerpt of the text."""
+    """Quarantined pieces: of documents written in `[start, end)`, or (`by_source_hour`, for
+    the report) of source blobs whose hour overlaps it; when, why, where, and a safe excerpt."""
     container = storage.blobs.get_container_client(storage.settings.quarantine_container)
     try:
         listed = list(container.list_blobs(name_starts_with=blob_prefix))
     except ResourceNotFoundError:
         return  # nothing was ever quarantined
     for item in sorted(listed, key=lambda b: (b.last_modified, b.name)):
-        if not start <= item.last_modified < end:
+        if by_source_hour:
+            match = HOUR_PATH.search("/" + item.name)
+            if not match:
+                continue
+            hour = datetime(*(int(g) for g in match.groups()), tzinfo=UTC)  # type: ignore[misc]
+            if not (start - timedelta(hours=1) < hour < end):
+                continue
+        elif not start <= item.last_modified < end:
             continue
         for doc in quarantine.read(container.download_blob(item.name).readall()):
             yield {
                 "time": str(doc.get("QuarantinedAt", ""))[:19].replace("T", " ") + "Z",
                 "reason": str(doc.get("Reason", "")),
                 "sourceBlob": str(doc.get("SourceBlob", "")),
+                "blob": short_blob(str(doc.get("SourceBlob", ""))),
                 "offset": doc.get("SourceOffset"),
                 "index": doc.get("SourceIndex"),
                 "count": doc.get("Count", 1),
                 "excerpt": text.plain(str(doc.get("Raw", "")), 80),
             }
+
+
+def short_blob(name: str) -> str:
+    """`BASTION-PROD 2026-11-23T09` for an hour blob of a Bastion host (tables are for people;
+    the JSON keeps the whole name)."""
+    match = HOUR_PATH.search("/" + name)
+    parts = name.split("/")
+    upper = [p.upper() for p in parts]
+    if match and "BASTIONHOSTS" in upper and upper.index("BASTIONHOSTS") + 1 < len(parts):
+        host = parts[upper.index("BASTIONHOSTS") + 1]
+        return "{} {}-{}-{}T{}".format(host, *match.groups())
+    return name

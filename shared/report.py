@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import queries
+from . import detection, queries, text
 from .storage import Storage
 
 #: Longest range a report covers (one bar per hour; it reads each day's events whole).
 MAX_DAYS = queries.MAX_SCAN_DAYS
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 COLORS = {"Success": "#2e7d32", "Failure": "#c62828", "Other": "#9e9e9e"}
-SEVERITY = {"high": "#c62828", "medium": "#ef6c00", "low": "#f9a825"}
+SEVERITY = {"critical": "#6a1b9a", "high": "#c62828", "medium": "#ef6c00", "low": "#f9a825"}
 TOP = 10
 
 
@@ -35,15 +35,23 @@ class ReportData:
     hours: list[datetime]
     per_hour: dict[datetime, Counter[str]]
     failing_users: list[tuple[str, int]]
-    failing_ips: list[tuple[str, int]]
+    failing_ips: list[tuple[str, int]]  # unresolved failures per source IP
     targets: list[tuple[str, list[tuple[str, int, int]], int, int]]  # user, [(vm, ok, fail)]
     alerts: list[dict[str, Any]]
     totals: Counter[str] = field(default_factory=Counter)
-    users: int = 0
+    users: int = 0  # people who connected (at least one success)
+    tried: int = 0  # accounts with failures only
+    #: user, successes, [(source ip, count)], [(target, count)]
+    connections: list[tuple[str, int, list[tuple[str, int]], list[tuple[str, int]]]] = field(
+        default_factory=list
+    )
+    resolved_ips: list[tuple[str, int]] = field(default_factory=list)  # typos then a sign-in
+    quarantined: list[tuple[str, int]] = field(default_factory=list)  # reason, pieces
 
 
 def esc(value: object) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    """HTML-escaped, invisible and bidi characters shown as `\\uXXXX` (they steer layout)."""
+    return html.escape(text.visible("" if value is None else str(value)), quote=True)
 
 
 def _hour(when: datetime) -> datetime:
@@ -55,39 +63,50 @@ def aggregate(
     alerts: Iterable[Mapping[str, Any]],
     start: datetime,
     end: datetime,
+    quarantined: Iterable[Mapping[str, Any]] = (),
 ) -> ReportData:
-    """Count events (stored entities) and take alert items (`queries.alert_item` shape)."""
+    """Count events (stored entities), take alert items (`queries.alert_item` shape) and
+    quarantine items (`queries.quarantine_items` shape)."""
     hours = []
     h = _hour(start)
     while h < end:
         hours.append(h)
         h += timedelta(hours=1)
     per_hour: dict[datetime, Counter[str]] = {h: Counter() for h in hours}
+    rows = [e for e in events if start <= e["TimeGenerated"] < end]
+    typos = _typos(rows)
     fail_users: Counter[str] = Counter()
     fail_ips: Counter[str] = Counter()
+    resolved_ips: Counter[str] = Counter()
     by_user: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    sources: dict[str, Counter[str]] = defaultdict(Counter)
     totals: Counter[str] = Counter()
-    for e in events:
-        when = e["TimeGenerated"]
-        if not start <= when < end:
-            continue
+    for i, e in enumerate(rows):
         outcome = e.get("Outcome") or "Other"
-        per_hour.setdefault(_hour(when), Counter())[outcome] += 1
+        per_hour.setdefault(_hour(e["TimeGenerated"]), Counter())[outcome] += 1
         totals[outcome] += 1
         user = e.get("UserName") or e.get("UserKey") or "(unknown)"
         ip = e.get("ClientIpAddress") or "(none)"
         cell = by_user[user][e.get("TargetVMName") or "(unknown)"]
         if outcome == "Failure":
             fail_users[user] += 1
-            fail_ips[ip] += 1
+            (resolved_ips if i in typos else fail_ips)[ip] += 1
             cell[1] += 1
         elif outcome == "Success":
             cell[0] += 1
-    targets = []
+            sources[user][ip] += 1
+    targets, connections = [], []
     for user, vms in by_user.items():
-        rows = sorted(((vm, ok, bad) for vm, (ok, bad) in vms.items()), key=lambda r: r[0])
-        targets.append((user, rows, sum(r[1] for r in rows), sum(r[2] for r in rows)))
+        rows_ = sorted(((vm, ok, bad) for vm, (ok, bad) in vms.items()), key=lambda r: r[0])
+        targets.append((user, rows_, sum(r[1] for r in rows_), sum(r[2] for r in rows_)))
+        if sources[user]:
+            used = sorted(((vm, ok) for vm, ok, _ in rows_ if ok), key=lambda r: (-r[1], r[0]))
+            connections.append((user, sum(sources[user].values()), _top(sources[user]), used))
     targets.sort(key=lambda t: (-(t[2] + t[3]), t[0].casefold()))
+    connections.sort(key=lambda c: (-c[1], c[0].casefold()))
+    reasons: Counter[str] = Counter()
+    for q in quarantined:
+        reasons[str(q.get("reason", "")).split(":", 1)[0] or "?"] += int(q.get("count") or 1)
     return ReportData(
         start=start,
         end=end,
@@ -98,8 +117,32 @@ def aggregate(
         targets=targets,
         alerts=sorted(alerts, key=lambda a: (a["firstSeen"], a["rule"])),
         totals=totals,
-        users=len(by_user),
+        users=len(connections),
+        tried=sum(1 for t in targets if not t[2]),
+        connections=connections,
+        resolved_ips=_top(resolved_ips),
+        quarantined=sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])),
     )
+
+
+def _typos(rows: list[Mapping[str, Any]]) -> set[int]:
+    """Indices of failures that detection explains as typos (a user's own few failures, then
+    that user's sign-in from the same IP, outside a burst): they raised nothing."""
+    by_ip: dict[str, list[tuple[int, detection.Event]]] = defaultdict(list)
+    for i, e in enumerate(rows):
+        outcome = e.get("Outcome")
+        if outcome not in ("Success", "Failure"):
+            continue
+        ip = str(e.get("ClientIpKey") or e.get("ClientIpAddress") or "")
+        event = detection.Event(e["TimeGenerated"], str(i), str(e.get("UserKey") or ""), ip,
+                                outcome == "Success")  # fmt: skip
+        by_ip[ip].append((i, event))
+    t = detection.Thresholds()
+    out: set[int] = set()
+    for pairs in by_ip.values():
+        events = sorted((e for _, e in pairs), key=lambda e: e.time)
+        out.update(int(k) for k in detection.resolved(events, t.window, t.resolve_max, t.failures))
+    return out
 
 
 def _top(counts: Counter[str]) -> list[tuple[str, int]]:
@@ -222,7 +265,7 @@ def alerts_timeline(data: ReportData) -> str:
         parts.append(
             f'<line x1="{xi:.1f}" x2="{xi:.1f}" y1="{top - 4}" y2="{height}" class="grid"/>'
             f'<text x="{xi:.1f}" y="{top - 8}" class="axis" text-anchor="{anchor}">'
-            f"{esc(f'{when:%m-%d %H:%M}')}</text>"
+            f"{esc(f'{when:%m-%d %H:%M}')} UTC</text>"
         )
     for i, alert in enumerate(data.alerts):
         y = top + i * row_h
@@ -265,91 +308,146 @@ svg.chart{width:100%;height:auto;display:block}
 vertical-align:-1px}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eaecef;vertical-align:top}
-th{background:#f6f8fa}td.n{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f6f8fa}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+h3{font-size:14px;margin:14px 0 6px}.note{color:#57606a;font-size:13px;margin:0 0 8px}
 .bad{color:#c62828;font-weight:600}.empty{color:#57606a;font-style:italic}
 .sev{display:inline-block;padding:1px 7px;border-radius:9px;color:#fff;font-size:12px}
 footer{color:#57606a;font-size:12px;padding:0 28px 18px}
 """
 
 
+def _cards(data: ReportData) -> str:
+    t = data.totals
+    failed = t.get("Failure", 0)
+    cards = [
+        ("Successful connections", t.get("Success", 0), ""),
+        ("Failed sign-ins", failed, "bad" if failed else ""),
+        ("People who connected", data.users, ""),
+        ("Accounts tried, never in", data.tried, "bad" if data.tried else ""),
+        ("Incidents", len(data.alerts), "bad" if data.alerts else ""),
+        ("Quarantined pieces", sum(n for _, n in data.quarantined), ""),
+    ]
+    return "".join(
+        f'<div class="card"><b class="{c}">{v}</b><span>{esc(k)}</span></div>' for k, v, c in cards
+    )
+
+
+def _legend(items: Iterable[tuple[str, str]]) -> str:
+    return (
+        '<div class="legend">'
+        + "".join(
+            f'<span><i style="background:{color}"></i>{esc(name)}</span>' for name, color in items
+        )
+        + "</div>"
+    )
+
+
+def _table(table_id: str, heads: list[tuple[str, bool]], rows: list[list[str]], empty: str) -> str:
+    """A table (heads: (title, numeric)); cells are already escaped HTML. Empty: a sentence."""
+    if not rows:
+        return f'<p class="empty" id="{table_id}">{esc(empty)}</p>'
+    head = "".join(f'<th class="n">{esc(h)}</th>' if n else f"<th>{esc(h)}</th>" for h, n in heads)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="n">{cell}</td>' if numeric else f"<td>{cell}</td>"
+            for cell, (_, numeric) in zip(row, heads, strict=True)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f'<table id="{table_id}"><tr>{head}</tr>{body}</table>'
+
+
+def _pairs(pairs: Iterable[tuple[str, int]], limit: int = 5) -> str:
+    items = list(pairs)
+    shown = ", ".join(f"{esc(name)} ({n})" for name, n in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _connections(data: ReportData) -> str:
+    rows = [
+        [esc(user), str(ok), _pairs(ips), _pairs(vms)]
+        for user, ok, ips, vms in data.connections[:50]
+    ]
+    heads = [("User", False), ("Connections", True), ("From (source IP, connections)", False),
+             ("To (target, connections)", False)]  # fmt: skip
+    return _table("connections", heads, rows, "Nobody connected in this range.")
+
+
+def _alerts_table(data: ReportData) -> str:
+    rows = []
+    for a in data.alerts:
+        color = SEVERITY.get(str(a["severity"]).lower(), "#616161")
+        badge = f'<span class="sev" style="background:{color}">{esc(a["severity"])}</span>'
+        first = esc(str(a["firstSeen"])[:16].replace("T", " "))
+        rows.append([badge, first, esc(a["rule"]), esc(a["subject"]), esc(a["failureCount"]),
+                     esc(a["status"]), esc(a["summary"])])  # fmt: skip
+    heads = [("Severity", False), ("First seen (UTC)", False), ("Rule", False),
+             ("Subject", False), ("Failures", True), ("Status", False),
+             ("Summary", False)]  # fmt: skip
+    return _table("alerts-table", heads, rows, "No incident in this range.")
+
+
+def _targets(data: ReportData) -> str:
+    rows = []
+    for user, cells, ok_total, bad_total in data.targets:
+        used = ", ".join(f"{esc(vm)} ({ok})" for vm, ok, _ in cells if ok) or "-"
+        bad = f'<span class="bad">{bad_total}</span>' if bad_total else "0"
+        rows.append([esc(user), used, str(ok_total), bad])
+    heads = [("User", False), ("Targets reached (connections)", False), ("Connected", True),
+             ("Failed", True)]  # fmt: skip
+    return _table("targets", heads, rows, "No sign-in in this range.")
+
+
+def _quarantine(data: ReportData) -> str:
+    rows = [[esc(reason), str(n)] for reason, n in data.quarantined]
+    return _table("quarantine", [("Reason", False), ("Pieces", True)], rows,
+                  "Nothing was quarantined in this range.")  # fmt: skip
+
+
 def render(data: ReportData, generated: datetime | None = None) -> str:
     generated = generated or datetime.now(UTC)
     period = f"{data.start:%Y-%m-%d %H:%M} – {data.end:%Y-%m-%d %H:%M} UTC"
-    t = data.totals
-    cards = [
-        ("Connections", sum(t.values()), ""),
-        ("Successful", t.get("Success", 0), ""),
-        ("Failed", t.get("Failure", 0), "bad" if t.get("Failure") else ""),
-        ("Users", data.users, ""),
-        ("Alerts", len(data.alerts), "bad" if data.alerts else ""),
-    ]
-    legend = (
-        "".join(
-            f'<span><i style="background:{COLORS[o]}"></i>{o}</span>'
-            for o in ("Success", "Failure")
-        )
-        + f'<span><i style="background:{COLORS["Other"]}"></i>Other</span>'
-    )
-    target_rows = "".join(
-        f"<tr><td>{esc(user)}</td><td>"
-        + ", ".join(
-            f"{esc(vm)} ({ok}" + (f', <span class="bad">{bad} failed</span>' if bad else "") + ")"
-            for vm, ok, bad in rows
-        )
-        + f'</td><td class="n">{ok_total}</td>'
-        f'<td class="n{" bad" if bad_total else ""}">{bad_total}</td></tr>'
-        for user, rows, ok_total, bad_total in data.targets
-    )
-    alert_rows = "".join(
-        f'<tr><td><span class="sev" style="background:'
-        f'{SEVERITY.get(str(a["severity"]).lower(), "#616161")}">{esc(a["severity"])}</span></td>'
-        f"<td>{esc(a['firstSeen'][:16].replace('T', ' '))}</td>"
-        f"<td>{esc(a['rule'])}</td><td>{esc(a['subject'])}</td>"
-        f'<td class="n">{esc(a["failureCount"])}</td><td>{esc(a["status"])}</td>'
-        f"<td>{esc(a['summary'])}</td></tr>"
-        for a in data.alerts
-    )
-    cards_html = "".join(
-        f'<div class="card"><b class="{c}">{v}</b><span>{esc(k)}</span></div>' for k, v, c in cards
-    )
-    alerts_table = (
-        '<table id="alerts-table"><tr><th>Severity</th><th>First seen</th><th>Rule</th>'
-        "<th>Subject</th><th>Failures</th><th>Status</th><th>Summary</th></tr>"
-        f"{alert_rows}</table>"
-        if data.alerts
-        else ""
-    )
+    outcomes = _legend((o, COLORS[o]) for o in ("Success", "Failure", "Other"))
+    severities = _legend((s.capitalize(), c) for s, c in SEVERITY.items())
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Bastion activity {esc(period)}</title><style>{STYLE}</style></head>
-<body><header><h1>Azure Bastion activity</h1><p>{esc(period)}</p></header><main>
-<div class="cards">{cards_html}</div>
-<section><h2>Connections per hour (UTC)</h2><div class="legend">{legend}</div>
-{hourly_chart(data)}</section>
+<body><header><h1>Azure Bastion activity</h1><p>{esc(period)} (all times UTC)</p></header><main>
+<div class="cards">{_cards(data)}</div>
+<section><h2>Connections per hour (UTC)</h2>{outcomes}{hourly_chart(data)}</section>
+<section><h2>Who connected, from where, to what</h2>{_connections(data)}</section>
 <div class="row"><section><h2>Top failing users</h2>
 {bar_list("failing-users", data.failing_users, COLORS["Failure"], "Top failing users")}</section>
 <section><h2>Top failing source IPs</h2>
-{bar_list("failing-ips", data.failing_ips, "#ad1457", "Top failing source IPs")}</section></div>
-<section><h2>Alerts timeline</h2>{alerts_timeline(data)}
-{alerts_table}</section>
-<section><h2>Targets per user</h2>
-<table id="targets"><tr><th>User</th><th>Targets (successful connections)</th>
-<th>Connected</th><th>Failed</th></tr>{target_rows}</table></section>
+<p class="note">Failures nothing explains. Typos followed by the same user's sign-in from the
+same address (outside a burst) raise nothing and are counted apart below.</p>
+{bar_list("failing-ips", data.failing_ips, "#ad1457", "Top failing source IPs")}
+<h3>Typos followed by a sign-in (no alert)</h3>
+{bar_list("resolved-ips", data.resolved_ips, COLORS["Other"], "Resolved failures per source IP")}
+</section></div>
+<section><h2>Incidents</h2>{severities}{alerts_timeline(data)}
+{_alerts_table(data)}</section>
+<section><h2>Targets per user</h2>{_targets(data)}</section>
+<section><h2>Quarantined (set aside, with the reason: <code>python -m shared quarantine</code>)</h2>
+{_quarantine(data)}</section>
 </main><footer>Generated {esc(f"{generated:%Y-%m-%d %H:%M:%S} UTC")} by bastion-audit.</footer>
 </body></html>
 """
 
 
 def build(storage: Storage, start: datetime, end: datetime) -> str:
-    """Read the events (one scan, see `queries`) and alerts in range and render the page."""
+    """Read the events (one scan, see `queries`), incidents and quarantine in range; render."""
     alert_query = queries.AlertQuery(start, end, limit=queries.MAX_LIMIT)
     data = aggregate(
         queries.report_events(storage, start, end),
         queries.alert_rows(storage, alert_query),
         start,
         end,
+        queries.quarantine_items(storage, start, end, by_source_hour=True),
     )
     return render(data)
 

@@ -74,6 +74,14 @@ def test_self_contained() -> None:
     assert "default-src 'none'" in page
 
 
+def test_empty_range_says_so_everywhere() -> None:
+    page = report.render(report.aggregate([], [], START, END))
+    for panel in ("connections", "failing-users", "failing-ips", "resolved-ips",
+                  "alerts-timeline", "alerts-table", "targets", "quarantine"):  # fmt: skip
+        assert re.search(rf'<p class="empty" id="{panel}">', page), panel
+    assert "<th" not in page  # no bare header rows
+
+
 def test_aggregate_counts() -> None:
     data = hostile_data()
     assert sum(c["Failure"] for c in data.per_hour.values()) == 8
@@ -126,3 +134,15 @@ def test_chromium_renders_the_report(sample_page: str, tmp_path: Path, which: st
     if which == "samples":
         assert len(re.findall(r'<rect class="alert"', rendered)) == len(samples.build()[1].alerts)
         assert "svc-deploy" in rendered and samples.SPRAY_IP in rendered
+        # Who connected from where: successes by user, with their source IPs and targets.
+        connections = rendered.split('id="connections"')[1].split("</table>")[0]
+        assert "alice" in connections and "82.165.10.4" in connections
+        # The office NAT's typos are counted apart, as explained (they raised nothing).
+        failing = rendered.split('id="failing-ips"')[1].split("</svg>")[0]
+        resolved = rendered.split('id="resolved-ips"')[1].split("</svg>")[0]
+        assert samples.OFFICE_NAT not in failing and samples.OFFICE_NAT in resolved
+        quarantine = rendered.split('id="quarantine"')[1].split("</table>")[0]
+        assert "truncated" in quarantine and "wrong_category" in quarantine
+        assert "Critical" in rendered and "UTC" in rendered  # legends and time zone
+        if shutil.which("cp") and (Path(__file__).parent.parent / "docs").is_dir():
+            shutil.copy(png, tmp_path / "report-screenshot.png")  # for a person to look at
