@@ -227,3 +227,48 @@ def test_quarantine_lists_every_piece_with_a_safe_excerpt(
     assert all("\n" not in i["excerpt"] and len(i["excerpt"]) <= 80 for i in items)
     code, text = run("quarantine", "--blob", "nothing-here/")
     assert code == 0 and text.strip() == "(no results)"
+
+
+def test_a_strict_azurite_and_a_fresh_account_are_explained(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A real Azurite started without --skipApiVersionCheck (as `npx azurite` is), and a fresh
+    one without the logs container: one line each, with what to do."""
+    import subprocess
+
+    ports = [azurite.free_port() for _ in range(3)]
+    args = [azurite.executable(), "--silent", "--disableTelemetry", "--location", str(tmp_path)]
+    for service, port in zip(("blob", "queue", "table"), ports, strict=True):
+        args += [f"--{service}Host", "127.0.0.1", f"--{service}Port", str(port)]
+    strict = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        emulator = azurite.Azurite(*ports, strict)
+        azurite_ready(ports)
+        code, err = _fails(["quarantine"], {CONNECTION: emulator.connection_string}, capsys)
+        assert code == 1 and "--skipApiVersionCheck" in err, err  # the blob service refuses
+    finally:
+        strict.terminate()
+        strict.wait(10)
+    with azurite.start() as fresh:
+        code, err = _fails(
+            ["ingest", "no-such-prefix/"], {CONNECTION: fresh.connection_string}, capsys
+        )
+        assert code == 1 and "container does not exist" in err, err
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def azurite_ready(ports: list[int]) -> None:
+    import time
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if all(_listening(p) for p in ports):
+            return
+        time.sleep(0.1)
+    raise AssertionError("Azurite did not start")
