@@ -43,7 +43,7 @@ def lines(records: list[dict[str, Any]]) -> list[bytes]:
 
 
 def incident_rows(p: Pipeline) -> list[dict[str, Any]]:
-    rows = p.storage.query(p.settings.alerts_table, "PartitionKey ge @lo", {"lo": ""})
+    rows = p.storage.alerts.query("PartitionKey ge @lo", {"lo": ""})
     return [r for r in rows if "FirstSeen" in r and r.get("State") == "open"]
 
 

@@ -88,8 +88,8 @@ def bench_ingest(conn: str, logs: ContainerClient, n: int) -> dict[str, float]:
     summary = pipeline.ingest(blob, NOW)
     ours = time.perf_counter() - t0
     st = pipeline.storage
-    events = c.count(st.table(pipeline.settings.events_table))
-    index = c.count(st.table(pipeline.settings.index_table))
+    events = c.count(st.events.client)
+    index = c.count(st.index.client)
     st.close()
     assert summary.stored == n == events, (summary.line(), events)
     naive_table = st.tables.create_table("BenchNaiveB" + str(id(blob)))
@@ -152,7 +152,7 @@ def bench_append(conn: str, logs: ContainerClient, n_appends: int, per_append: i
         naive += time.perf_counter() - t0
         naive_upserts += n
     size = sum(len(p) for p in pieces)
-    events = c.count(pipeline.storage.table(pipeline.settings.events_table))
+    events = c.count(pipeline.storage.events.client)
     pipeline.storage.close()
     return {
         "appends": n_appends,

@@ -74,9 +74,7 @@ def main() -> None:
                 )
                 lap = now
         took = time.perf_counter() - t0
-        events = (
-            c.count(pipeline.storage.table(pipeline.settings.events_table)) if args.check else -1
-        )
+        events = c.count(pipeline.storage.events.client) if args.check else -1
         pipeline.storage.close()
 
     print(

@@ -46,9 +46,7 @@ def run(out: TextIO) -> int:
 
 def print_events(pipeline: Pipeline, out: TextIO) -> None:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in pipeline.storage.query(
-        pipeline.settings.events_table, "PartitionKey ge @lo", {"lo": ""}
-    ):
+    for row in pipeline.storage.events.query("PartitionKey ge @lo", {"lo": ""}):
         groups[row["PartitionKey"]].append(row)
     print(f"{'User':<24} {'UTC hour':<14} {'OK':>3} {'Fail':>4}  Targets / source IPs", file=out)
     print("-" * 96, file=out)
@@ -81,9 +79,7 @@ def print_alerts(pipeline: Pipeline, out: TextIO) -> None:
     rows = sorted(
         (
             r
-            for r in pipeline.storage.query(
-                pipeline.settings.alerts_table, "PartitionKey ge @lo", {"lo": ""}
-            )
+            for r in pipeline.storage.alerts.query("PartitionKey ge @lo", {"lo": ""})
             if "FirstSeen" in r  # incidents, not the per-actor bookkeeping rows
         ),
         key=lambda r: (r["FirstSeen"], r["Rule"]),

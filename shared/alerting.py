@@ -104,9 +104,8 @@ class Deliverer:
 
     def deliver_incident(self, pk: str, rk: str) -> bool:
         """Send what the incident row owes, if anything. True if nothing is left pending."""
-        try:
-            row = self.storage.table(self.settings.alerts_table).get_entity(pk, rk)
-        except ResourceNotFoundError:
+        row = self.storage.alerts.get(pk, rk)
+        if row is None:
             return True  # withdrawn and deleted meanwhile: nobody had heard of it
         return self.deliver(row)
 
@@ -114,10 +113,8 @@ class Deliverer:
         """The row an incident moved to when its start moved (same `AlertId`), if any."""
         day = date.fromisoformat(row["PartitionKey"])
         for pk in (row["PartitionKey"], (day - timedelta(days=1)).isoformat()):
-            for found in self.storage.query(
-                self.settings.alerts_table,
-                "PartitionKey eq @pk and AlertId eq @id",
-                {"pk": pk, "id": row["AlertId"]},
+            for found in self.storage.alerts.query(
+                "PartitionKey eq @pk and AlertId eq @id", {"pk": pk, "id": row["AlertId"]}
             ):
                 return found
         return None
@@ -157,7 +154,7 @@ class Deliverer:
         self, row: dict[str, Any], done: set[str], errors: list[str], complete: bool
     ) -> None:
         """Write what was delivered, unless a newer notification replaced this one meanwhile."""
-        table = self.storage.table(self.settings.alerts_table)
+        table = self.storage.alerts.client
         sent = {k: row.get(k) for k in ("Seq", "Severity", "FailureCount")}
         now = datetime.now(UTC)
         current = row
@@ -206,8 +203,7 @@ class Deliverer:
         """Retry pending notifications and send due growth updates; returns (tried, completed)."""
         now = now or datetime.now(UTC)
         today = now.date()
-        rows = self.storage.query(
-            self.settings.alerts_table,
+        rows = self.storage.alerts.query(
             "PartitionKey ge @lo and PartitionKey le @hi and "
             # Parameters must be followed by a space: the SDK splits the filter on spaces.
             "((Status eq @pending and UpdatedAt le @before ) or UpdateDue eq true)",
@@ -219,7 +215,7 @@ class Deliverer:
             },
         )
         tried = completed = 0
-        table = self.storage.table(self.settings.alerts_table)
+        table = self.storage.alerts.client
         for row in rows:
             if not row.get("Pending"):
                 change = incidents.due_update(row, now, self.interval)

@@ -1,6 +1,5 @@
-"""Detection for one invocation: which actors the new records touch, their buckets, incidents
-and notifications. The deciding is pure (`shared.detection`, `shared.incidents`); this module
-reads and writes.
+"""Detection for one invocation: read what the planning needs, write what it decided, notify.
+The deciding is pure (`shared.planning`, `shared.detection`, `shared.incidents`).
 
 Order of work, so an account attacked from an address is that address's incident:
 1. every touched IP: rebuild its buckets for the minutes the new records change, re-derive its
@@ -14,7 +13,8 @@ Order of work, so an account attacked from an address is that address's incident
 Concurrency: bucket and incident writes are ETag-guarded (a writer that read older events loses
 and looks again); every change of an IP's incidents also rewrites the day's *cover* row, and an
 account that wrote incidents checks afterwards that no cover row changed since it read the
-coverage, so two invocations each holding half an attack end as one serial run would.
+coverage, and looks again at the addresses of its failures before it gets an incident of its
+own, so two invocations each holding half an attack end as one serial run would.
 
 Each actor fails alone: a non-transient error is logged and the actor is queued for the retry
 timer; a storage fault that a retry can cure is raised, so the host retries the invocation
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,10 +32,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
-
-from . import detection, incidents, keys, layout, model
+from . import detection, incidents, keys, layout, model, planning
 from .detection import MINUTE, Bucket, Event, Kind, Mark, Thresholds
+from .planning import Actor, Coverage, Op, Stored, Touch
 from .storage import Busy, Conflict, Storage, transient
 
 log = logging.getLogger(__name__)
@@ -51,54 +49,13 @@ _SELECT_EVENT = [
 _COVER_SELECT = ["RowKey", "Subject", "SubjectKind", "FirstSeen", "LastSeen", "State", "ClientIps"]
 _ATTEMPTS = 8
 RETRY_PARTITION = "detect-retry"
-Op = tuple[str, dict[str, Any], dict[str, Any]]
-
-
-@dataclass(frozen=True, order=True)
-class Actor:
-    kind: Kind
-    subject: str
-
-
-@dataclass
-class Touch:
-    """The new records of one actor in this invocation (or the span to look at again)."""
-
-    lo: datetime
-    hi: datetime
-    failures: list[tuple[datetime, str]] = field(default_factory=list)  # (time, ip)
-    successes: int = 0
-
-
-def touched(rows: Iterable[dict[str, Any]], allowed: Callable[[str], bool]) -> dict[Actor, Touch]:
-    """Actors of the new rows (successes and failures only), with their spans. Pure."""
-    out: dict[Actor, Touch] = {}
-    for row in rows:
-        outcome = row["Outcome"]
-        if outcome == model.Outcome.OTHER.value:
-            continue
-        when: datetime = row["TimeGenerated"]
-        ip = row["ClientIpKey"]
-        for actor in (Actor(Kind.USER, row["UserKey"]), Actor(Kind.IP, ip)):
-            if not actor.subject or (actor.kind is Kind.IP and allowed(ip)):
-                continue
-            touch = out.get(actor)
-            if touch is None:
-                touch = out[actor] = Touch(when, when)
-            touch.lo, touch.hi = min(touch.lo, when), max(touch.hi, when)
-            if outcome == model.Outcome.FAILURE.value:
-                touch.failures.append((when, ip))
-            else:
-                touch.successes += 1
-    return out
 
 
 @dataclass
 class Result:
-    """What one actor's evaluation did: notified incidents, marks for IPs, and (for an account
-    whose incidents cannot change) bucket writes left to be batched with others'."""
+    """What one actor's evaluation did: marks for IPs, and (for an account whose incidents
+    cannot change) bucket writes left to be batched with others'."""
 
-    notified: list[str] = field(default_factory=list)
     marks: list[Mark] = field(default_factory=list)
     writes: list[Op] = field(default_factory=list)
 
@@ -111,52 +68,6 @@ class Outcome:
 
 class CoverageChanged(Conflict):
     """An IP incident changed while an account was deciding from the coverage it had read."""
-
-
-@dataclass
-class Coverage:
-    """Open incidents of the days around some accounts: when each IP had one (its failures then
-    are that incident's), which accounts have their own, and the cover rows' versions."""
-
-    ips: dict[str, list[tuple[datetime, datetime]]] = field(default_factory=dict)
-    users: dict[str, list[tuple[datetime, datetime, tuple[str, ...]]]] = field(default_factory=dict)
-    versions: dict[str, str | None] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    claimed: set[str] = field(default_factory=set)  # IPs looked at again in this invocation
-
-    def claim(self, ip: str) -> bool:
-        """True the first time an IP is claimed for a second look (one look per invocation)."""
-        with self.lock:
-            if ip in self.claimed:
-                return False
-            self.claimed.add(ip)
-            return True
-
-    def add(self, row: dict[str, Any]) -> None:
-        lo = detection.minute_of(layout._utc(row["FirstSeen"]))
-        hi = detection.minute_of(layout._utc(row["LastSeen"]))
-        if row.get("State") != incidents.OPEN:
-            return
-        if row.get("SubjectKind") == Kind.IP.value:
-            self.ips.setdefault(row["Subject"], []).append((lo, hi))
-        else:
-            ips = tuple(incidents.names(row, "ClientIps"))
-            self.users.setdefault(row["Subject"], []).append((lo, hi, ips))
-
-    def covers(self, ip: str, minute: datetime) -> bool:
-        return any(lo <= minute <= hi for lo, hi in self.ips.get(ip, ()))
-
-    def has_own(self, user: str, lo: datetime, hi: datetime) -> bool:
-        return any(a <= hi and lo <= b for a, b, _ in self.users.get(user, ()))
-
-    def accounts_of(self, ip: str) -> dict[str, tuple[datetime, datetime]]:
-        """Accounts whose own incidents list this IP and overlap its incidents."""
-        out: dict[str, tuple[datetime, datetime]] = {}
-        for user, spans in self.users.items():
-            for a, b, ips in spans:
-                if ip in ips and any(lo <= b and a <= hi for lo, hi in self.ips.get(ip, ())):
-                    out[user] = (a, b)
-        return out
 
 
 class Detector:
@@ -177,9 +88,6 @@ class Detector:
         self.allowed = allowed
         self.deliver = deliver
         self.pool = pool
-        s = storage.settings
-        self.index, self.events = s.index_table, s.events_table
-        self.alerts, self.state = s.alerts_table, s.state_table
 
     # -- the invocation -----------------------------------------------------------------------
     def run(
@@ -192,7 +100,7 @@ class Detector:
         it happens, so a later fault (the host retries) cannot hide what people were told."""
         now = now or datetime.now(UTC)
         out = out if out is not None else Outcome()
-        actors = touched(rows, self.allowed)
+        actors = planning.touched(rows, self.allowed)
         wanted = self._wanted(actors)
         self._detect({a: actors[a] for a in sorted(wanted)}, now, out)
         return out
@@ -226,7 +134,7 @@ class Detector:
         wanted = {a for a, touch in actors.items() if touch.failures}
         rest = {a for a in actors if a not in wanted}
         if rest:
-            spans = {a: _hours(actors[a].lo - self.t.window, actors[a].hi) for a in rest}
+            spans = {a: planning.wanted_hours(actors[a], self.t) for a in rest}
             failing = self._failing({h for hours in spans.values() for h in hours})
             wanted |= {
                 a
@@ -240,11 +148,8 @@ class Detector:
         return {
             hour: {
                 (row["Kind"], row["Subject"])
-                for row in self.storage.query(
-                    self.index,
-                    "PartitionKey eq @pk",
-                    {"pk": model.FAIL_PREFIX + hour},
-                    select=["Kind", "Subject"],
+                for row in self.storage.index.partition(
+                    layout.FAIL_PREFIX + hour, select=["Kind", "Subject"]
                 )
             }
             for hour in sorted(hours)
@@ -262,7 +167,6 @@ class Detector:
         """Evaluate actors of one kind in parallel; each one fails alone."""
         if not actors:
             return
-
         told: dict[Actor, list[str]] = {a: [] for a in actors}  # filled as notifications go
 
         def work(actor: Actor) -> Callable[[], Result]:
@@ -274,24 +178,19 @@ class Detector:
             for actor, job in jobs.items():
                 result = self._isolated(actor, actors[actor], job.result, out)
                 if result is not None:
-                    self._collect(result, marks)
+                    _collect(result, marks)
                     if result.writes:
                         deferred[actor] = result.writes
             for actor in self._write_batched(deferred):  # lost a race: do those alone
                 again = self._isolated(actor, actors[actor], work(actor), out)
                 if again is not None:
                     self._write_buckets(again.writes)
-                    self._collect(again, marks)
+                    _collect(again, marks)
         finally:
             for job in jobs.values():
                 job.exception()  # every job has ended before its notifications are read
             for names in told.values():
                 out.notified.extend(names)
-
-    @staticmethod
-    def _collect(result: Result, marks: dict[str, list[Mark]]) -> None:
-        for m in result.marks:
-            marks.setdefault(m.ip, []).append(m)
 
     def _isolated(
         self, actor: Actor, touch: Touch, work: Callable[[], Result], out: Outcome
@@ -304,7 +203,7 @@ class Detector:
             log.exception(
                 "detection for %s %s failed; queued for retry",
                 actor.kind.value,
-                _digest(actor.subject),
+                planning.digest(actor.subject),
             )
             self._queue_retry(actor, touch)
             out.failed.append(actor)
@@ -341,11 +240,7 @@ class Detector:
         told: list[str],
     ) -> Result:
         t = self.t
-        # Minutes whose buckets the new records change: theirs, sign-ins up to a window after
-        # new failures, and for an IP with new sign-ins the minutes whose typos they explain.
-        back = t.window if actor.kind is Kind.IP and touch.successes else timedelta(0)
-        ahead = t.window if touch.failures else timedelta(0)
-        lo, hi = detection.minute_of(touch.lo - back), detection.minute_of(touch.hi + ahead)
+        lo, hi = planning.changed_minutes(actor, touch, t)
         fresh: dict[datetime, Bucket] = {}
         writes: list[Op] = []
         if rebuild:
@@ -353,35 +248,58 @@ class Detector:
             # a concurrent one then fails its guarded write instead of overwriting. The read
             # reaches `reach` around the changed minutes: enough to tell whether any is hot.
             around = self._read_buckets(actor, lo - t.reach, hi + t.reach)
-            events = self._read_events(actor, *self._event_span(actor, lo, hi))
+            events = self._read_events(actor, *planning.event_span(actor, lo, hi, t))
             fresh = {b.minute: b for b in detection.build_buckets(actor.kind, events, t, lo, hi)}
-            writes = _bucket_writes(actor, lo, hi, fresh, around.rows)
+            writes = planning.bucket_writes(actor, lo, hi, fresh, around)
             if not touch.failures and not writes:
                 return Result()  # sign-ins no rule looks at
-            if actor.kind is Kind.USER and not self._may_change(actor, touch, events, coverage):
-                return Result(writes=writes)  # written with other accounts' in a few batches
-            if self._quiet(actor, around, fresh, lo, hi, touch, coverage):
+            if actor.kind is Kind.USER:
+                assert coverage is not None
+                if not planning.may_change(actor, touch, events, coverage, t):
+                    return Result(writes=writes)  # written with other accounts' in batches
+            if planning.quiet(actor, around, fresh, (lo, hi), touch, coverage, t):
                 return Result(writes=writes)  # a typo, say: no incident can change
-        # Days whose incidents can change: hotness reaches `reach` around changed minutes.
-        days = layout.days_between(lo - t.reach, hi + t.reach)
+        days = layout.days_between(lo - t.reach, hi + t.reach)  # whose incidents can change
         stored = self._read_days(actor, days, fresh)
         buckets = {b.minute: b for b in stored.buckets if not (rebuild and lo <= b.minute <= hi)}
         buckets.update(fresh)
         ordered = [buckets[m] for m in sorted(buckets)]
-        new_marks: list[Mark] = []
-        if actor.kind is Kind.USER:
-            assert coverage is not None
-            own, new_marks, hot = detection.fold_user(actor.subject, ordered, t, coverage.covers)
-            if hot and self._recheck_sources(own, hot, coverage, now, told):
-                own, new_marks, hot = detection.fold_user(
-                    actor.subject, ordered, t, coverage.covers
-                )
-            found = detection.incidents(actor.kind, actor.subject, own, hot, t)
-            writes += [("upsert", layout.mark_entity(m), {}) for m in new_marks]
-        else:
-            hot = detection.hot_rules(actor.kind, ordered, t)
-            found = detection.incidents(actor.kind, actor.subject, ordered, hot, t, stored.marks)
+        found, new_marks = self._incidents(actor, ordered, stored.marks, coverage, now, told)
+        writes += [("upsert", layout.mark_entity(m), {}) for m in new_marks]
         self._write_buckets(writes)
+        self._settle_days(actor, days, found, coverage, now, told)
+        return Result(new_marks)
+
+    def _incidents(
+        self,
+        actor: Actor,
+        ordered: list[Bucket],
+        marks: list[Mark],
+        coverage: Coverage | None,
+        now: datetime,
+        told: list[str],
+    ) -> tuple[list[detection.Incident], list[Mark]]:
+        """The actor's incidents from its buckets (an account: only what no IP covers)."""
+        t = self.t
+        if actor.kind is Kind.IP:
+            hot = detection.hot_rules(actor.kind, ordered, t)
+            return detection.incidents(actor.kind, actor.subject, ordered, hot, t, marks), []
+        assert coverage is not None
+        own, new_marks, hot = detection.fold_user(actor.subject, ordered, t, coverage.covers)
+        if hot and self._recheck_sources(own, hot, coverage, now, told):
+            own, new_marks, hot = detection.fold_user(actor.subject, ordered, t, coverage.covers)
+        return detection.incidents(actor.kind, actor.subject, own, hot, t), new_marks
+
+    def _settle_days(
+        self,
+        actor: Actor,
+        days: Sequence[str],
+        found: list[detection.Incident],
+        coverage: Coverage | None,
+        now: datetime,
+        told: list[str],
+    ) -> None:
+        """Write the incidents of each day; check the coverage held; then notify."""
         bumped: set[str] = set()
         owed: list[tuple[str, str, str]] = []
         for day in days:
@@ -397,7 +315,6 @@ class Detector:
         for day, rk, alert_id in owed:
             told.append(alert_id)
             self.deliver(day, rk)
-        return Result(list(told), new_marks)
 
     def _recheck_sources(
         self,
@@ -410,13 +327,7 @@ class Detector:
         """Before an account gets an incident of its own, look again at the addresses its hot
         failures came from (each once per invocation): another invocation may have stored the
         rest of their attack after this one evaluated them. True if any was looked at."""
-        sources: dict[str, tuple[datetime, datetime]] = {}
-        for i in hot:
-            b = own[i]
-            for ip, n in b.ips:
-                if n >= 2 and not coverage.covers(ip, b.minute):
-                    lo, hi = sources.get(ip, (b.minute, b.minute))
-                    sources[ip] = (min(lo, b.minute), max(hi, b.minute))
+        sources = planning.sources_to_recheck(own, hot, coverage)
         fresh = [ip for ip in sorted(sources) if coverage.claim(ip)]
         for ip in fresh:
             lo, hi = sources[ip]
@@ -431,70 +342,6 @@ class Detector:
             self._refresh(coverage)
         return bool(fresh)
 
-    def _event_span(self, actor: Actor, lo: datetime, hi: datetime) -> tuple[datetime, datetime]:
-        """Events that decide the buckets of minutes [lo, hi]: a window before (is a sign-in
-        preceded by a failure?) and for an IP a window after (the sign-in that explains a typo)."""
-        w = self.t.window
-        return lo - w, hi + MINUTE + (w if actor.kind is Kind.IP else timedelta(0))
-
-    def _quiet(
-        self,
-        actor: Actor,
-        around: Stored,
-        fresh: dict[datetime, Bucket],
-        lo: datetime,
-        hi: datetime,
-        touch: Touch,
-        coverage: Coverage | None,
-    ) -> bool:
-        """No changed minute is hot, before or after: then no incident can change (hotness
-        only spreads through windows that hold a hot changed minute). Exact, because a
-        minute's hotness depends on `reach` around it only, and that much was read."""
-        if around.marks:
-            return False
-        if coverage is not None and coverage.has_own(
-            actor.subject, touch.lo - self.t.reach - self.t.quiet, touch.hi + self.t.reach
-        ):
-            return False  # its own incident may be folded or withdrawn: look at the day
-        before = sorted(around.buckets, key=lambda b: b.minute)
-        after = [b for b in before if not lo <= b.minute <= hi] + list(fresh.values())
-        after.sort(key=lambda b: b.minute)
-        return not (self._hot_in(actor, before, lo, hi, coverage) or
-                    self._hot_in(actor, after, lo, hi, coverage))  # fmt: skip
-
-    def _hot_in(
-        self,
-        actor: Actor,
-        buckets: list[Bucket],
-        lo: datetime,
-        hi: datetime,
-        coverage: Coverage | None,
-    ) -> bool:
-        if actor.kind is Kind.USER:
-            assert coverage is not None
-            _, marks, hot = detection.fold_user(actor.subject, buckets, self.t, coverage.covers)
-            if marks:
-                return True
-        else:
-            hot = detection.hot_rules(actor.kind, buckets, self.t)
-        return any(lo <= buckets[i].minute <= hi for i in hot)
-
-    def _may_change(
-        self, actor: Actor, touch: Touch, events: Sequence[Event], coverage: Coverage | None
-    ) -> bool:
-        """Could this account's incidents change? Not when every new failure belongs to an IP
-        incident, no sign-in follows and it has no incident of its own nearby: the common case
-        in a campaign against many accounts."""
-        assert coverage is not None
-        if touch.successes or any(e.success and e.time >= touch.lo for e in events):
-            return True
-        reach = self.t.reach + self.t.quiet
-        if coverage.has_own(actor.subject, touch.lo - reach, touch.hi + reach):
-            return True
-        return not all(
-            coverage.covers(ip, detection.minute_of(when)) for when, ip in touch.failures
-        )
-
     def _settle(
         self,
         actor: Actor,
@@ -506,13 +353,7 @@ class Detector:
         """Make the stored incidents of an actor's day match `found`; what is now owed a
         notification goes to `owed` as (day, RowKey, AlertId). Returns whether it wrote."""
         prefix = layout.actor_prefix(actor.kind, actor.subject)
-        rows = list(
-            self.storage.query(
-                self.alerts,
-                "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
-                {"pk": day, "lo": prefix, "hi": prefix + "~~"},
-            )
-        )
+        rows = list(self.storage.alerts.seek({"pk": day, "lo": prefix, "hi": prefix + "~~"}))
         head_key = layout.head_key(actor.kind, actor.subject, day)
         head = next((r for r in rows if r["RowKey"] == head_key[1]), None)
         stored = [r for r in rows if r is not head and "FirstSeen" in r]
@@ -522,7 +363,7 @@ class Detector:
         ops = list(plan.ops)
         if actor.kind is Kind.IP:  # the day's coverage changes with it, atomically
             ops.append(("upsert", {"PartitionKey": day, "RowKey": layout.COVER}, {}))
-        self.storage.transact(self.alerts, ops)
+        self.storage.alerts.transact(ops)
         owed.extend((day, rk, alert_id) for rk, alert_id in plan.notify)
         return True
 
@@ -540,9 +381,7 @@ class Detector:
 
     def _read_cover(self, cover: Coverage, day: str) -> None:
         version: str | None = None
-        for row in self.storage.query(
-            self.alerts, "PartitionKey eq @pk", {"pk": day}, select=_COVER_SELECT
-        ):
+        for row in self.storage.alerts.partition(day, select=_COVER_SELECT):
             if row["RowKey"] == layout.COVER:
                 version = row.metadata["etag"]
             elif "FirstSeen" in row:
@@ -553,18 +392,13 @@ class Detector:
         fresh = Coverage()
         for day in sorted(cover.versions):
             self._read_cover(fresh, day)
-        with cover.lock:
-            cover.ips, cover.users, cover.versions = fresh.ips, fresh.users, fresh.versions
+        cover.replace_with(fresh)
 
     def _cover_moved(self, cover: Coverage) -> bool:
         """Did an IP incident change since `cover` was read? (Then decide again.)"""
-        table = self.storage.table(self.alerts)
         for day, version in list(cover.versions.items()):
-            try:
-                now = table.get_entity(day, layout.COVER).metadata["etag"]
-            except ResourceNotFoundError:
-                now = None
-            if now != version:
+            row = self.storage.alerts.get(day, layout.COVER)
+            if (row.metadata["etag"] if row is not None else None) != version:
                 return True
         return False
 
@@ -572,9 +406,7 @@ class Detector:
         """An IP incident that runs past midnight covers the next day too: mark it changed."""
         spanned = {d for inc in found for d in layout.days_between(inc.first_seen, inc.last_seen)}
         for day in sorted(spanned - bumped):
-            self.storage.table(self.alerts).upsert_entity(
-                {"PartitionKey": day, "RowKey": layout.COVER}
-            )
+            self.storage.alerts.put({"PartitionKey": day, "RowKey": layout.COVER})
 
     # -- reads and writes ---------------------------------------------------------------------
     def _read_buckets(self, actor: Actor, lo: datetime, hi: datetime) -> Stored:
@@ -584,11 +416,7 @@ class Detector:
             start = datetime.fromisoformat(day).replace(tzinfo=UTC)
             first, last = max(lo, start), min(hi, start + timedelta(days=1) - MINUTE)
             pk, low, high = layout.minute_range(actor.kind, actor.subject, first, last)
-            for row in self.storage.query(
-                self.index,
-                "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
-                {"pk": pk, "lo": low, "hi": high},
-            ):
+            for row in self.storage.index.seek({"pk": pk, "lo": low, "hi": high}):
                 out.add(row, actor)
         return out
 
@@ -610,41 +438,24 @@ class Detector:
 
     def _read_events(self, actor: Actor, lo: datetime, hi: datetime) -> list[Event]:
         """The actor's successes and failures in [lo, hi) (index for an IP, events for a user)."""
-        start, end = _stamp(lo), _stamp(hi)
-        prefix = keys.subject_prefix(actor.subject)
         if actor.kind is Kind.IP:
-            rows: Iterator[dict[str, Any]] = (
+            rows: Iterator[Any] = (
                 row
                 for day in layout.days_between(lo, hi)
-                for row in self.storage.query(
-                    self.index,
-                    "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
-                    {"pk": model.IP_PREFIX + day, "lo": prefix + start, "hi": prefix + end},
+                for row in self.storage.index.seek(
+                    layout.index_seek(layout.IP_PREFIX, actor.subject, day, lo, hi),
                     select=["EventRowKey", *_SELECT_EVENT],
                 )
             )
         else:
             first, last = keys.hour_of(lo.isoformat()), keys.hour_of(hi.isoformat())
             plo, phi = keys.hour_range(actor.subject, first, last)
-            rows = self.storage.query(
-                self.events,
+            rows = self.storage.events.query(
                 "PartitionKey ge @plo and PartitionKey lt @phi and RowKey ge @lo and RowKey lt @hi",
-                {"plo": plo, "phi": phi, "lo": start, "hi": end},
+                {"plo": plo, "phi": phi, "lo": layout.time_key(lo), "hi": layout.time_key(hi)},
                 select=["RowKey", *_SELECT_EVENT],
             )
-        return [
-            Event(
-                time=layout._utc(row["TimeGenerated"]),
-                key=row.get("EventRowKey") or row["RowKey"],
-                user=row["UserKey"],
-                ip=row["ClientIpKey"],
-                success=row["Outcome"] == model.Outcome.SUCCESS.value,
-                target=row.get("TargetVMName") or "",
-                host=row.get("BastionHostName") or "",
-            )
-            for row in rows
-            if row["Outcome"] != model.Outcome.OTHER.value
-        ]
+        return [_event(row) for row in rows if row["Outcome"] != model.Outcome.OTHER.value]
 
     def _write_buckets(self, writes: list[Op]) -> None:
         by_partition: dict[str, list[Op]] = {}
@@ -652,24 +463,11 @@ class Detector:
             by_partition.setdefault(op[1]["PartitionKey"], []).append(op)
         for ops in by_partition.values():
             for i in range(0, len(ops), 100):
-                self.storage.transact(self.index, ops[i : i + 100])
+                self.storage.index.transact(ops[i : i + 100])
 
     def _write_batched(self, deferred: dict[Actor, list[Op]]) -> list[Actor]:
         """Many accounts' guarded bucket writes in few transactions; returns the accounts whose
         transaction lost a race (their writes did not happen)."""
-        batches: list[tuple[list[Actor], list[Op]]] = []
-        open_batch: dict[str, tuple[list[Actor], list[Op]]] = {}
-        for actor, ops in deferred.items():
-            pk = ops[0][1]["PartitionKey"]
-            if len(ops) > 100 or any(op[1]["PartitionKey"] != pk for op in ops):
-                batches.append(([actor], ops))  # rare: written in its own transactions
-                continue
-            current = open_batch.get(pk)
-            if current is None or len(current[1]) + len(ops) > 100:
-                current = open_batch[pk] = ([], [])
-                batches.append(current)
-            current[0].append(actor)
-            current[1].extend(ops)
 
         def write(batch: tuple[list[Actor], list[Op]]) -> list[Actor]:
             try:
@@ -678,12 +476,13 @@ class Detector:
                 return batch[0]
             return []
 
+        batches = planning.batches(deferred)
         return [actor for lost in self.pool.map(write, batches) for actor in lost]
 
     # -- actors whose detection failed --------------------------------------------------------
     def _queue_retry(self, actor: Actor, touch: Touch) -> None:
         try:
-            self.storage.table(self.state).upsert_entity(
+            self.storage.state.put(
                 {
                     "PartitionKey": RETRY_PARTITION,
                     "RowKey": f"{actor.kind.value}|{keys.encode(actor.subject)}",
@@ -699,95 +498,31 @@ class Detector:
     def retry_failed(self, now: datetime | None = None) -> tuple[int, int]:
         """Timer: run detection again for actors whose detection failed; (tried, done)."""
         now = now or datetime.now(UTC)
-        table = self.storage.table(self.state)
         tried = done = 0
-        rows = list(self.storage.query(self.state, "PartitionKey eq @pk", {"pk": RETRY_PARTITION}))
-        for row in rows:
+        for row in list(self.storage.state.partition(RETRY_PARTITION)):
             tried += 1
             actor = Actor(Kind(row["Kind"]), row["Subject"])
-            lo, hi = layout._utc(row["Lo"]), layout._utc(row["Hi"])
+            lo, hi = layout.utc(row["Lo"]), layout.utc(row["Hi"])
             out = Outcome()
             self._detect({actor: Touch(lo, hi, failures=[(lo, "")])}, now, out)
             if not out.failed:
-                table.delete_entity(RETRY_PARTITION, row["RowKey"])
+                self.storage.state.delete(RETRY_PARTITION, row["RowKey"])
                 done += 1
         return tried, done
 
 
-@dataclass
-class Stored:
-    """An actor's stored bucket rows (with ETags), buckets and marks."""
-
-    rows: dict[datetime, dict[str, Any]] = field(default_factory=dict)
-    buckets: list[Bucket] = field(default_factory=list)
-    marks: list[Mark] = field(default_factory=list)
-
-    def merge(self, other: Stored) -> None:
-        self.rows.update(other.rows)
-        self.buckets = sorted([*self.buckets, *other.buckets], key=lambda b: b.minute)
-        self.marks += other.marks
-
-    def add(self, row: dict[str, Any], actor: Actor) -> None:
-        if layout.is_mark(row):
-            self.marks.append(layout.mark_from(row, actor.subject))
-            return
-        bucket = layout.bucket_from(row)
-        self.rows[bucket.minute] = row
-        if not bucket.empty:
-            self.buckets.append(bucket)
+def _collect(result: Result, marks: dict[str, list[Mark]]) -> None:
+    for m in result.marks:
+        marks.setdefault(m.ip, []).append(m)
 
 
-def _bucket_writes(
-    actor: Actor,
-    lo: datetime,
-    hi: datetime,
-    fresh: dict[datetime, Bucket],
-    stored: dict[datetime, dict[str, Any]],
-) -> list[Op]:
-    """ETag-guarded writes that turn the stored buckets of [lo, hi] into `fresh`: a writer that
-    read older events cannot overwrite one that read newer ones."""
-    ops: list[Op] = []
-    for minute, bucket in fresh.items():
-        entity = layout.bucket_entity(actor.kind, actor.subject, bucket)
-        old = stored.get(minute)
-        if old is None:
-            ops.append(("create", entity, {}))
-        elif not _same(old, entity):
-            ops.append(("update", entity, {"etag": old.metadata["etag"]}))
-    for minute, old in stored.items():
-        if lo <= minute <= hi and minute not in fresh:
-            key = {"PartitionKey": old["PartitionKey"], "RowKey": old["RowKey"]}
-            ops.append(("delete", key, {"etag": old.metadata["etag"]}))
-    return ops
-
-
-def _same(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    if set(old) != set(new):
-        return False
-    for k, v in new.items():
-        w = old[k]
-        if isinstance(v, datetime):
-            if layout._utc(w) != v:
-                return False
-        elif w != v:
-            return False
-    return True
-
-
-def _digest(subject: str) -> str:
-    """A subject in logs: never its text (record content), only a short digest."""
-    return keys.blob_key("subject", subject)[:12]
-
-
-def _stamp(when: datetime) -> str:
-    """The leading part of event RowKeys at `when` (they start with the UTC time)."""
-    return when.astimezone(UTC).isoformat(timespec="microseconds")[:26]
-
-
-def _hours(lo: datetime, hi: datetime) -> list[str]:
-    out = []
-    hour = lo.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    while hour <= hi:
-        out.append(keys.hour_of(hour.isoformat()))
-        hour += timedelta(hours=1)
-    return out
+def _event(row: Any) -> Event:
+    return Event(
+        time=layout.utc(row["TimeGenerated"]),
+        key=row.get("EventRowKey") or row["RowKey"],
+        user=row["UserKey"],
+        ip=row["ClientIpKey"],
+        success=row["Outcome"] == model.Outcome.SUCCESS.value,
+        target=row.get("TargetVMName") or "",
+        host=row.get("BastionHostName") or "",
+    )

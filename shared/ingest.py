@@ -25,7 +25,7 @@ from azure.storage.blob import (
     BlobType,
 )
 
-from . import keys, model, parse, quarantine
+from . import keys, layout, model, parse, quarantine
 from .alerting import Deliverer
 from .detect import Detector, Outcome
 from .detection import Thresholds
@@ -198,8 +198,8 @@ class Pipeline:
                 events[key] = entity
         rows = list(events.values())
         self.storage.upsert(
-            (self.settings.events_table, rows),
-            (self.settings.index_table, list(model.index_rows(rows))),
+            (self.storage.events, rows),
+            (self.storage.index, list(layout.index_rows(rows))),
         )
         self.storage.quarantine(rejects)
         summary.read += len(rows) + rejects.count + skipped

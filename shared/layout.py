@@ -1,4 +1,15 @@
-"""Where things live in the tables: partition and row keys, and the rows detection keeps.
+"""Where things live in the tables: partition and row keys, the rows derived from events, and
+the filters that read them back. Pure code; every other module asks this one.
+
+Events (events table): `<encoded user key>|<yyyy-MM-ddTHH>`, RowKey `<UTC time>Z-<digest>`.
+
+Index table: per event, a row in `ip|<day>` and (with a target) `vm|<day>`, keyed
+`<encoded ip or vm>|<event RowKey>` and copying the fields a result shows (`INDEX_FIELDS`), so
+an IP or VM question is one RowKey-range seek per day and one invocation's index rows share a
+few partitions; `fail|<hour>` lists the users and IPs that failed in that hour.
+
+Cursors (state table): `cursor|<yyyy-MM-ddTHH>` for hour blobs (the sweep reads a few hours in
+one query each; retention drops old hours whole), `cursor` for any other blob name.
 
 Detection buckets live in the index table, one partition per UTC day (`det|<day>`), one row per
 actor and minute: `<kind>|<encoded subject>|<HH:MM>`; a compromise folded into an IP's incident
@@ -13,7 +24,9 @@ updates in the same transaction, so two writers never both decide. Pure code.
 
 from __future__ import annotations
 
+import re
 import struct
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +34,30 @@ import orjson
 
 from . import keys, text
 from .detection import Bucket, Kind, Mark
+from .model import Outcome
+
+IP_PREFIX, VM_PREFIX, FAIL_PREFIX = "ip|", "vm|", "fail|"
+INDEX_FIELDS = (
+    "TimeGenerated",
+    "UserName",
+    "UserKey",
+    "ClientIpAddress",
+    "ClientIpKey",
+    "ClientPort",
+    "TargetVMName",
+    "TargetResourceId",
+    "TargetVMIPAddress",
+    "Protocol",
+    "Message",
+    "Outcome",
+    "BastionHostName",
+)
+CURSOR_PARTITION = "cursor"
+#: The hour folders Azure Monitor writes: `.../y=YYYY/m=MM/d=DD/h=HH/...`.
+HOUR_PATH = re.compile(r"/y=(\d{4})/m=(\d{2})/d=(\d{2})/h=(\d{2})/")
+#: The filters every reader uses (values always go in as parameters).
+PARTITION = "PartitionKey eq @pk"
+SEEK = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
 
 DET_PREFIX = "det|"
 HEAD = "~"
@@ -105,14 +142,14 @@ def is_mark(row: dict[str, Any]) -> bool:
 def bucket_from(row: dict[str, Any]) -> Bucket:
     raw = row.get("Hashes") or b""
     return Bucket(
-        minute=_utc(row["Minute"]),
+        minute=utc(row["Minute"]),
         failures=int(row.get("F", 0)),
         before_success=int(row.get("Fb", 0)),
         successes=int(row.get("S", 0)),
-        first_failure=_utc(row.get("T0")),
-        last_failure=_utc(row.get("T1")),
-        first_success=_utc(row.get("S0")),
-        last_success=_utc(row.get("S1")),
+        first_failure=utc(row.get("T0")),
+        last_failure=utc(row.get("T1")),
+        first_success=utc(row.get("S0")),
+        last_success=utc(row.get("S1")),
         users=orjson.loads(row.get("Users") or "[]"),
         user_hashes=list(struct.unpack(f">{len(raw) // 8}Q", raw[: len(raw) // 8 * 8])),
         success_users=orjson.loads(row.get("Winners") or "[]"),
@@ -125,15 +162,15 @@ def bucket_from(row: dict[str, Any]) -> Bucket:
 def mark_from(row: dict[str, Any], ip: str) -> Mark:
     return Mark(
         ip=ip,
-        minute=_utc(row["Minute"]),
+        minute=utc(row["Minute"]),
         user=row["User"],
-        time=_utc(row["Time"]),
+        time=utc(row["Time"]),
         targets=tuple(orjson.loads(row.get("Targets") or "[]")),
         hosts=tuple(orjson.loads(row.get("Hosts") or "[]")),
     )
 
 
-def _utc(value: Any) -> Any:
+def utc(value: Any) -> Any:
     """Table datetimes come back as TablesEntityDatetime (a datetime subclass): plain UTC."""
     if value is None:
         return None
@@ -171,3 +208,74 @@ def days_between(lo: datetime, hi: datetime) -> list[str]:
         out.append(day.isoformat())
         day += timedelta(days=1)
     return out
+
+
+# -- events and their index rows --------------------------------------------------------------
+def time_key(when: datetime) -> str:
+    """The leading part of event RowKeys at `when` (they start with the UTC time)."""
+    return when.astimezone(UTC).isoformat(timespec="microseconds")[:26]
+
+
+def index_rows(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The index rows for stored events (each key once, as a transaction requires)."""
+    fails: set[tuple[str, str, str]] = set()
+    for e in events:
+        hour = e["PartitionKey"].rsplit("|", 1)[1]
+        day = hour[:10]
+        row = {name: e[name] for name in INDEX_FIELDS if name in e}
+        row["EventPartitionKey"] = e["PartitionKey"]
+        row["EventRowKey"] = event_key = e["RowKey"]
+        ip_prefix = keys.subject_prefix(e["ClientIpKey"])
+        yield {**row, "PartitionKey": IP_PREFIX + day, "RowKey": ip_prefix + event_key}
+        if e["TargetVMName"]:
+            vm_prefix = keys.subject_prefix(e["TargetVMName"].casefold())
+            yield {**row, "PartitionKey": VM_PREFIX + day, "RowKey": vm_prefix + event_key}
+        if e["Outcome"] == Outcome.FAILURE.value:
+            fails.add((hour, "user", e["UserKey"]))
+            fails.add((hour, "ip", e["ClientIpKey"]))
+    for hour, kind, subject in sorted(fails):
+        yield {
+            "PartitionKey": FAIL_PREFIX + hour,
+            "RowKey": f"{kind}|{keys.encode(subject)}",
+            "Kind": kind,
+            "Subject": subject,
+        }
+
+
+def index_seek(
+    prefix: str, subject: str, day: str, lo: datetime | None = None, hi: datetime | None = None
+) -> dict[str, str]:
+    """`SEEK` parameters for a subject's index rows of one day (`ip|` or `vm|`), optionally
+    only those whose event time is in [lo, hi)."""
+    rk = keys.subject_prefix(subject)
+    return {
+        "pk": prefix + day,
+        "lo": rk + (time_key(lo) if lo else ""),
+        "hi": rk + (time_key(hi) if hi else "~"),
+    }
+
+
+# -- cursors -----------------------------------------------------------------------------------
+def cursor_partition(blob_name: str) -> str:
+    match = HOUR_PATH.search("/" + blob_name)
+    if not match:
+        return CURSOR_PARTITION
+    y, m, d, h = match.groups()
+    return f"{CURSOR_PARTITION}|{y}-{m}-{d}T{h}"
+
+
+def hour_of_blob(blob_name: str) -> str:
+    """`yyyy-MM-ddTHH` of an hour blob's folders, '' for any other name."""
+    match = HOUR_PATH.search("/" + blob_name)
+    return "" if not match else "{}-{}-{}T{}".format(*match.groups())
+
+
+def host_of_blob(blob_name: str) -> str:
+    """The Bastion host folder a blob is under (`.../BASTIONHOSTS/<host>/...`), else ''."""
+    parts = blob_name.split("/")
+    upper = [p.upper() for p in parts]
+    if "BASTIONHOSTS" in upper:
+        i = upper.index("BASTIONHOSTS")
+        if i + 1 < len(parts):
+            return parts[i + 1]
+    return ""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache
@@ -33,28 +32,6 @@ _UTC = UTC
 #: ~4 KiB for target VMs, 256 x ~4 KiB for Bastion hosts. Longer values are computed anew.
 _SHORT = keys.CACHE_KEY_CHARS
 _RESOURCE_ID = 512
-
-
-#: Index partitions: `ip|<day>` and `vm|<day>` hold, per event, a row keyed
-#: `<encoded ip or vm>|<event RowKey>` with the fields below (so an IP or VM question is one
-#: RowKey-range seek per day, and one invocation's index rows share a few partitions, so they
-#: go in a few transactions); `fail|<hour>` lists the users and IPs that failed in that hour.
-IP_PREFIX, VM_PREFIX, FAIL_PREFIX = "ip|", "vm|", "fail|"
-INDEX_FIELDS = (
-    "TimeGenerated",
-    "UserName",
-    "UserKey",
-    "ClientIpAddress",
-    "ClientIpKey",
-    "ClientPort",
-    "TargetVMName",
-    "TargetResourceId",
-    "TargetVMIPAddress",
-    "Protocol",
-    "Message",
-    "Outcome",
-    "BastionHostName",
-)
 
 
 class Outcome(StrEnum):
@@ -202,32 +179,6 @@ def normalize(value: object, source_blob: str, offset: int, index: int) -> dict[
     entity["PartitionKey"] = keys.partition_key(user, stamp[:13])
     entity["RowKey"] = keys.row_key(stamp, digest)
     return entity
-
-
-def index_rows(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """The index rows for stored events (each key once, as a transaction requires)."""
-    fails: set[tuple[str, str, str]] = set()
-    for e in events:
-        hour = e["PartitionKey"].rsplit("|", 1)[1]
-        day = hour[:10]
-        row = {name: e[name] for name in INDEX_FIELDS if name in e}
-        row["EventPartitionKey"] = e["PartitionKey"]
-        row["EventRowKey"] = event_key = e["RowKey"]
-        ip_prefix = keys.subject_prefix(e["ClientIpKey"])
-        yield {**row, "PartitionKey": IP_PREFIX + day, "RowKey": ip_prefix + event_key}
-        if e["TargetVMName"]:
-            vm_prefix = keys.subject_prefix(e["TargetVMName"].casefold())
-            yield {**row, "PartitionKey": VM_PREFIX + day, "RowKey": vm_prefix + event_key}
-        if e["Outcome"] == Outcome.FAILURE.value:
-            fails.add((hour, "user", e["UserKey"]))
-            fails.add((hour, "ip", e["ClientIpKey"]))
-    for hour, kind, subject in sorted(fails):
-        yield {
-            "PartitionKey": FAIL_PREFIX + hour,
-            "RowKey": f"{kind}|{keys.encode(subject)}",
-            "Kind": kind,
-            "Subject": subject,
-        }
 
 
 def outcome(message: str) -> Outcome:

@@ -42,9 +42,10 @@ import ciso8601
 import orjson
 from azure.core.exceptions import ResourceNotFoundError
 
-from . import keys, model, quarantine, text
+from . import keys, layout, model, quarantine, text
+from .layout import HOUR_PATH
 from .messages import message as alert_message
-from .storage import HOUR_PATH, Storage
+from .storage import Storage, Table
 
 MAX_DAYS = 31
 MAX_SCAN_DAYS = 7
@@ -52,7 +53,7 @@ MAX_LIMIT = 1000
 DEFAULT_SPAN = timedelta(hours=24)
 STATUSES = ("pending", "delivered", "withdrawn")
 #: The properties an activity result shows: what index rows copy, so every mode answers alike.
-FIELDS = [*model.INDEX_FIELDS]
+FIELDS = [*layout.INDEX_FIELDS]
 REPORT_FIELDS = [
     "TimeGenerated",
     "UserName",
@@ -273,15 +274,19 @@ def activity_filter(q: ActivityQuery) -> tuple[str, str, list[dict[str, Any]]]:
         params["outcome"] = q.outcome
     if q.mode == "scan":  # every event has a row in its day's IP partition
         flt = " and ".join(["PartitionKey eq @pk", *clauses])
-        return "index", flt, [{**params, "pk": model.IP_PREFIX + d} for d in keys.days(first, last)]
+        return (
+            "index",
+            flt,
+            [{**params, "pk": layout.IP_PREFIX + d} for d in keys.days(first, last)],
+        )
     if q.mode == "user":
         lo, hi = keys.hour_range(keys.user_key(q.user or "", ""), first, last)
         flt = " and ".join(["PartitionKey ge @lo", "PartitionKey lt @hi", *clauses])
         return "events", flt, [{**params, "lo": lo, "hi": hi}]
     if q.mode == "vm":
-        prefix, subject = model.VM_PREFIX, (q.vm or "").casefold()
+        prefix, subject = layout.VM_PREFIX, (q.vm or "").casefold()
     else:
-        prefix, subject = model.IP_PREFIX, model.ip_key(q.ip or "")
+        prefix, subject = layout.IP_PREFIX, model.ip_key(q.ip or "")
     rk = keys.subject_prefix(subject)
     flt = " and ".join(["PartitionKey eq @pk", "RowKey gt @lo", "RowKey lt @hi", *clauses])
     segments = [
@@ -312,24 +317,19 @@ def activity(storage: Storage, q: ActivityQuery) -> Page:
     fingerprint = q.fingerprint()
     state = _decode_token(q.continuation, fingerprint) if q.continuation else {}
     kind, flt, segments = activity_filter(q)
-    s = storage.settings
-    table = s.events_table if kind == "events" else s.index_table
+    table = storage.events if kind == "events" else storage.index
     select = [*FIELDS, "PartitionKey", "RowKey"]
     if q.mode == "scan":
-        return _scan_page(storage, table, flt, segments, select, q.limit, state, fingerprint)
+        return _scan_page(table, flt, segments, select, q.limit, state, fingerprint)
     items: list[dict[str, Any]] = []
     segment, token = int(state.get("s", 0)), state.get("t")
     while segment < len(segments) and len(items) < q.limit:
-        pages = (
-            storage.table(table)
-            .query_entities(
-                flt,
-                parameters=segments[segment],
-                select=select,
-                results_per_page=q.limit - len(items),
-            )
-            .by_page(continuation_token=token)
-        )
+        pages = table.client.query_entities(
+            flt,
+            parameters=segments[segment],
+            select=select,
+            results_per_page=q.limit - len(items),
+        ).by_page(continuation_token=token)
         items.extend(activity_item(row) for row in next(pages, []))
         token = pages.continuation_token
         if not token:  # this segment is done (short pages happen: then ask for the rest)
@@ -340,8 +340,7 @@ def activity(storage: Storage, q: ActivityQuery) -> Page:
 
 
 def _scan_page(
-    storage: Storage,
-    table: str,
+    table: Table,
     flt: str,
     segments: list[dict[str, Any]],
     select: list[str],
@@ -355,9 +354,9 @@ def _scan_page(
         segments = [
             {**params, "start": max(params["start"], since)}
             for params in segments
-            if params["pk"][len(model.IP_PREFIX) :] >= since.date().isoformat()
+            if params["pk"][len(layout.IP_PREFIX) :] >= since.date().isoformat()
         ]
-    found = (row for params in segments for row in storage.query(table, flt, params, select))
+    found = (row for params in segments for row in table.query(flt, params, select))
     return _ordered_page(found, after, limit, "TimeGenerated", fingerprint, activity_item)
 
 
@@ -404,7 +403,7 @@ def alerts(storage: Storage, q: AlertQuery) -> Page:
     if q.status:
         clauses.append("Status eq @status")
         params["status"] = q.status
-    rows = storage.query(storage.settings.alerts_table, " and ".join(clauses), params)
+    rows = storage.alerts.query(" and ".join(clauses), params)
     return _ordered_page(rows, state.get("after"), q.limit, "FirstSeen", fingerprint, alert_item)
 
 
@@ -427,11 +426,10 @@ def _all_pages(
 def report_events(storage: Storage, start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
     """Events in `[start, end)` for the report: each day's IP index partition, read whole."""
     for day in keys.days(start.isoformat(), _last_instant(end)):
-        yield from storage.query(
-            storage.settings.index_table,
+        yield from storage.index.query(
             "PartitionKey eq @pk and TimeGenerated ge @start and TimeGenerated lt @end",
-            {"pk": model.IP_PREFIX + day, "start": start, "end": end},
-            select=REPORT_FIELDS,
+            {"pk": layout.IP_PREFIX + day, "start": start, "end": end},
+            REPORT_FIELDS,
         )
 
 

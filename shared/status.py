@@ -20,6 +20,7 @@ import orjson
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
+from . import layout
 from .detect import RETRY_PARTITION
 from .storage import Cursor, Storage
 from .sweep import host_folders
@@ -119,11 +120,8 @@ def collect(storage: Storage, logs: ContainerClient, now: datetime | None = None
     for h in hosts.values():
         h.verdict, h.why = verdict(h, now)
     out.hosts = sorted(hosts.values(), key=lambda h: h.host)
-    out.pending_alerts = _count(storage, storage.settings.alerts_table, now)
-    out.detection_retries = sum(
-        1 for _ in storage.query(storage.settings.state_table, "PartitionKey eq @pk",
-                                 {"pk": RETRY_PARTITION}, select=["RowKey"])
-    )  # fmt: skip
+    out.pending_alerts = _count(storage, now)
+    out.detection_retries = sum(1 for _ in storage.state.partition(RETRY_PARTITION, ["RowKey"]))
     return out
 
 
@@ -195,28 +193,21 @@ def _b64(text: str) -> str:
         return ""
 
 
-def _count(storage: Storage, table: str, now: datetime) -> int:
-    rows: Iterable[Mapping[str, Any]] = storage.query(
-        table,
+def _count(storage: Storage, now: datetime) -> int:
+    rows: Iterable[Mapping[str, Any]] = storage.alerts.query(
         "PartitionKey ge @lo and PartitionKey le @hi and Status eq @pending",
         {
             "lo": (now - timedelta(days=7)).date().isoformat(),
             "hi": (now + timedelta(days=1)).date().isoformat(),
             "pending": "pending",
         },
-        select=["RowKey"],
+        ["RowKey"],
     )
     return sum(1 for _ in rows)
 
 
 def _host_of(name: str) -> str:
-    parts = name.split("/")
-    upper = [p.upper() for p in parts]
-    if "BASTIONHOSTS" in upper:
-        i = upper.index("BASTIONHOSTS")
-        if i + 1 < len(parts) and parts[i + 1]:
-            return parts[i + 1]
-    return "(other)"
+    return layout.host_of_blob(name) or "(other)"
 
 
 def _iso(value: datetime | None) -> str | None:

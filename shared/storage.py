@@ -1,15 +1,14 @@
-"""Thin I/O layer over Azure Storage: clients, batched upserts, cursors, quarantine.
+"""Thin I/O layer over Azure Storage: clients, one typed handle per table, cursors, quarantine.
 
 Everything here either succeeds or raises, so a storage fault fails the invocation and the host
 retries it; every write is an upsert with a deterministic key or an ETag-guarded update, so the
-retry duplicates nothing.
+retry duplicates nothing. Keys and filters come from `shared.layout`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,20 +24,25 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
+from azure.data.tables import (
+    TableClient,
+    TableEntity,
+    TableServiceClient,
+    TableTransactionError,
+    UpdateMode,
+)
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 from azure.storage.queue import QueueServiceClient
 
-from . import quarantine
+from . import layout, quarantine
+from .layout import CURSOR_PARTITION, cursor_partition
 from .settings import CONNECTION, LOGS_CONTAINER, Settings
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 100  # entity-group transaction limit
 MAX_BATCH_BYTES = 3 * 1024 * 1024  # stay well under the 4 MiB payload limit
-CURSOR_PARTITION = "cursor"
-#: The hour folders Azure Monitor writes: `.../y=YYYY/m=MM/d=DD/h=HH/...`.
-HOUR_PATH = re.compile(r"/y=(\d{4})/m=(\d{2})/d=(\d{2})/h=(\d{2})/")
+Op = tuple[str, dict[str, Any], dict[str, Any]]
 
 
 @contextlib.contextmanager
@@ -102,17 +106,7 @@ def blob_etag(value: object) -> str:
     return str(value or "").strip('"')
 
 
-def cursor_partition(blob_name: str) -> str:
-    """`cursor|<yyyy-MM-ddTHH>` for hour blobs (the sweep reads a few hours' cursors in one
-    query each; retention drops old hours whole), `cursor` for any other name."""
-    match = HOUR_PATH.search("/" + blob_name)
-    if not match:
-        return CURSOR_PARTITION
-    y, m, d, h = match.groups()
-    return f"{CURSOR_PARTITION}|{y}-{m}-{d}T{h}"
-
-
-def cursor_from(row: dict[str, Any]) -> Cursor:
+def cursor_from(row: TableEntity) -> Cursor:
     return Cursor(
         offset=int(row["Offset"]),
         mode=row["Mode"],
@@ -129,61 +123,52 @@ def cursor_from(row: dict[str, Any]) -> Cursor:
     )
 
 
-class Storage:
-    """Clients for one storage account, shared by all invocations of a worker process."""
+class Table:
+    """One table: its name, its client (the table is created on first use in this process; in
+    Azure the template creates it, and a role scoped to the table may not create one), and the
+    operations the app uses."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        conn = settings.connection  # the SDKs read `UseDevelopmentStorage=true` themselves
-        if conn:
-            self.blobs = BlobServiceClient.from_connection_string(conn)
-            self.tables = TableServiceClient.from_connection_string(conn)
-            self.queues = QueueServiceClient.from_connection_string(conn)
-        else:
-            self.blobs, self.tables, self.queues = _identity_clients(settings.connection_parts)
-        self._ready: set[str] = set()
-        self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(settings.write_concurrency, "storage")
+    def __init__(self, storage: Storage, name: str) -> None:
+        self.name = name
+        self._storage = storage
+        self._client: TableClient | None = None
 
-    # -- tables -------------------------------------------------------------------------
-    def table(self, name: str) -> TableClient:
-        """A table client; the table is created on first use in this process (in Azure the
-        template creates it, and the app's role, scoped to the table, may not create one)."""
-        if name not in self._ready:
-            with self._lock:
-                with provisioned():
-                    self.tables.create_table(name)
-                self._ready.add(name)
-        return self.tables.get_table_client(name)
+    @property
+    def client(self) -> TableClient:
+        if self._client is None:
+            with self._storage.lock:
+                if self._client is None:
+                    with provisioned():
+                        self._storage.tables.create_table(self.name)
+                    self._client = self._storage.tables.get_table_client(self.name)
+        return self._client
 
-    def container(self, name: str) -> ContainerClient:
-        client = self.blobs.get_container_client(name)
-        key = "blob:" + name
-        if key not in self._ready and name != LOGS_CONTAINER:
-            with self._lock:
-                with provisioned():
-                    client.create_container()
-                self._ready.add(key)
-        return client
+    def query(
+        self, flt: str, parameters: dict[str, Any], select: list[str] | None = None
+    ) -> Iterator[TableEntity]:
+        """Filtered query; values always go in as parameters, never into the filter text."""
+        yield from self.client.query_entities(flt, parameters=parameters, select=select)
 
-    def upsert(self, *writes: tuple[str, Sequence[dict[str, Any]]]) -> None:
-        """Upsert (table, entities) pairs in same-partition transactions of <=100, in parallel.
+    def partition(self, pk: str, select: list[str] | None = None) -> Iterator[TableEntity]:
+        return self.query(layout.PARTITION, {"pk": pk}, select)
 
-        Callers pass each (PartitionKey, RowKey) once per table: a transaction may not hold one
-        twice. Raises the first failure (the invocation fails and is retried).
-        """
-        jobs = [(self.table(t), b) for t, entities in writes for b in _batches(entities)]
-        if len(jobs) <= 1 or self.settings.write_concurrency == 1:
-            for client, batch in jobs:
-                _submit(client, batch)
-            return
-        futures = [self._pool.submit(_submit, client, batch) for client, batch in jobs]
-        for future in futures:
-            future.result()
+    def seek(
+        self, params: dict[str, str], select: list[str] | None = None
+    ) -> Iterator[TableEntity]:
+        """Rows of one partition with RowKey in [lo, hi) (`layout.SEEK` parameters)."""
+        return self.query(layout.SEEK, params, select)
 
-    def transact(
-        self, table: str, ops: Sequence[tuple[str, dict[str, Any], dict[str, Any]]]
-    ) -> None:
+    def get(self, pk: str, rk: str) -> TableEntity | None:
+        try:
+            return self.client.get_entity(pk, rk)
+        except ResourceNotFoundError:
+            return None
+
+    def upsert(self, entities: Sequence[dict[str, Any]]) -> None:
+        """Upsert in same-partition transactions of <= 100, in parallel (see `Storage.upsert`)."""
+        self._storage.upsert((self, entities))
+
+    def transact(self, ops: Sequence[Op]) -> None:
         """One entity-group transaction (same partition, at most 100 operations), all or nothing.
 
         Operations are (`create` | `update` | `upsert` | `delete`, entity, options); options may
@@ -203,47 +188,104 @@ class Storage:
                 kwargs["mode"] = UpdateMode.MERGE if merge else UpdateMode.REPLACE
             batch.append((op, entity, kwargs))
         try:
-            self.table(table).submit_transaction(batch)
+            self.client.submit_transaction(batch)  # type: ignore[arg-type]
         except TableTransactionError as exc:
             if exc.status_code in (404, 409, 412):  # gone, exists, changed: look again
-                raise Conflict(f"{table}: a row changed under us") from exc
+                raise Conflict(f"{self.name}: a row changed under us") from exc
             raise
 
-    def query(
-        self,
-        table: str,
-        flt: str,
-        parameters: dict[str, Any],
-        select: list[str] | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        """Filtered query; values always go in as parameters, never into the filter text."""
-        yield from self.table(table).query_entities(flt, parameters=parameters, select=select)
+    def update(self, entity: dict[str, Any], etag: str, merge: bool = True) -> str:
+        """Update a row only if unchanged since `etag`; its new ETag. Raises `Conflict`."""
+        try:
+            meta = self.client.update_entity(
+                entity,
+                mode=UpdateMode.MERGE if merge else UpdateMode.REPLACE,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError) as exc:
+            raise Conflict(self.name) from exc
+        return str(meta.get("etag", ""))
+
+    def put(self, entity: dict[str, Any]) -> None:
+        self.client.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def delete(self, pk: str, rk: str) -> None:
+        self.client.delete_entity(pk, rk)
+
+
+class Storage:
+    """Clients for one storage account, shared by all invocations of a worker process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        conn = settings.connection  # the SDKs read `UseDevelopmentStorage=true` themselves
+        if conn:
+            self.blobs = BlobServiceClient.from_connection_string(conn)
+            self.tables = TableServiceClient.from_connection_string(conn)
+            self.queues = QueueServiceClient.from_connection_string(conn)
+        else:
+            self.blobs, self.tables, self.queues = _identity_clients(settings.connection_parts)
+        self.lock = threading.Lock()
+        self._containers: set[str] = set()
+        self._pool = ThreadPoolExecutor(settings.write_concurrency, "storage")
+        self.events = Table(self, settings.events_table)
+        self.index = Table(self, settings.index_table)
+        self.state = Table(self, settings.state_table)
+        self.alerts = Table(self, settings.alerts_table)
+
+    def table(self, name: str) -> Table:
+        """The handle of one of the app's tables, by name (tools and tests name them)."""
+        for table in (self.events, self.index, self.state, self.alerts):
+            if table.name == name:
+                return table
+        raise KeyError(name)
+
+    def logs(self) -> ContainerClient:
+        """The container Azure Monitor writes the Bastion audit logs to (read-only for us)."""
+        return self.blobs.get_container_client(LOGS_CONTAINER)
+
+    def container(self, name: str) -> ContainerClient:
+        """A container of ours, created on first use in this process."""
+        client = self.blobs.get_container_client(name)
+        if name not in self._containers:
+            with self.lock:
+                with provisioned():
+                    client.create_container()
+                self._containers.add(name)
+        return client
+
+    def upsert(self, *writes: tuple[Table, Sequence[dict[str, Any]]]) -> None:
+        """Upsert (table, entities) pairs in same-partition transactions of <=100, in parallel.
+
+        Callers pass each (PartitionKey, RowKey) once per table: a transaction may not hold one
+        twice. Raises the first failure (the invocation fails and is retried).
+        """
+        jobs = [(t.client, b) for t, entities in writes for b in _batches(entities)]
+        if len(jobs) <= 1 or self.settings.write_concurrency == 1:
+            for client, batch in jobs:
+                _submit(client, batch)
+            return
+        futures = [self._pool.submit(_submit, client, batch) for client, batch in jobs]
+        for future in futures:
+            future.result()
 
     # -- cursors ------------------------------------------------------------------------
     def read_cursor(self, blob_key: str, blob_name: str = "") -> Cursor:
-        table = self.table(self.settings.state_table)
         partition = cursor_partition(blob_name)
-        try:
-            return cursor_from(table.get_entity(partition, blob_key))
-        except ResourceNotFoundError:
-            pass
+        row = self.state.get(partition, blob_key)
+        if row is not None:
+            return cursor_from(row)
         if partition == CURSOR_PARTITION:
             return Cursor()
-        try:  # written before cursors moved to hour partitions: carry on from it
-            legacy = cursor_from(table.get_entity(CURSOR_PARTITION, blob_key))
-        except ResourceNotFoundError:
-            return Cursor()
-        return replace(legacy, etag=None)
+        legacy = self.state.get(CURSOR_PARTITION, blob_key)  # before hour partitions
+        return Cursor() if legacy is None else replace(cursor_from(legacy), etag=None)
 
     def cursors(self, hours: Iterable[str]) -> dict[str, Cursor]:
         """The cursors of the hour blobs of these hours (`yyyy-MM-ddTHH`), by blob name."""
         out: dict[str, Cursor] = {}
         for hour in sorted(set(hours)):
-            for row in self.query(
-                self.settings.state_table,
-                "PartitionKey eq @pk",
-                {"pk": f"{CURSOR_PARTITION}|{hour}"},
-            ):
+            for row in self.state.partition(f"{CURSOR_PARTITION}|{hour}"):
                 out[row["BlobName"]] = cursor_from(row)
         return out
 
@@ -266,7 +308,7 @@ class Storage:
         }
         if new.last_time is not None:
             row["LastTime"] = new.last_time
-        client = self.table(self.settings.state_table)
+        client = self.state.client
         try:
             if old.etag is None:
                 meta = client.create_entity(row)

@@ -23,7 +23,8 @@ from datetime import UTC, datetime, timedelta
 from azure.storage.blob import BlobPrefix, BlobProperties, ContainerClient
 
 from .ingest import SETTLE, Summary
-from .storage import HOUR_PATH, Cursor, Storage, blob_etag
+from .layout import HOUR_PATH
+from .storage import Cursor, Storage, blob_etag
 
 log = logging.getLogger(__name__)
 #: How often the worker walks the container again for Bastion hosts it has not seen yet.

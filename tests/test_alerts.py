@@ -80,7 +80,7 @@ def burst(prefix: str, n: int = 6, user: str = "admin", minute: int = 0) -> dict
 
 def alert_rows(p: Pipeline) -> list[dict[str, Any]]:
     """Incident rows (not the per-actor head rows, which have no `FirstSeen`)."""
-    rows = p.storage.query(p.settings.alerts_table, "PartitionKey ge @lo", {"lo": ""})
+    rows = p.storage.alerts.query("PartitionKey ge @lo", {"lo": ""})
     return [r for r in rows if "FirstSeen" in r]
 
 
@@ -125,10 +125,8 @@ def test_redelivered_blobs_do_not_alert_again(
     blobs = burst(blob_prefix)
     ingest_all(pipeline, logs, blobs)
     for _ in range(2):  # cursor lost: everything is read and detected again
-        for row in pipeline.storage.query(
-            pipeline.settings.state_table, "PartitionKey eq @pk", {"pk": "cursor"}
-        ):
-            pipeline.storage.table(pipeline.settings.state_table).delete_entity(row)
+        for row in pipeline.storage.state.query("PartitionKey eq @pk", {"pk": "cursor"}):
+            pipeline.storage.state.client.delete_entity(row)
         ingest_all(pipeline, logs, blobs)
     assert len(alert_rows(pipeline)) == 1
     assert len(queue_messages(pipeline)) == 1

@@ -37,7 +37,7 @@ def lines(records: list[dict[str, Any]]) -> bytes:
 
 
 def incidents(p: Pipeline) -> list[dict[str, Any]]:
-    rows = p.storage.query(p.settings.alerts_table, "PartitionKey ge @lo", {"lo": ""})
+    rows = p.storage.alerts.query("PartitionKey ge @lo", {"lo": ""})
     return sorted(
         (r for r in rows if "FirstSeen" in r), key=lambda r: (r["FirstSeen"], r["RowKey"])
     )
@@ -431,13 +431,13 @@ def test_one_failing_actor_does_not_stop_the_others(
         indexed_app["ingest_blob"].get_user_function()(logs.get_blob_client(name))
         # The broken address's attack is still seen: as the account's own incident.
         assert sorted(r["Subject"] for r in incidents(p)) == sorted([ATTACKER, "admin"])
-    queued = list(p.storage.query(p.settings.state_table, "PartitionKey eq @pk",
+    queued = list(p.storage.state.query("PartitionKey eq @pk",
                                   {"pk": detect.RETRY_PARTITION}))  # fmt: skip
     assert [r["Subject"] for r in queued] == ["192.0.2.13"]
     indexed_app["redeliver_alerts"].get_user_function()(TimerRequest(past_due=False))
     live = [r["Subject"] for r in incidents(p) if r["State"] == "open"]
     assert sorted(live) == sorted(["192.0.2.13", ATTACKER])  # admin's now folded into its IP's
-    assert not list(p.storage.query(p.settings.state_table, "PartitionKey eq @pk",
+    assert not list(p.storage.state.query("PartitionKey eq @pk",
                                     {"pk": detect.RETRY_PARTITION}))  # fmt: skip
 
 
@@ -469,8 +469,5 @@ def test_the_sweep_goes_on_past_a_blob_that_fails(
     monkeypatch.setattr(Pipeline, "ingest", flaky)
     with pytest.raises(Exception, match="1 of"):
         indexed_app["sweep_recent_blobs"].get_user_function()(TimerRequest(past_due=False))
-    stored = {
-        r["SourceBlob"]
-        for r in p.storage.query(p.settings.events_table, "PartitionKey ge @lo", {"lo": ""})
-    }
+    stored = {r["SourceBlob"] for r in p.storage.events.query("PartitionKey ge @lo", {"lo": ""})}
     assert good in stored and bad not in stored

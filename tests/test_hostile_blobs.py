@@ -214,7 +214,7 @@ CACHE_PROBE = textwrap.dedent(
     """
     import gc, json, os
     from devtools import samples
-    from shared import keys, model
+    from shared import keys, layout, model
     def rss():
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -229,7 +229,7 @@ CACHE_PROBE = textwrap.dedent(
         r["properties"]["message"] = "Login Failed " + long
         r["resourceId"] = r["resourceId"] + long
         e = model.normalize(r, "b", i, 0)
-        list(model.index_rows([e]))
+        list(layout.index_rows([e]))
         model.ip_key(long), model.vm_name(long), keys.encode(long), keys.identity(long)
     gc.collect()
     print(json.dumps({"before": before, "after": rss()}))

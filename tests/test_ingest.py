@@ -14,7 +14,7 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from devtools import samples
-from shared import ingest, keys, quarantine, storage
+from shared import ingest, keys, layout, quarantine
 from shared.ingest import Pipeline
 from shared.settings import LOGS_CONTAINER
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.azurite
 
 
 def all_rows(pipeline: Pipeline, table: str) -> list[dict[str, Any]]:
-    return list(pipeline.storage.query(table, "PartitionKey ge @lo", {"lo": ""}))
+    return list(pipeline.storage.table(table).query("PartitionKey ge @lo", {"lo": ""}))
 
 
 def event_keys(pipeline: Pipeline) -> list[tuple[str, str]]:
@@ -79,8 +79,8 @@ def test_redelivery_adds_nothing(pipeline: Pipeline, logs: Any, blob_prefix: str
         pipeline.ingest(logs.get_blob_client(name))
     before = event_keys(pipeline), len(all_rows(pipeline, pipeline.settings.alerts_table))
     # The host redelivers: same blobs again, and the cursor of one is lost.
-    pipeline.storage.table(pipeline.settings.state_table).delete_entity(
-        storage.cursor_partition(names[1]),
+    pipeline.storage.state.client.delete_entity(
+        layout.cursor_partition(names[1]),
         keys.blob_key(LOGS_CONTAINER, names[1]),
     )
     summaries = [pipeline.ingest(logs.get_blob_client(name)) for name in names]

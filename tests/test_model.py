@@ -9,7 +9,8 @@ import pytest
 
 from devtools import samples
 from shared import keys
-from shared.model import Outcome, Rejected, index_rows, normalize, outcome
+from shared.layout import index_rows
+from shared.model import Outcome, Rejected, normalize, outcome
 
 WHEN = datetime(2026, 11, 24, 10, 58, 3, 250000, tzinfo=UTC)
 FORBIDDEN = set("/\\#?") | {chr(c) for c in (*range(0x20), *range(0x7F, 0xA0))}

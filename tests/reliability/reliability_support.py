@@ -19,8 +19,9 @@ from azure.storage.queue import QueueServiceClient
 from devtools import azurite, samples
 from shared import quarantine
 from shared.ingest import Pipeline, Summary
+from shared.layout import CURSOR_PARTITION
 from shared.settings import CONNECTION, LOGS_CONTAINER, Settings
-from shared.storage import CURSOR_PARTITION, Busy, Storage
+from shared.storage import Busy, Storage
 
 #: What makes two alert rows "the same incident": everything but delivery bookkeeping.
 ALERT_FIELDS = (
@@ -130,7 +131,7 @@ def upload(p: Pipeline, blobs: dict[str, bytes]) -> ContainerClient:
 
 
 def _rows(p: Pipeline, table: str) -> Iterable[dict[str, Any]]:
-    return p.storage.query(table, "PartitionKey ge @lo", {"lo": ""})
+    return p.storage.table(table).query("PartitionKey ge @lo", {"lo": ""})
 
 
 @dataclass
@@ -169,8 +170,7 @@ def snapshot(p: Pipeline, blob_prefix: str = "") -> Snapshot:
     alerts = {(r["PartitionKey"], r["RowKey"]): _alert_fields(r) for r in rows}
     cursors = {
         row["BlobName"]: {f: row.get(f) for f in CURSOR_FIELDS}
-        for row in p.storage.query(  # `cursor` and the hour partitions `cursor|<hour>`
-            s.state_table,
+        for row in p.storage.state.query(  # `cursor` and the hour partitions `cursor|<hour>`
             "PartitionKey ge @lo and PartitionKey lt @hi",
             {"lo": CURSOR_PARTITION, "hi": CURSOR_PARTITION + "~"},
         )

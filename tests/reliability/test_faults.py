@@ -148,7 +148,7 @@ def test_failure_between_records_and_cursor(
     got = snapshot(p)
     attempts = [
         row["Attempts"]
-        for row in p.storage.query(p.settings.alerts_table, "PartitionKey ge @lo", {"lo": ""})
+        for row in p.storage.alerts.query("PartitionKey ge @lo", {"lo": ""})
         if "FirstSeen" in row  # not the per-actor head rows
     ]
     close(p)

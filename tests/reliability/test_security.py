@@ -49,10 +49,10 @@ def test_every_query_passes_values_as_parameters() -> None:
         for call in _calls(tree, "query"):
             if path.name == "storage.py" or not call.args:
                 continue
-            checked += 1
-            has_params = len(call.args) >= 3 or "parameters" in {k.arg for k in call.keywords}
+            checked += 1  # Table.query(filter, parameters, select=None)
+            has_params = len(call.args) >= 2 or "parameters" in {k.arg for k in call.keywords}
             assert has_params, f"{path.name}:{call.lineno} query without parameters"
-            flt = call.args[1] if len(call.args) > 1 else None
+            flt = call.args[0]
             assert not isinstance(flt, ast.JoinedStr), f"{path.name}:{call.lineno} f-string filter"
         for node in ast.walk(tree):  # no f-string, % or .format produces OData text
             if isinstance(node, ast.JoinedStr):
@@ -134,7 +134,7 @@ def test_no_secret_in_logs_or_alert_rows(
     assert tried == len(summary.alerts) and done == 0
     rows = [
         r
-        for r in p.storage.query(p.settings.alerts_table, "PartitionKey ge @lo", {"lo": ""})
+        for r in p.storage.alerts.query("PartitionKey ge @lo", {"lo": ""})
         if "FirstSeen" in r  # incident rows, not the per-actor head rows
     ]
     close(p)
