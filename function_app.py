@@ -42,22 +42,22 @@ def redeliver_alerts(timer: func.TimerRequest) -> None:
 @app.function_name("http_activity")
 @app.route(route="activity", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def http_activity(req: func.HttpRequest) -> func.HttpResponse:
-    return api.activity(req, functions.pipeline())
+    return api.activity(req, functions.storage())
 
 
 @app.function_name("http_alerts")
 @app.route(route="alerts", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def http_alerts(req: func.HttpRequest) -> func.HttpResponse:
-    return api.alerts(req, functions.pipeline())
+    return api.alerts(req, functions.storage())
 
 
 @app.function_name("http_report")
 @app.route(route="report", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def http_report(req: func.HttpRequest) -> func.HttpResponse:
-    return api.report_page(req, functions.pipeline())
+    return api.report_page(req, functions.storage())
 
 
 @app.function_name("http_status")
 @app.route(route="status", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def http_status(req: func.HttpRequest) -> func.HttpResponse:
-    return api.status(req, functions.pipeline())
+    return api.status(req, functions.storage())

@@ -99,7 +99,7 @@ def measure(hosts: int) -> dict[str, Any]:
         logs = p.storage.blobs.get_container_client(LOGS_CONTAINER)
         logs.create_container()
         names = build(p, logs, hosts, now)
-        sweeper = Sweeper(p.storage, p.ingest, timedelta(hours=3))
+        sweeper = Sweeper(p.storage, p, timedelta(hours=3))
         sweeper.run(logs, now)  # first sweep: reads everything, learns the hosts
         out: dict[str, Any] = {"hosts": hosts, "blobs": len(names)}
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 from typing import Any, TextIO
 
 from shared import quarantine
-from shared.ingest import Pipeline
+from shared.ingest import Pipeline, Summary
 from shared.settings import CONNECTION, LOGS_CONTAINER, Settings
 
 from . import azurite, samples
@@ -25,22 +25,20 @@ def run(out: TextIO) -> int:
         for name, data in blobs.items():
             container.upload_blob(name, data)
         print(f"Uploaded {len(blobs)} sample blobs to {LOGS_CONTAINER}/ on Azurite\n", file=out)
-        totals = defaultdict(int)
-        for name in blobs:  # exactly what the blob trigger runs, blob by blob
-            summary = pipeline.ingest(container.get_blob_client(name))
-            for key in ("read", "stored", "quarantined", "skipped"):
-                totals[key] += getattr(summary, key)
+        # exactly what the blob trigger runs, blob by blob
+        total = Summary.total(pipeline.ingest(container.get_blob_client(n)) for n in blobs)
         print_events(pipeline, out)
         print(
-            f"\nRecords read {totals['read']}: stored {totals['stored']}, "
-            f"quarantined {totals['quarantined']} (in {settings.quarantine_container}/), "
-            f"skipped {totals['skipped']}",
+            f"\nRecords read {total.read}: stored {total.stored}, "
+            f"quarantined {total.quarantined} (in {settings.quarantine_container}/), "
+            f"skipped {total.skipped}",
             file=out,
         )
         print_quarantine(pipeline, out)
         print_alerts(pipeline, out)
+        pipeline.detector.close()
         pipeline.storage.close()
-    ok = totals["stored"] == expected.records and totals["quarantined"] == expected.quarantined
+    ok = total.stored == expected.records and total.quarantined == expected.quarantined
     return 0 if ok else 1
 
 

@@ -251,7 +251,7 @@ def _status(args: argparse.Namespace, out: TextIO) -> int:
     from . import status
 
     with _App() as storage:
-        report = status.collect(storage, storage.blobs.get_container_client(LOGS_CONTAINER))
+        report = status.collect(storage, storage.logs())
     body = report.json()
     if args.format == "json":
         out.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -293,11 +293,11 @@ def _report(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _ingest(args: argparse.Namespace, out: TextIO) -> int:
-    from .ingest import Pipeline
+    from .ingest import Summary
+    from .services import Services
 
     with _App() as storage:
-        pipeline = Pipeline(storage.settings, storage)
-        container = storage.blobs.get_container_client(LOGS_CONTAINER)
+        container = storage.logs()
         local = Path(args.source)
         if local.exists():
             names = _upload(container, local, args.prefix, out)
@@ -305,16 +305,21 @@ def _ingest(args: argparse.Namespace, out: TextIO) -> int:
             names = [b.name for b in container.list_blobs(name_starts_with=args.source)]
         if not names:
             raise Failed(f"nothing to ingest: no *.json file or blob under {args.source!r}")
-        totals = dict.fromkeys(("read", "stored", "quarantined", "skipped"), 0)
-        alerts = 0
-        for name in names:
-            summary = pipeline.ingest(container.get_blob_client(name))
-            print(_printable(summary.line()), file=out)
-            for key in totals:
-                totals[key] += getattr(summary, key)
-            alerts += len(summary.alerts)
-        counts = " ".join(f"{k}={v}" for k, v in totals.items())
-        print(f"total: blobs={len(names)} {counts} new_alerts={alerts}", file=out)
+        services = Services.build(storage)
+        summaries = []
+        try:
+            for name in names:
+                summaries.append(services.pipeline.ingest(container.get_blob_client(name)))
+                print(_printable(summaries[-1].line()), file=out)
+        finally:
+            services.detector.close()
+        total = Summary.total(summaries)
+        counts = f"read={total.read} stored={total.stored} quarantined={total.quarantined}"
+        print(
+            f"total: blobs={len(names)} {counts} skipped={total.skipped} "
+            f"new_alerts={len(total.alerts)}",
+            file=out,
+        )
     return 0
 
 

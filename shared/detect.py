@@ -23,6 +23,7 @@ timer; a storage fault that a retry can cure is raised, so the host retries the 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
 import time
@@ -33,8 +34,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import detection, incidents, keys, layout, model, planning
+from .alerting import Deliverer
 from .detection import MINUTE, Bucket, Event, Kind, Mark, Thresholds
 from .planning import Actor, Coverage, Op, Stored, Touch
+from .settings import IPNetwork, Settings
 from .storage import Busy, Conflict, Storage, transient
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,42 @@ class CoverageChanged(Conflict):
     """An IP incident changed while an account was deciding from the coverage it had read."""
 
 
+def build(storage: Storage) -> Detector:
+    """The worker's detector, from its settings: thresholds, allow-list, a delivery session
+    and the thread pool that evaluates actors side by side."""
+    s = storage.settings
+    return Detector(
+        storage,
+        thresholds(s),
+        timedelta(minutes=s.notify_interval_minutes),
+        lambda ip: allowed(ip, s.ip_allowlist),
+        Deliverer(storage),
+        ThreadPoolExecutor(s.write_concurrency, "detect"),
+    )
+
+
+def thresholds(settings: Settings) -> Thresholds:
+    return Thresholds(
+        failures=settings.failure_threshold,
+        window=timedelta(minutes=settings.failure_window_minutes),
+        spray_users=settings.spray_user_threshold,
+        spray_window=timedelta(minutes=settings.spray_window_minutes),
+        quiet=timedelta(minutes=settings.incident_quiet_minutes),
+        max_hours=settings.incident_max_hours,
+    )
+
+
+def allowed(ip: str, networks: Sequence[IPNetwork]) -> bool:
+    """Is the address in the allow-list (its failures count for no IP incident)?"""
+    if not networks:
+        return False
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr in net for net in networks)
+
+
 class Detector:
     """Runs detection for the records one invocation stored; one per worker process."""
 
@@ -79,15 +118,19 @@ class Detector:
         thresholds: Thresholds,
         notify_interval: timedelta,
         allowed: Callable[[str], bool],
-        deliver: Callable[[str, str], object],
+        deliverer: Deliverer,
         pool: ThreadPoolExecutor,
     ) -> None:
         self.storage = storage
         self.t = thresholds
         self.interval = notify_interval
         self.allowed = allowed
-        self.deliver = deliver
+        self.deliverer = deliverer
         self.pool = pool
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.deliverer.session.close()
 
     # -- the invocation -----------------------------------------------------------------------
     def run(
@@ -314,7 +357,7 @@ class Detector:
             raise CoverageChanged(actor.kind.value)
         for day, rk, alert_id in owed:
             told.append(alert_id)
-            self.deliver(day, rk)
+            self.deliverer.deliver_incident(day, rk)
 
     def _recheck_sources(
         self,

@@ -1,52 +1,62 @@
 """Bodies of the Azure Functions, kept out of `function_app.py` so tests can call them.
 
-The pipeline (clients, HTTP session) is built on first use and shared by all invocations of
-the worker process; building it at import time would make indexing need storage.
+Clients are built on first use and shared by all invocations of the worker process; building
+them at import time would make indexing need storage.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from azure.storage.blob import BlobClient
 
-from .ingest import Pipeline, Summary
-from .settings import LOGS_CONTAINER, Settings
-from .sweep import Sweeper
+from .ingest import Summary
+from .services import Services
+from .settings import Settings
+from .storage import Storage
 
 log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
-def pipeline() -> Pipeline:
-    return Pipeline(Settings.load())
+def storage() -> Storage:
+    """What the HTTP handlers need: the storage clients, nothing else."""
+    return Storage(Settings.load())
 
 
 @lru_cache(maxsize=1)
-def sweeper() -> Sweeper:
-    """Remembers the Bastion hosts' folders between sweeps of this worker."""
-    p = pipeline()
-    return Sweeper(p.storage, p.ingest, timedelta(hours=p.settings.sweep_lookback_hours))
+def services() -> Services:
+    return Services.build(storage())
+
+
+def reset() -> None:
+    """Forget the worker's clients (tests change the settings between cases)."""
+    if services.cache_info().currsize:
+        services().detector.close()
+    if storage.cache_info().currsize:
+        storage().close()
+    services.cache_clear()
+    storage.cache_clear()
 
 
 def on_blob(client: BlobClient) -> Summary:
     """Blob trigger: a log blob was created or grew. Raises on storage faults (host retries)."""
-    return pipeline().ingest(client)
+    return services().pipeline.ingest(client)
 
 
 def on_sweep(past_due: bool = False) -> list[Summary]:
     """Timer: pick up appends that raised no event (Event Grid fires on creation only)."""
     if past_due:
         log.info("sweep timer is past due; running now")
-    container = pipeline().storage.blobs.get_container_client(LOGS_CONTAINER)
-    return sweeper().run(container, datetime.now(UTC)).summaries
+    s = services()
+    return s.sweeper.run(s.storage.logs(), datetime.now(UTC)).summaries
 
 
 def on_redeliver() -> tuple[int, int]:
     """Timer: send notifications still pending or due, and detect again for actors whose
     detection failed alone."""
-    p = pipeline()
-    p.detector.retry_failed()
-    return p.deliverer.redeliver_pending()
+    s = services()
+    s.detector.retry_failed()
+    return s.detector.deliverer.redeliver_pending()

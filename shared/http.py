@@ -1,6 +1,6 @@
 """Bodies of the HTTP functions (`GET /api/activity`, `/api/alerts`, `/api/report`).
 
-Each takes the request and the worker's pipeline and returns the response. Every route first
+Each takes the request and the worker's storage clients and returns the response. Every route first
 checks the caller (`shared.auth`: Entra ID sign-in with the reader role) and logs who read what;
 parameters are validated by `queries` and a bad one is a 400 with a JSON
 `{"error": ..., "message": ...}`. Storage faults are not caught: the host answers 500.
@@ -17,20 +17,20 @@ import azure.functions as func
 import orjson
 
 from . import auth, queries, report
-from .ingest import Pipeline
+from .storage import Storage
 
 log = logging.getLogger(__name__)
 _JSON = "application/json"
 _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-Handler = Callable[[func.HttpRequest, Pipeline], func.HttpResponse]
+Handler = Callable[[func.HttpRequest, Storage], func.HttpResponse]
 
 
 def signed_in(handler: Handler) -> Handler:
     """Answer only callers `shared.auth` lets in; log every access to the audit data."""
 
     @functools.wraps(handler)
-    def guarded(req: func.HttpRequest, pipeline: Pipeline) -> func.HttpResponse:
-        s = pipeline.settings
+    def guarded(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
+        s = storage.settings
         url = urlsplit(req.url)
         here = url.path + (f"?{url.query}" if url.query else "")
         decision = auth.decide(s.api_auth, s.api_reader_role, s.platform_auth, req.headers, here)
@@ -45,7 +45,7 @@ def signed_in(handler: Handler) -> Handler:
             if decision.status == 401:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="bastion-audit"'
             return response
-        return handler(req, pipeline)
+        return handler(req, storage)
 
     return guarded
 
@@ -61,33 +61,33 @@ def _bad(exc: queries.BadQuery) -> func.HttpResponse:
 
 
 @signed_in
-def activity(req: func.HttpRequest, pipeline: Pipeline) -> func.HttpResponse:
+def activity(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
     """`?user=&vm=&ip=&from=&to=&outcome=&limit=&continuation=` -> `{"items", "continuation"}`."""
     try:
         query = queries.parse_activity(req.params)
     except queries.BadQuery as exc:
         return _bad(exc)
-    return _json(queries.activity(pipeline.storage, query).json())
+    return _json(queries.activity(storage, query).json())
 
 
 @signed_in
-def alerts(req: func.HttpRequest, pipeline: Pipeline) -> func.HttpResponse:
+def alerts(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
     """`?status=&from=&to=&limit=&continuation=` -> `{"items", "continuation"}`."""
     try:
         query = queries.parse_alerts(req.params)
     except queries.BadQuery as exc:
         return _bad(exc)
-    return _json(queries.alerts(pipeline.storage, query).json())
+    return _json(queries.alerts(storage, query).json())
 
 
 @signed_in
-def report_page(req: func.HttpRequest, pipeline: Pipeline) -> func.HttpResponse:
+def report_page(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
     """`?from=&to=` -> the HTML report (at most `report.MAX_DAYS`)."""
     try:
         start, end = report.parse(req.params)
     except queries.BadQuery as exc:
         return _bad(exc)
-    page = report.build(pipeline.storage, start, end)
+    page = report.build(storage, start, end)
     headers = {**_HEADERS, "Content-Security-Policy": report.CSP}
     return func.HttpResponse(
         page, status_code=200, mimetype="text/html", charset="utf-8", headers=headers
@@ -95,10 +95,8 @@ def report_page(req: func.HttpRequest, pipeline: Pipeline) -> func.HttpResponse:
 
 
 @signed_in
-def status(req: func.HttpRequest, pipeline: Pipeline) -> func.HttpResponse:
+def status(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
     """Is it working? Per Bastion host: last record, bytes behind, 24 h counts, verdict."""
     from . import status as health
-    from .settings import LOGS_CONTAINER
 
-    logs = pipeline.storage.blobs.get_container_client(LOGS_CONTAINER)
-    return _json(health.collect(pipeline.storage, logs).json())
+    return _json(health.collect(storage, storage.logs()).json())

@@ -1,43 +1,29 @@
-"""Ingest what is new in one audit-log blob: read from the cursor, store, detect, advance.
+"""Ingest room: read what is new in one audit-log blob, chunk by chunk, from its cursor.
 
 Every trigger means "this blob changed; read the delta". The cursor (bytes consumed, parser
-mode, the bytes just before it) lives in a table row; the new bytes are read with ranged GETs
-in bounded chunks, and after each chunk's records, index rows, quarantine and detection are
-written, the cursor moves on under an ETag check. A crash anywhere repeats at most one chunk,
-whose writes are idempotent upserts.
+mode, the bytes just before it) lives in a table row; each chunk is read (`shared.blobs`),
+split (`shared.parse`), stored (`shared.store`), detected over (`shared.detect`), and then the
+cursor moves on under an ETag check. A crash anywhere repeats at most one chunk, whose writes
+are idempotent upserts.
 """
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import logging
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
-from azure.core.exceptions import HttpResponseError
-from azure.storage.blob import (
-    BlobClient,
-    BlobProperties,
-    BlobType,
-)
+from azure.storage.blob import BlobClient
 
-from . import keys, layout, model, parse, quarantine
-from .alerting import Deliverer
+from . import blobs, keys, parse
+from .blobs import GUARD_BYTES, digest
 from .detect import Detector, Outcome
-from .detection import Thresholds
 from .settings import Settings
 from .storage import Conflict, Cursor, Storage, blob_etag
+from .store import Stored, store
 
 log = logging.getLogger(__name__)
-#: The cursor remembers a digest of this many bytes before it, to notice a rewritten blob.
-GUARD_BYTES = 1024
-#: An append blob nobody appended to for this long is taken as complete: its cut last line is
-#: quarantined (and read again, whole, should the blob grow after all).
-SETTLE = timedelta(hours=1)
 
 
 @dataclass
@@ -53,6 +39,24 @@ class Summary:
     alerts: list[str] = field(default_factory=list)
     restarted: bool = False
 
+    @classmethod
+    def total(cls, summaries: Iterable[Summary]) -> Summary:
+        """One summary for many blobs (the CLI's and the demo's last line)."""
+        out = cls("total")
+        for one in summaries:
+            out.read, out.stored = out.read + one.read, out.stored + one.stored
+            out.quarantined += one.quarantined
+            out.skipped += one.skipped
+            out.bytes_read += one.bytes_read
+            out.alerts += one.alerts
+        return out
+
+    def add(self, chunk: Stored) -> None:
+        self.read += chunk.read
+        self.stored += chunk.stored
+        self.quarantined += chunk.quarantined
+        self.skipped += chunk.skipped
+
     def line(self) -> str:
         return (
             f"blob={self.blob} read={self.read} stored={self.stored} "
@@ -61,23 +65,28 @@ class Summary:
         )
 
 
-class Pipeline:
-    """Everything an invocation needs, built once per worker process."""
+@dataclass
+class _Place:
+    """Where the walk through one blob stands: the bytes of an unfinished record carried
+    over (starting at absolute offset `pos`), the parser's mode and the bytes before `pos`."""
 
-    def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
+    pos: int
+    mode: parse.Mode
+    tail: bytes
+    carry: bytes = b""
+
+
+class Pipeline:
+    """Reads blobs for one worker process; `detector` gets every stored chunk's records."""
+
+    def __init__(
+        self, settings: Settings, storage: Storage | None = None, detector: Detector | None = None
+    ) -> None:
+        from . import detect
+
         self.settings = settings
         self.storage = storage or Storage(settings)
-        self.deliverer = Deliverer(self.storage)
-        self.thresholds = thresholds(settings)
-        self._pool = ThreadPoolExecutor(settings.write_concurrency, "detect")
-        self.detector = Detector(
-            self.storage,
-            self.thresholds,
-            timedelta(minutes=settings.notify_interval_minutes),
-            self._allowed,
-            self.deliverer.deliver_incident,
-            self._pool,
-        )
+        self.detector = detector or detect.build(self.storage)
 
     def ingest(self, blob: BlobClient, now: datetime | None = None) -> Summary:
         """Store everything the blob holds beyond its cursor. Raises on storage faults."""
@@ -94,167 +103,102 @@ class Pipeline:
             return summary
 
     def _ingest_once(self, blob: BlobClient, summary: Summary, now: datetime) -> None:
-        s = self.settings
-        bkey = keys.blob_key(blob.container_name, blob.blob_name)
-        cursor = self.storage.read_cursor(bkey, blob.blob_name)
-        start = cursor.offset
-        # One ranged GET brings the blob's size and type, the bytes before the cursor (to check
-        # that the blob was not rewritten) and the first new chunk.
-        guard = cursor.guard_length if start else 0
-        size, props, data = _open(blob, start - guard, guard + s.read_chunk_bytes)
-        summary.bytes_read += len(data)
-        if start > size or (start and digest(data[:guard]) != cursor.guard):
-            log.warning(
-                "%s was rewritten (cursor %d, size %d): reading it again",
-                blob.blob_name,
-                start,
-                size,
-            )
-            summary.restarted = True
-            start, guard, cursor = 0, 0, Cursor(etag=cursor.etag)
-            size, props, data = _open(blob, 0, s.read_chunk_bytes)
-            summary.bytes_read += len(data)
-        final = _final(props, now)
-        mode = parse.Mode(cursor.mode)
-        seen = replace(cursor, blob_etag=blob_etag(props.etag), size=size)
-        nothing_new = start >= size or (cursor.sealed and size <= cursor.sealed)
-        if nothing_new and not (final and mode is parse.Mode.UNKNOWN and size == 0):
+        """Read -> split -> store -> detect -> advance, one chunk at a time."""
+        name, chunk_bytes = blob.blob_name, self.settings.read_chunk_bytes
+        key = keys.blob_key(blob.container_name, name)
+        cursor, opened, guard = self._open(blob, key, summary)
+        final = blobs.final(opened.props, now)
+        seen = replace(cursor, blob_etag=blob_etag(opened.props.etag), size=opened.size)
+        if _nothing_new(cursor, opened.size, final):
             if (seen.blob_etag, seen.size) != (cursor.blob_etag, cursor.size):
-                self.storage.write_cursor(bkey, blob.blob_name, cursor, seen)  # sweep skips it
+                self.storage.write_cursor(key, name, cursor, seen)  # the sweep skips it now
             return
         cursor = replace(seen, etag=cursor.etag)
-        tail, chunk = data[:guard], data[guard:]
-        carry = b""
-        pos = start  # absolute offset of carry[0]
-        read_at = start + len(chunk)
+        place = _Place(cursor.offset, parse.Mode(cursor.mode), opened.data[:guard])
+        chunk, read_at = opened.data[guard:], cursor.offset + len(opened.data) - guard
         while True:
-            buf = carry + chunk if carry else chunk
-            last = read_at >= size
-            split = parse.stream(buf, pos, mode, final and last, s.max_record_bytes)
-            counts, cut_at, latest = self._store(blob.blob_name, split.pieces, summary, now)
-            consumed, sealed = split.consumed, 0
-            if cut_at is not None and final and last and split.mode is parse.Mode.LINES:
-                # A cut last line taken as final stays before the cursor: if the blob grows
-                # after all (a late or re-exported append), the line is read again, whole.
-                consumed, sealed = cut_at - pos, size
-            new_pos = pos + consumed
-            recent = buf[max(0, consumed - GUARD_BYTES) : consumed]
-            tail = (tail + recent)[-GUARD_BYTES:]
-            advanced = replace(
-                cursor,
-                offset=new_pos,
-                mode=split.mode.value,
-                guard=digest(tail),
-                guard_length=len(tail),
-                stored=cursor.stored + counts[0],
-                quarantined=cursor.quarantined + counts[1],
-                skipped=cursor.skipped + counts[2],
-                sealed=sealed,
-                last_time=max(filter(None, (cursor.last_time, latest)), default=None),
+            buf, last = place.carry + chunk, read_at >= opened.size
+            split = parse.stream(
+                buf, place.pos, place.mode, final and last, self.settings.max_record_bytes
             )
-            if advanced != cursor or cursor.etag is None:
-                etag = self.storage.write_cursor(bkey, blob.blob_name, cursor, advanced)
-                cursor = replace(advanced, etag=etag)
+            stored = store(self.storage, name, split.pieces)
+            summary.add(stored)
+            if stored.rows:
+                self.detector.run(stored.rows, now, Outcome(summary.alerts))
+            sealed = opened.size if final and last else 0
+            cursor = self._advance(key, name, cursor, place, buf, split, stored, sealed)
             if last:
                 return
-            carry, pos, mode = buf[consumed:], new_pos, split.mode
-            length = min(s.read_chunk_bytes, size - read_at)
-            chunk = blob.download_blob(offset=read_at, length=length).readall()
+            chunk = blobs.read(blob, read_at, min(chunk_bytes, opened.size - read_at))
             read_at += len(chunk)
             summary.bytes_read += len(chunk)
             if not chunk:  # shrank while we read: the next invocation starts over
                 return
 
-    def _store(
-        self, blob_name: str, pieces: Iterable[parse.Piece], summary: Summary, now: datetime
-    ) -> tuple[tuple[int, int, int], int | None, datetime | None]:
-        """Store a chunk's pieces; returns (stored, quarantined, skipped), the offset of a last
-        line quarantined as cut short (if any) and the latest record time stored."""
-        events: dict[tuple[str, str], dict[str, Any]] = {}
-        cut_at: int | None = None
-        rejects = quarantine.Batch(blob_name)  # one document per chunk, bounded in size
-        last_rejected, reason = object(), ""  # parse shares the value of identical items
-        skipped = 0
-        normalize = model.normalize
-        for piece in pieces:
-            if piece.error is not None:
-                rejects.add(piece, piece.error)
-                if piece.error.startswith("truncated"):
-                    cut_at = piece.offset
-                continue
-            if piece.value is last_rejected:
-                rejects.add(piece, reason)
-                continue
-            try:
-                entity = normalize(piece.value, blob_name, piece.offset, piece.index)
-            except model.Rejected as exc:
-                last_rejected, reason = piece.value, str(exc)
-                rejects.add(piece, reason)
-                continue
-            key = (entity["PartitionKey"], entity["RowKey"])
-            if key in events:
-                skipped += 1
-            else:
-                events[key] = entity
-        rows = list(events.values())
-        self.storage.upsert(
-            (self.storage.events, rows),
-            (self.storage.index, list(layout.index_rows(rows))),
+    def _open(
+        self, blob: BlobClient, key: str, summary: Summary
+    ) -> tuple[Cursor, blobs.Opened, int]:
+        """The cursor, and one ranged GET that brings the blob's size and type, the bytes
+        before the cursor (to check the blob was not rewritten) and the first new chunk."""
+        cursor = self.storage.read_cursor(key, blob.blob_name)
+        start, chunk_bytes = cursor.offset, self.settings.read_chunk_bytes
+        guard = cursor.guard_length if start else 0
+        opened = blobs.open_at(blob, start - guard, guard + chunk_bytes)
+        summary.bytes_read += len(opened.data)
+        if start > opened.size or (start and digest(opened.data[:guard]) != cursor.guard):
+            log.warning(
+                "%s was rewritten (cursor %d, size %d): reading it again",
+                blob.blob_name,
+                start,
+                opened.size,
+            )
+            summary.restarted = True
+            cursor, guard = Cursor(etag=cursor.etag), 0
+            opened = blobs.open_at(blob, 0, chunk_bytes)
+            summary.bytes_read += len(opened.data)
+        return cursor, opened, guard
+
+    def _advance(
+        self,
+        key: str,
+        name: str,
+        cursor: Cursor,
+        place: _Place,
+        buf: bytes,
+        split: parse.Stream,
+        stored: Stored,
+        final_size: int,
+    ) -> Cursor:
+        """Move the cursor past what this chunk consumed (ETag-guarded) and `place` with it."""
+        consumed, sealed = split.consumed, 0
+        if stored.cut_at is not None and final_size and split.mode is parse.Mode.LINES:
+            # A cut last line taken as final stays before the cursor: if the blob grows
+            # after all (a late or re-exported append), the line is read again, whole.
+            consumed, sealed = stored.cut_at - place.pos, final_size
+        recent = buf[max(0, consumed - GUARD_BYTES) : consumed]
+        place.tail = (place.tail + recent)[-GUARD_BYTES:]
+        place.pos, place.mode, place.carry = place.pos + consumed, split.mode, buf[consumed:]
+        advanced = replace(
+            cursor,
+            offset=place.pos,
+            mode=split.mode.value,
+            guard=digest(place.tail),
+            guard_length=len(place.tail),
+            stored=cursor.stored + stored.stored,
+            quarantined=cursor.quarantined + stored.quarantined,
+            skipped=cursor.skipped + stored.skipped,
+            sealed=sealed,
+            last_time=max(filter(None, (cursor.last_time, stored.latest)), default=None),
         )
-        self.storage.quarantine(rejects)
-        summary.read += len(rows) + rejects.count + skipped
-        summary.stored += len(rows)
-        summary.quarantined += rejects.count
-        summary.skipped += skipped
-        if rows:
-            self.detector.run(rows, now, Outcome(summary.alerts))
-        latest = max((r["TimeGenerated"] for r in rows), default=None)
-        return (len(rows), rejects.count, skipped), cut_at, latest
-
-    def _allowed(self, ip: str) -> bool:
-        if not self.settings.ip_allowlist:
-            return False
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(addr in net for net in self.settings.ip_allowlist)
+        if advanced == cursor and cursor.etag is not None:
+            return cursor
+        etag = self.storage.write_cursor(key, name, cursor, advanced)
+        return replace(advanced, etag=etag)
 
 
-def thresholds(settings: Settings) -> Thresholds:
-    return Thresholds(
-        failures=settings.failure_threshold,
-        window=timedelta(minutes=settings.failure_window_minutes),
-        spray_users=settings.spray_user_threshold,
-        spray_window=timedelta(minutes=settings.spray_window_minutes),
-        quiet=timedelta(minutes=settings.incident_quiet_minutes),
-        max_hours=settings.incident_max_hours,
-    )
-
-
-def _open(blob: BlobClient, begin: int, length: int) -> tuple[int, BlobProperties, bytes]:
-    """Blob size, properties, and up to `length` bytes from `begin` (none past the end)."""
-    try:
-        download = blob.download_blob(offset=begin, length=length)
-    except HttpResponseError as exc:
-        if exc.status_code != 416:  # 416: `begin` is at or past the end
-            raise
-        props = blob.get_blob_properties()
-        return int(props.size), props, b""
-    props = download.properties
-    # A ranged read's `size` is the range's; the blob's is after the slash of Content-Range.
-    total = props.content_range.rpartition("/")[2] if props.content_range else ""
-    return int(total) if total.isdigit() else int(props.size), props, download.readall()
-
-
-def digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()
-
-
-def _final(props: BlobProperties, now: datetime) -> bool:
-    """Can the blob still grow? Not if it is not an append blob, or nobody appended for SETTLE
-    (whatever hour its name says: copies, re-exports and late writes append to old hours)."""
-    if props.blob_type != BlobType.APPENDBLOB:
-        return True
-    modified = props.last_modified
-    return modified is not None and now - modified >= SETTLE
+def _nothing_new(cursor: Cursor, size: int, final: bool) -> bool:
+    """Nothing to read: the cursor is at the end (or before a sealed cut line), unless the
+    blob is an empty final one never looked at (its cursor is written once, as read)."""
+    nothing = cursor.offset >= size or bool(cursor.sealed and size <= cursor.sealed)
+    never_read_empty = final and parse.Mode(cursor.mode) is parse.Mode.UNKNOWN and size == 0
+    return nothing and not never_read_empty

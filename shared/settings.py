@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 #: Name of the app setting (or `<name>__accountName` / `<name>__*ServiceUri` group) that
 #: points at the storage account holding the Bastion logs, our tables, queue and quarantine.
 CONNECTION = "BastionLogsStorage"
@@ -78,7 +80,7 @@ class Settings:
     incident_quiet_minutes: int = 60
     incident_max_hours: int = 24
     notify_interval_minutes: int = 60
-    ip_allowlist: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    ip_allowlist: tuple[IPNetwork, ...] = ()
     sweep_lookback_hours: int = 3
     max_record_bytes: int = 32768
     read_chunk_bytes: int = 4 * 1024 * 1024

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from azure.storage.blob import BlobPrefix, BlobProperties, ContainerClient
 
-from .ingest import SETTLE, Summary
+from .blobs import SETTLE
+from .ingest import Pipeline, Summary
 from .layout import HOUR_PATH
 from .storage import Cursor, Storage, blob_etag
 
@@ -48,7 +49,7 @@ class Sweeper:
     """One per worker process: remembers the hosts' folders between sweeps."""
 
     storage: Storage
-    ingest: Callable[..., Summary]
+    pipeline: Pipeline
     lookback: timedelta
     hosts: list[str] = field(default_factory=list)
     found_at: datetime | None = None
@@ -69,7 +70,9 @@ class Sweeper:
                 out.skipped += 1
                 continue
             try:  # one blob's fault must not hide the others' appends
-                out.summaries.append(self.ingest(container.get_blob_client(item.name), now))
+                out.summaries.append(
+                    self.pipeline.ingest(container.get_blob_client(item.name), now)
+                )
             except Exception:
                 failed += 1
                 log.exception("sweep: %s failed; the next sweep tries again", item.name)

@@ -44,7 +44,7 @@ def make_pipeline(emulator: azurite.Azurite) -> Iterator[Callable[..., Pipeline]
     yield make
     for pipeline in built:
         pipeline.storage.close()
-        pipeline.deliverer.session.close()
+        pipeline.detector.close()
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def sample_store(emulator: azurite.Azurite) -> Iterator[tuple[dict[str, str], Pi
         pipeline.ingest(container.get_blob_client(prefix + name))
     yield env, pipeline
     pipeline.storage.close()
-    pipeline.deliverer.session.close()
+    pipeline.detector.close()
 
 
 @pytest.fixture
@@ -101,12 +101,8 @@ def app_env(
     def configure(**overrides: str) -> Pipeline:
         for key, value in isolated_env(emulator.connection_string, **overrides).items():
             monkeypatch.setenv(key, value)
-        functions.pipeline.cache_clear()
-        functions.sweeper.cache_clear()
-        return functions.pipeline()
+        functions.reset()
+        return functions.services().pipeline
 
     yield configure
-    if functions.pipeline.cache_info().currsize:
-        functions.pipeline().storage.close()
-    functions.pipeline.cache_clear()
-    functions.sweeper.cache_clear()
+    functions.reset()

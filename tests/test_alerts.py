@@ -232,7 +232,9 @@ def test_dead_endpoint_leaves_alert_pending_and_redelivery_sends_it(
     # The endpoint comes back (same settings name, new address), and the timer runs later.
     p2 = app_env(ALERT_WEBHOOK_URL=hook.url(), ALERTS_TABLE=p.settings.alerts_table,
                  ALERT_QUEUE=p.settings.alert_queue)  # fmt: skip
-    tried, done = p2.deliverer.redeliver_pending(now=datetime.now(UTC) + timedelta(minutes=5))
+    tried, done = p2.detector.deliverer.redeliver_pending(
+        now=datetime.now(UTC) + timedelta(minutes=5)
+    )
     assert (tried, done) == (1, 1)
     assert len(hook.bodies) == 1
     assert all(r["Status"] == "delivered" for r in alert_rows(p2))

@@ -14,7 +14,7 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from devtools import samples
-from shared import ingest, keys, layout, quarantine
+from shared import blobs, keys, layout, quarantine
 from shared.ingest import Pipeline
 from shared.settings import LOGS_CONTAINER
 
@@ -139,7 +139,7 @@ def test_append_blob_grown_in_steps_stores_every_record_once(
     assert len(event_keys(pipeline)) == 50
     # Each byte is read once, plus per invocation the guard bytes and a carried partial line.
     longest = max(len(line) for line in data.splitlines())
-    assert read - len(data) <= (len(cuts) - 1) * (ingest.GUARD_BYTES + longest)
+    assert read - len(data) <= (len(cuts) - 1) * (blobs.GUARD_BYTES + longest)
 
 
 def test_truncated_tail_is_final_only_once_nobody_appends_any_more(
@@ -150,9 +150,9 @@ def test_truncated_tail_is_final_only_once_nobody_appends_any_more(
     now = datetime.now(UTC)
     during = pipeline.ingest(client, now=now)
     assert (during.stored, during.quarantined) == (3, 0)  # the tail may still be completed
-    after = pipeline.ingest(client, now=now + ingest.SETTLE + timedelta(minutes=1))
+    after = pipeline.ingest(client, now=now + blobs.SETTLE + timedelta(minutes=1))
     assert (after.read, after.quarantined) == (1, 1)
-    again = pipeline.ingest(client, now=now + ingest.SETTLE + timedelta(minutes=2))
+    again = pipeline.ingest(client, now=now + blobs.SETTLE + timedelta(minutes=2))
     assert again.read == 0  # sealed: nothing new, nothing quarantined twice
 
 
@@ -180,7 +180,7 @@ def test_a_cut_line_taken_as_final_is_read_again_if_the_blob_grows_after_all(
     data = _records(4)
     cut = len(data) - 40
     client.append_block(data[:cut])
-    later = datetime.now(UTC) + ingest.SETTLE + timedelta(minutes=5)
+    later = datetime.now(UTC) + blobs.SETTLE + timedelta(minutes=5)
     first = pipeline.ingest(client, now=later)  # idle for over an hour: the cut line is final
     assert (first.stored, first.quarantined) == (3, 1)
     client.append_block(data[cut:])  # ...but the rest of it arrives after all

@@ -96,7 +96,7 @@ def new_pipeline(connection: str, env: dict[str, str], fast: bool = False) -> Pi
 def close(*pipelines: Pipeline) -> None:
     for p in pipelines:
         p.storage.close()
-        p.deliverer.session.close()
+        p.detector.close()
 
 
 #: Invocations that raised and were retried, as the Functions host retries a blob trigger.

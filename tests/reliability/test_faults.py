@@ -50,7 +50,7 @@ def ingest_all(p: Pipeline, blobs: dict[str, bytes], retries: int = 0) -> int:
                     raise
                 continue
             break
-    p.deliverer.redeliver_pending(datetime.now(UTC) + LATER)  # the timer's job
+    p.detector.deliverer.redeliver_pending(datetime.now(UTC) + LATER)  # the timer's job
     return failed
 
 
@@ -122,7 +122,7 @@ def test_emulator_stopped_mid_invocation(
             assert restartable.running is None
             restartable.start()  # storage comes back; the host retries the invocation
             p.ingest(container.get_blob_client(name), datetime.now(UTC))
-    p.deliverer.redeliver_pending(datetime.now(UTC) + LATER)
+    p.detector.deliverer.redeliver_pending(datetime.now(UTC) + LATER)
     assert calls[0] >= nth and restartable.stops == 1
     assert raised == 1, "the invocation that lost storage must fail (so the host retries it)"
     got = snapshot(p)

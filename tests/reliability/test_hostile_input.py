@@ -495,7 +495,7 @@ def run_ingest(blob: bytes, chunk: int, max_record: int, stages: list[int]) -> N
         assert summary.read == summary.stored + summary.quarantined + summary.skipped
         totals.update(read=summary.read, stored=summary.stored, q=summary.quarantined)
         totals.update(skipped=summary.skipped)
-    pipeline.deliverer.session.close()
+    pipeline.detector.close()
     events = store.tables.get(s.events_table, {})
     want = expected_events(blob, max_record)
     assert set(events) == set(want), "records lost or invented"
@@ -552,7 +552,7 @@ def test_ten_megabyte_line_is_quarantined_and_cut(kind: str, where: str) -> None
     store = MemoryStorage(s)
     pipeline = Pipeline(s, store)  # type: ignore[arg-type]
     summary = pipeline.ingest(MemoryBlob(blob, len(blob), append=False))  # type: ignore[arg-type]
-    pipeline.deliverer.session.close()
+    pipeline.detector.close()
     copies = 2 if where == "middle" else 1
     assert (summary.quarantined, summary.stored + summary.skipped) == (1, copies)
     assert len(store.tables[s.events_table]) == 1
@@ -605,7 +605,7 @@ def test_hostile_shapes_keep_ingest_memory_to_a_chunk(shape: str) -> None:
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-        pipeline.deliverer.session.close()
+        pipeline.detector.close()
     assert summary.read == summary.stored + summary.quarantined + summary.skipped
     assert summary.stored + summary.skipped == (1 if unterminated else 2)
     assert summary.bytes_read == len(blob)  # read once, in chunks
@@ -626,7 +626,7 @@ def test_tiny_rejects_are_one_quarantine_write_per_chunk() -> None:
     store = MemoryStorage(s)
     pipeline = Pipeline(s, store)  # type: ignore[arg-type]
     summary = pipeline.ingest(MemoryBlob(blob, len(blob), append=False))  # type: ignore[arg-type]
-    pipeline.deliverer.session.close()
+    pipeline.detector.close()
     assert (summary.read, summary.stored, summary.quarantined) == (n + 1, 1, n)
     assert len(store.documents) <= -(-len(blob) // s.read_chunk_bytes)
     assert store.pieces_quarantined() == n

@@ -130,7 +130,7 @@ def test_no_secret_in_logs_or_alert_rows(
     container.upload_blob(name, b"".join(orjson.dumps(r) + b"\n" for r in attack))
     summary = p.ingest(container.get_blob_client(name))
     assert summary.alerts
-    tried, done = p.deliverer.redeliver_pending(datetime.now(UTC) + timedelta(minutes=10))
+    tried, done = p.detector.deliverer.redeliver_pending(datetime.now(UTC) + timedelta(minutes=10))
     assert tried == len(summary.alerts) and done == 0
     rows = [
         r

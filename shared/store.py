@@ -1,0 +1,70 @@
+"""Store room: turn one chunk's pieces into stored records, index rows and quarantine lines.
+
+Every record gets a deterministic key, so storing a chunk twice (a retry, a racing instance)
+writes the same rows; the counts satisfy `read == stored + quarantined + skipped`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from . import layout, model, parse, quarantine
+from .storage import Storage
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What storing one chunk did."""
+
+    rows: list[dict[str, Any]]  # the records stored (for detection)
+    quarantined: int
+    skipped: int  # the same record twice in the chunk: stored once
+    cut_at: int | None  # offset of a last line quarantined as cut short, if any
+    latest: datetime | None  # the latest record time stored
+
+    @property
+    def stored(self) -> int:
+        return len(self.rows)
+
+    @property
+    def read(self) -> int:
+        return self.stored + self.quarantined + self.skipped
+
+
+def store(storage: Storage, blob_name: str, pieces: Iterable[parse.Piece]) -> Stored:
+    """Normalize, deduplicate and write a chunk's records (events and index rows), and its
+    rejected pieces as one quarantine document. Raises on storage faults."""
+    events: dict[tuple[str, str], dict[str, Any]] = {}
+    cut_at: int | None = None
+    rejects = quarantine.Batch(blob_name)  # one document per chunk, bounded in size
+    last_rejected, reason = object(), ""  # parse shares the value of identical items
+    skipped = 0
+    normalize = model.normalize
+    for piece in pieces:
+        if piece.error is not None:
+            rejects.add(piece, piece.error)
+            if piece.error.startswith("truncated"):
+                cut_at = piece.offset
+            continue
+        if piece.value is last_rejected:
+            rejects.add(piece, reason)
+            continue
+        try:
+            entity = normalize(piece.value, blob_name, piece.offset, piece.index)
+        except model.Rejected as exc:
+            last_rejected, reason = piece.value, str(exc)
+            rejects.add(piece, reason)
+            continue
+        key = (entity["PartitionKey"], entity["RowKey"])
+        if key in events:
+            skipped += 1
+        else:
+            events[key] = entity
+    rows = list(events.values())
+    storage.upsert((storage.events, rows), (storage.index, list(layout.index_rows(rows))))
+    storage.quarantine(rejects)
+    latest = max((r["TimeGenerated"] for r in rows), default=None)
+    return Stored(rows, rejects.count, skipped, cut_at, latest)
