@@ -6,7 +6,7 @@ PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.1
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench lint format clean azurite azurite-stop samples
+.PHONY: demo test unit typecheck bench lint format clean azurite azurite-stop samples
 
 PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
@@ -43,7 +43,15 @@ test: $(VENV)/.installed node_modules/.installed
 	bash tests/ensure_chromium.sh
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest
+
+# The inner loop: pure tests only (no npm, no Azurite, no Chromium), property tests scaled down.
+unit: $(VENV)/.installed
+	RELIABILITY_BUDGET_SCALE=0.05 $(PY) -m pytest -q -m "not azurite and not slow"
+
+typecheck: $(VENV)/.installed
+	$(PY) -m mypy
 
 bench: $(VENV)/.installed node_modules/.installed
 	$(PY) bench/ingest.py

@@ -44,7 +44,7 @@ def split_normalize(data: bytes, chunk: int, max_record: int) -> int:
         split = parse.split(buf, pos, mode, last, max_record)
         for p in split.pieces:
             if p.error is None:
-                normalize(p.value, name, p.offset, p.index)
+                normalize(p.value, name, p.offset, p.item)
                 n += 1
         carry, pos, mode = buf[split.consumed :], pos + split.consumed, split.mode
         if last:

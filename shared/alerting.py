@@ -10,6 +10,7 @@ never logged, and errors are recorded by type and status code only.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -17,15 +18,13 @@ from typing import Any
 
 import orjson
 import requests
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
+from azure.data.tables import TableEntity
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from . import incidents, messages
 from .settings import Settings
-from .storage import Storage, provisioned
+from .storage import Conflict, Storage, etag_of, provisioned
 
 log = logging.getLogger(__name__)
 # urllib3 logs request paths when it retries (connectionpool, util.retry); webhook paths are
@@ -91,11 +90,13 @@ class Deliverer:
             self._queue = queue
         self._queue.send_message(orjson.dumps(messages.message(row)).decode())
 
-    def _send_webhook(self, url: str, payload: dict[str, Any]) -> None:
+    def _send_webhook(
+        self, url: str, build: Callable[[dict[str, Any]], Any], row: dict[str, Any]
+    ) -> None:
         timeout = self.settings.webhook_timeout_seconds
         response = self.session.post(
             url,
-            data=orjson.dumps(payload),
+            data=orjson.dumps(build(row)),
             headers={"Content-Type": "application/json"},
             timeout=(min(timeout, 5.0), timeout),
         )
@@ -109,7 +110,7 @@ class Deliverer:
             return True  # withdrawn and deleted meanwhile: nobody had heard of it
         return self.deliver(row)
 
-    def _successor(self, row: dict[str, Any]) -> dict[str, Any] | None:
+    def _successor(self, row: TableEntity) -> TableEntity | None:
         """The row an incident moved to when its start moved (same `AlertId`), if any."""
         day = date.fromisoformat(row["PartitionKey"])
         for pk in (row["PartitionKey"], (day - timedelta(days=1)).isoformat()):
@@ -119,7 +120,7 @@ class Deliverer:
                 return found
         return None
 
-    def deliver(self, row: dict[str, Any]) -> bool:
+    def deliver(self, row: TableEntity) -> bool:
         """Send the pending notification to every channel not yet served; record the outcome."""
         if not row.get("Pending"):
             return True
@@ -127,7 +128,7 @@ class Deliverer:
         errors = []
         targets: list[tuple[str, Callable[[], None]]] = [("queue", lambda: self._send_queue(row))]
         for name, url, build in channels(self.settings):
-            targets.append((name, lambda url=url, build=build: self._send_webhook(url, build(row))))
+            targets.append((name, functools.partial(self._send_webhook, url, build, row)))
         for name, send in targets:
             if name in done:
                 continue
@@ -150,11 +151,9 @@ class Deliverer:
             )
         return complete
 
-    def _record(
-        self, row: dict[str, Any], done: set[str], errors: list[str], complete: bool
-    ) -> None:
+    def _record(self, row: TableEntity, done: set[str], errors: list[str], complete: bool) -> None:
         """Write what was delivered, unless a newer notification replaced this one meanwhile."""
-        table = self.storage.alerts.client
+        table = self.storage.alerts
         sent = {k: row.get(k) for k in ("Seq", "Severity", "FailureCount")}
         now = datetime.now(UTC)
         current = row
@@ -180,20 +179,14 @@ class Deliverer:
                 )
             update["Status"] = incidents.status({**current, **update})
             try:
-                table.update_entity(
-                    update,
-                    mode=UpdateMode.MERGE,
-                    etag=current.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
-            except (ResourceModifiedError, ResourceNotFoundError):
-                try:
-                    current = table.get_entity(current["PartitionKey"], current["RowKey"])
-                except ResourceNotFoundError:  # re-keyed: record on the row it moved to
-                    successor = self._successor(current)
-                    if successor is None:
-                        return
-                    current = successor
+                table.update(update, etag_of(current))
+            except Conflict:
+                again = table.get(current["PartitionKey"], current["RowKey"])
+                # gone: re-keyed, so record on the row it moved to
+                successor = again if again is not None else self._successor(current)
+                if successor is None:
+                    return
+                current = successor
                 continue
             row.update(update)
             return
@@ -215,23 +208,17 @@ class Deliverer:
             },
         )
         tried = completed = 0
-        table = self.storage.alerts.client
         for row in rows:
             if not row.get("Pending"):
                 change = incidents.due_update(row, now, self.interval)
                 if change is None:
                     continue
                 try:
-                    meta = table.update_entity(
-                        change,
-                        mode=UpdateMode.MERGE,
-                        etag=row.metadata["etag"],
-                        match_condition=MatchConditions.IfNotModified,
-                    )
-                except ResourceModifiedError:
+                    new_etag = self.storage.alerts.update(change, etag_of(row))
+                except Conflict:
                     continue  # someone else is handling it
                 row.update(change)
-                row.metadata["etag"] = meta["etag"]
+                row.metadata["etag"] = new_etag
             tried += 1
             completed += self.deliver(row)
         log.info("redelivery: %d notification(s) tried, %d delivered", tried, completed)

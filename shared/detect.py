@@ -36,6 +36,7 @@ from typing import Any
 from . import detection, incidents, keys, layout, model, planning
 from .alerting import Deliverer
 from .detection import MINUTE, Bucket, Event, Kind, Mark, Thresholds
+from .entities import EventRow
 from .planning import Actor, Coverage, Op, Stored, Touch
 from .settings import IPNetwork, Settings
 from .storage import Busy, Conflict, Storage, transient
@@ -51,7 +52,6 @@ _SELECT_EVENT = [
 ]
 _COVER_SELECT = ["RowKey", "Subject", "SubjectKind", "FirstSeen", "LastSeen", "State", "ClientIps"]
 _ATTEMPTS = 8
-RETRY_PARTITION = "detect-retry"
 
 
 @dataclass
@@ -135,7 +135,7 @@ class Detector:
     # -- the invocation -----------------------------------------------------------------------
     def run(
         self,
-        rows: Sequence[dict[str, Any]],
+        rows: Sequence[EventRow],
         now: datetime | None = None,
         out: Outcome | None = None,
     ) -> Outcome:
@@ -527,7 +527,7 @@ class Detector:
         try:
             self.storage.state.put(
                 {
-                    "PartitionKey": RETRY_PARTITION,
+                    "PartitionKey": layout.RETRY_PARTITION,
                     "RowKey": f"{actor.kind.value}|{keys.encode(actor.subject)}",
                     "Kind": actor.kind.value,
                     "Subject": actor.subject[: incidents.MAX_SUBJECT],
@@ -542,14 +542,14 @@ class Detector:
         """Timer: run detection again for actors whose detection failed; (tried, done)."""
         now = now or datetime.now(UTC)
         tried = done = 0
-        for row in list(self.storage.state.partition(RETRY_PARTITION)):
+        for row in list(self.storage.state.partition(layout.RETRY_PARTITION)):
             tried += 1
             actor = Actor(Kind(row["Kind"]), row["Subject"])
             lo, hi = layout.utc(row["Lo"]), layout.utc(row["Hi"])
             out = Outcome()
             self._detect({actor: Touch(lo, hi, failures=[(lo, "")])}, now, out)
             if not out.failed:
-                self.storage.state.delete(RETRY_PARTITION, row["RowKey"])
+                self.storage.state.delete(layout.RETRY_PARTITION, row["RowKey"])
                 done += 1
         return tried, done
 

@@ -223,31 +223,14 @@ def build_buckets(
         minute = minute_of(e.time)
         if not e.success:
             failed_at.add(minute)
-        if not e.success and e.key in skip:
-            continue
+            if e.key in skip:
+                continue
+            ip_counts.setdefault(minute, Counter())[e.ip] += 1
+            failing.setdefault(minute, set()).add(e.user)
         b = buckets.get(minute)
         if b is None:
             b = buckets[minute] = Bucket(minute)
-        if e.success:
-            if not b.successes:
-                b.first_success = e.time
-            b.successes += 1
-            b.last_success = e.time
-            _add(b.success_users, e.user)
-        else:
-            if not b.failures:
-                b.first_failure = e.time
-            b.failures += 1
-            if not b.successes:
-                b.before_success += 1
-            b.last_failure = e.time
-            _add(b.users, e.user)
-            ip_counts.setdefault(minute, Counter())[e.ip] += 1
-            failing.setdefault(minute, set()).add(e.user)
-        if e.target:
-            _add(b.targets, e.target)
-        if e.host:
-            _add(b.hosts, e.host)
+        _count(b, e)
     kept: list[Bucket] = []
     failures = sorted(failed_at)
     span = _minutes(t.window) * MINUTE
@@ -265,6 +248,28 @@ def build_buckets(
                 b.user_hashes = sorted({user_hash(u) for u in failing[minute]})[:SKETCH]
         kept.append(b)
     return kept
+
+
+def _count(b: Bucket, e: Event) -> None:
+    """One event into its minute's bucket."""
+    if e.success:
+        if not b.successes:
+            b.first_success = e.time
+        b.successes += 1
+        b.last_success = e.time
+        _add(b.success_users, e.user)
+    else:
+        if not b.failures:
+            b.first_failure = e.time
+        b.failures += 1
+        if not b.successes:
+            b.before_success += 1
+        b.last_failure = e.time
+        _add(b.users, e.user)
+    if e.target:
+        _add(b.targets, e.target)
+    if e.host:
+        _add(b.hosts, e.host)
 
 
 def _add(names: list[str], name: str) -> None:

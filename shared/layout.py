@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from . import keys, text
 from .detection import Bucket, Kind, Mark
+from .entities import EventRow
 from .model import Outcome
 
 IP_PREFIX, VM_PREFIX, FAIL_PREFIX = "ip|", "vm|", "fail|"
@@ -53,6 +54,8 @@ INDEX_FIELDS = (
     "BastionHostName",
 )
 CURSOR_PARTITION = "cursor"
+#: Actors whose detection failed alone, for the retry timer (state table).
+RETRY_PARTITION = "detect-retry"
 #: The hour folders Azure Monitor writes: `.../y=YYYY/m=MM/d=DD/h=HH/...`.
 HOUR_PATH = re.compile(r"/y=(\d{4})/m=(\d{2})/d=(\d{2})/h=(\d{2})/")
 #: The filters every reader uses (values always go in as parameters).
@@ -216,13 +219,14 @@ def time_key(when: datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="microseconds")[:26]
 
 
-def index_rows(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def index_rows(events: Iterable[EventRow]) -> Iterator[dict[str, Any]]:
     """The index rows for stored events (each key once, as a transaction requires)."""
     fails: set[tuple[str, str, str]] = set()
     for e in events:
         hour = e["PartitionKey"].rsplit("|", 1)[1]
         day = hour[:10]
-        row = {name: e[name] for name in INDEX_FIELDS if name in e}
+        fields = cast("Mapping[str, Any]", e)
+        row = {name: fields[name] for name in INDEX_FIELDS if name in fields}
         row["EventPartitionKey"] = e["PartitionKey"]
         row["EventRowKey"] = event_key = e["RowKey"]
         ip_prefix = keys.subject_prefix(e["ClientIpKey"])
@@ -257,11 +261,8 @@ def index_seek(
 
 # -- cursors -----------------------------------------------------------------------------------
 def cursor_partition(blob_name: str) -> str:
-    match = HOUR_PATH.search("/" + blob_name)
-    if not match:
-        return CURSOR_PARTITION
-    y, m, d, h = match.groups()
-    return f"{CURSOR_PARTITION}|{y}-{m}-{d}T{h}"
+    hour = hour_of_blob(blob_name)
+    return f"{CURSOR_PARTITION}|{hour}" if hour else CURSOR_PARTITION
 
 
 def hour_of_blob(blob_name: str) -> str:

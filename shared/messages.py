@@ -10,7 +10,6 @@ raw values (programs need them exact) beside the safe summary.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -20,10 +19,6 @@ from .detection import RULE_BY_NAME
 
 SCHEMA = "bastion-audit/alert@2"
 _COLORS = {"critical": "Attention", "high": "Attention", "medium": "Warning", "low": "Default"}
-
-
-def _iso(value: Any) -> str:
-    return value.isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else str(value)
 
 
 def _list(row: dict[str, Any], name: str) -> list[str]:
@@ -88,10 +83,10 @@ def message(row: dict[str, Any]) -> dict[str, Any]:
         "targetVMs": _list(row, "TargetVMs"),
         "bastionHosts": _list(row, "BastionHosts"),
         "compromisedUsers": _list(row, "CompromisedUsers"),
-        "windowStart": _iso(row["WindowStart"]),
-        "windowEnd": _iso(row["WindowEnd"]),
-        "firstSeen": _iso(row["FirstSeen"]),
-        "lastSeen": _iso(row["LastSeen"]),
+        "windowStart": text.utc(row["WindowStart"]),
+        "windowEnd": text.utc(row["WindowEnd"]),
+        "firstSeen": text.utc(row["FirstSeen"]),
+        "lastSeen": text.utc(row["LastSeen"]),
     }
 
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import ciso8601
 import orjson
 
 from . import keys
+from .entities import EventRow
 
 CATEGORY = "bastionauditlogs"
 #: Longest user name + e-mail (and client IP text) we store; real ones are far shorter, and
@@ -85,59 +87,17 @@ _TOP_ALIASES = {k.lower(): k for k in _KNOWN_TOP} | {
 }
 
 
-def normalize(value: object, source_blob: str, offset: int, index: int) -> dict[str, Any]:
+def normalize(value: object, source_blob: str, offset: int, index: int) -> EventRow:
     """Entity for one record, keys included; raises `Rejected` for records we must not store."""
-    if not isinstance(value, dict):
-        raise Rejected("not_an_object", type(value).__name__)
-    fast = value.keys() <= _KNOWN_TOP
-    top = value if fast else _canonical(value, _TOP_ALIASES)
-    props = top.get("properties")
-    flat = props is None
-    if flat:  # exports put the properties at the top level
-        props = _canonical({k: v for k, v in top.items() if k not in _KNOWN_TOP}, _PROP_ALIASES)
-    elif not isinstance(props, dict):
-        raise Rejected("bad_field", "properties is not an object")
-    elif not props.keys() <= _KNOWN_PROPS:
-        fast = False
-        props = _canonical(props, _PROP_ALIASES)
-    extra = None if fast else _extras({} if flat else top, props)
-
-    category = top.get("category")
-    if not isinstance(category, str) or category.casefold() not in (
-        CATEGORY,
-        "microsoftazurebastionauditlogs",
-    ):
-        raise Rejected("wrong_category", repr(category)[:100])
-    raw_time = top.get("time")
-    when = _time(raw_time, "time")
-    # Fixed-width UTC text (sorts as text). Azure writes `...:SS.fffZ`: slicing it is 5x faster.
-    if len(raw_time) == 24 and raw_time[10] == "T" and raw_time[19] == "." and raw_time[23] == "Z":
-        stamp = raw_time[:23] + "000+00:00"
-    else:
-        stamp = when.isoformat(timespec="microseconds")
+    top, props, extra = _shape(value)
+    when, stamp = _when(top)
     get = props.get
     texts = list(map(get, _TEXT_KEYS, _EMPTY_TEXTS))
     if set(map(type, texts)) != _ONLY_STR:
         texts = [_text(v, k) for v, k in zip(texts, _TEXT_KEYS, strict=True)]
     entity: dict[str, Any] = dict(zip(_TEXT_NAMES, texts, strict=True))
     (user_name, user_email, _, ip, _, target, _, message, *_) = texts
-    port = get("clientPort")
-    if port is not None:
-        if port.__class__ is not int:
-            port = _int(port, "clientPort")
-        if port is not None:
-            if not 0 <= port <= 65535:
-                raise Rejected("bad_field", f"clientPort {port} out of range")
-            entity["ClientPort"] = port
-    duration = get("duration")
-    if duration is not None:
-        duration = _int(duration, "duration")
-        if duration is not None:
-            entity["Duration"] = duration
-    start = get("sessionStartTime")
-    if start is not None and start != "":
-        entity["SessionStartTime"] = _time(start, "sessionStartTime")
-
+    port, duration = _numbers(get, entity)
     resource_id = top.get("resourceId", "")
     if resource_id.__class__ is not str:
         resource_id = _text(resource_id, "resourceId")
@@ -165,20 +125,82 @@ def normalize(value: object, source_blob: str, offset: int, index: int) -> dict[
         }
     )
     if extra:
-        try:
-            text = orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode()
-        except orjson.JSONEncodeError:  # read 1024 deep, orjson writes 255: must not escape
-            raise Rejected("bad_field", "unknown properties nested too deep") from None
-        if len(text) > MAX_EXTRA_CHARS and len(text.encode("utf-16-le")) > 2 * MAX_EXTRA_CHARS:
-            raise Rejected("bad_field", "unknown properties too large for one Table property")
-        entity["Extra"] = text
+        entity["Extra"] = _extra_text(extra)
     identity = "\x1f".join(
         (stamp, resource_id, operation, str(port), str(duration), *texts)
     ).encode("utf-8", "surrogatepass")
     digest = hashlib.blake2b(identity, digest_size=10).hexdigest()
     entity["PartitionKey"] = keys.partition_key(user, stamp[:13])
     entity["RowKey"] = keys.row_key(stamp, digest)
-    return entity
+    return cast(EventRow, entity)
+
+
+def _shape(value: object) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """The record's top level and properties under their documented names, and whatever
+    else it holds (kept as `Extra`). Exports put the properties at the top level."""
+    if not isinstance(value, dict):
+        raise Rejected("not_an_object", type(value).__name__)
+    fast = value.keys() <= _KNOWN_TOP
+    top = value if fast else _canonical(value, _TOP_ALIASES)
+    props = top.get("properties")
+    flat = props is None
+    if flat:
+        props = _canonical({k: v for k, v in top.items() if k not in _KNOWN_TOP}, _PROP_ALIASES)
+    elif not isinstance(props, dict):
+        raise Rejected("bad_field", "properties is not an object")
+    elif not props.keys() <= _KNOWN_PROPS:
+        fast = False
+        props = _canonical(props, _PROP_ALIASES)
+    extra = None if fast else _extras({} if flat else top, props)
+    return top, props, extra
+
+
+def _when(top: dict[str, Any]) -> tuple[datetime, str]:
+    """The record's time, checked to be a Bastion audit record's: as a datetime, and as
+    fixed-width UTC text (sorts as text)."""
+    category = top.get("category")
+    if not isinstance(category, str) or category.casefold() not in (
+        CATEGORY,
+        "microsoftazurebastionauditlogs",
+    ):
+        raise Rejected("wrong_category", repr(category)[:100])
+    when = _time(top.get("time"), "time")
+    raw: str = top["time"]  # text: `_time` checked it
+    # Azure writes `...:SS.fffZ`: slicing it is 5x faster than formatting.
+    if len(raw) == 24 and raw[10] == "T" and raw[19] == "." and raw[23] == "Z":
+        return when, raw[:23] + "000+00:00"
+    return when, when.isoformat(timespec="microseconds")
+
+
+def _numbers(get: Callable[[str], Any], entity: dict[str, Any]) -> tuple[int | None, int | None]:
+    """Port, duration and session start into `entity`; (port, duration) for the identity."""
+    port = get("clientPort")
+    if port is not None:
+        if port.__class__ is not int:
+            port = _int(port, "clientPort")
+        if port is not None:
+            if not 0 <= port <= 65535:
+                raise Rejected("bad_field", f"clientPort {port} out of range")
+            entity["ClientPort"] = port
+    duration = get("duration")
+    if duration is not None:
+        duration = _int(duration, "duration")
+        if duration is not None:
+            entity["Duration"] = duration
+    start = get("sessionStartTime")
+    if start is not None and start != "":
+        entity["SessionStartTime"] = _time(start, "sessionStartTime")
+    return port, duration
+
+
+def _extra_text(extra: dict[str, Any]) -> str:
+    try:
+        text = orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:  # read 1024 deep, orjson writes 255: must not escape
+        raise Rejected("bad_field", "unknown properties nested too deep") from None
+    if len(text) > MAX_EXTRA_CHARS and len(text.encode("utf-16-le")) > 2 * MAX_EXTRA_CHARS:
+        raise Rejected("bad_field", "unknown properties too large for one Table property")
+    return text
 
 
 def outcome(message: str) -> Outcome:

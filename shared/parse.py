@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple, cast
 
 import orjson
 
@@ -50,6 +50,11 @@ _STRUCTURAL = re.compile(rb'[\[\]{}"]')
 _OPENERS = re.compile(rb"[\[{]*+")
 _CLOSERS = re.compile(rb"[\]}]*+")
 _SCALAR = re.compile(rb"[^,\] \t\r\n]++")  # a bare number, literal or garbage word
+#: `match` of a pattern that matches the empty string never returns None; typed so.
+_Always = Callable[..., "re.Match[bytes]"]
+_gap, _blank = cast(_Always, _GAP.match), cast(_Always, _BLANK.match)
+_string_rest = cast(_Always, _STRING_REST.match)
+_openers, _closers = cast(_Always, _OPENERS.match), cast(_Always, _CLOSERS.match)
 _SCALAR_END = frozenset(b",] \t\r\n")
 _FLAT = rb'[^"\[\]{}]++'
 _STRING = rb'"' + _STRING_BODY + rb'"'
@@ -160,7 +165,7 @@ class Piece(NamedTuple):
     """
 
     offset: int  # absolute byte offset in the blob where the record's text starts
-    index: int  # position inside a line that held several records (a one-line wrapper)
+    item: int  # position inside a line that held several records (a one-line wrapper)
     value: object
     raw: bytes  # the text, kept for quarantine (only on error; b"" otherwise)
     error: str | None = None
@@ -252,7 +257,7 @@ def _detect(buf: bytes, at_start: bool, final: bool, max_record: int) -> tuple[M
     if at_start and not final and len(buf) < len(BOM) and BOM.startswith(buf):
         return None  # a BOM cut by the end of the first append
     pos = len(BOM) if at_start and buf.startswith(BOM) else 0
-    pos = _BLANK.match(buf, pos).end()
+    pos = _blank(buf, pos).end()
     if pos == len(buf):
         return (Mode.LINES, pos) if final else (Mode.UNKNOWN, pos)
     head = buf[pos : pos + 256]
@@ -344,6 +349,24 @@ def _expand(value: object, offset: int, raw: bytes) -> Iterator[Piece]:
         yield Piece(offset, 0, None, raw, "not_an_object: a line must hold a JSON object")
 
 
+class _Same:
+    """What the scanner saw last, so repeats cost a comparison: millions of identical items
+    (`{},{},...`) share one parsed value, and ingest reuses its verdict for each copy."""
+
+    __slots__ = ("by_line", "raw", "scalar", "value")
+
+    def __init__(self) -> None:
+        self.raw: bytes | None = None
+        self.value: object = None
+        self.scalar = b"\xff"  # never a whole scalar before a delimiter is seen
+        self.by_line = True  # one record per line until a line says otherwise
+
+
+_UNPARSED = object()
+_NO_STATE: _State = (0, False, False)
+_WAIT: _State = tuple([-2, False, False])  # type: ignore[assignment]  # a unique object
+
+
 def _split_scan(
     buf: bytes, pos: int, start: int, mode: Mode, final: bool, max_record: int
 ) -> _Pieces:
@@ -354,14 +377,7 @@ def _split_scan(
         pos, state = _skip(buf, pos, state)
         if state is not None:
             return n, Mode.DONE if final else _encode(base, state)
-    array = base is Mode.ARRAY
-    gap, value, scalar, loads = _GAP.match, _VALUE.match, _SCALAR.match, orjson.loads
-    by_line = True
-    # Millions of identical items (`{},{},...`) share one parsed value: ingest sees the same
-    # object again and reuses its verdict instead of normalizing each copy.
-    same_raw: bytes | None = None
-    same_value: object = None
-    same_scalar = b"\xff"  # never a whole scalar before a delimiter is seen
+    array, gap, same = base is Mode.ARRAY, _gap, _Same()
     while True:
         pos = gap(buf, pos).end()
         if pos >= n:
@@ -371,55 +387,12 @@ def _split_scan(
             return n, Mode.DONE
         limit = pos + max_record  # a value ending after this is oversized
         stop = n if n < limit else limit
-        if first == 0x7B or first == 0x5B:
-            if (
-                same_raw is not None
-                and buf.startswith(same_raw, pos)
-                and pos + len(same_raw) <= stop
-            ):
-                # the text of the last value again: a bracketed value ends where its bytes say
-                yield Piece(start + pos, 0, same_value, b"")
-                pos += len(same_raw)
-                continue
-            if by_line:  # one record per line (the wrapper as Azure wrote it): orjson finds its end
-                nl = buf.find(b"\n", pos, stop)
-                line = buf[pos:nl].rstrip(b", \t\r") if nl > 0 else b""
-                try:
-                    parsed = loads(line)
-                except orjson.JSONDecodeError:
-                    by_line = False  # not this layout: use the scanner for the rest of the buffer
-                else:  # valid JSON text starting with a bracket ends where its brackets close
-                    yield Piece(start + pos, 0, parsed, b"")
-                    pos += len(line)
-                    continue
-            match = value(buf, pos, stop)  # a record, in one C call
-            end = match.end() if match is not None else -1
-            if end < 0:
-                end, *state_at = _scan(buf, pos, stop, 0, False, False)
-        elif first == 0x22:  # a bare string
-            end, *state_at = _scan(buf, pos + 1, stop, 0, True, False)
-        else:  # a bare scalar: it ends at a comma, "]" or whitespace, so look one byte further
-            end = pos + len(same_scalar)
-            if end < n and buf[end] in _SCALAR_END and buf.startswith(same_scalar, pos):
-                yield Piece(start + pos, 0, None, same_scalar, "not_an_object")  # the same again
-                pos = end
-                continue
-            match = scalar(buf, pos, min(n, limit + 1))
-            end = match.end() if match else pos + 1  # a stray "]" between objects: one byte
-            if end <= limit and end == n and not final:
-                return pos, base  # it may go on in the next append
-            if end > limit:
-                yield Piece(
-                    start + pos, 0, None, buf[pos:limit], f"oversized: over {max_record} bytes"
-                )
-                pos, left = _skip(buf, end, _SCALAR_SKIP)
-                if left is not None:
-                    return n, Mode.DONE if final else _encode(base, left)
-                continue
-            same_scalar = buf[pos:end]
-            yield Piece(start + pos, 0, None, same_scalar, "not_an_object")
-            pos = end
+        if first != 0x7B and first != 0x5B and first != 0x22:  # a bare scalar
+            pos, left = yield from _bare_scalar(buf, pos, start, limit, final, max_record, same)
+            if left is not None:
+                return (pos, base) if left is _WAIT else (n, _after(base, left, final))
             continue
+        end, state_at, parsed = _value_end(buf, pos, stop, first, same)
         if end < 0:  # no end within `stop`
             if stop < limit:  # the buffer ends within a record's length: wait, or truncated
                 if not final:
@@ -427,24 +400,84 @@ def _split_scan(
                 yield Piece(start + pos, 0, None, buf[pos:], "truncated: incomplete last record")
                 return n, Mode.DONE
             yield Piece(start + pos, 0, None, buf[pos:limit], f"oversized: over {max_record} bytes")
-            pos, left = _skip(buf, limit, (state_at[0], state_at[1], state_at[2]))
+            pos, left = _skip(buf, limit, state_at)
             if left is not None:
-                return n, Mode.DONE if final else _encode(base, left)
+                return n, _after(base, left, final)
             continue
-        raw = buf[pos:end]
-        if first == 0x22:
-            yield Piece(start + pos, 0, None, raw, "not_an_object")
-        elif raw == same_raw:  # the same text again: the same (shared, never mutated) value
-            yield Piece(start + pos, 0, same_value, b"")
+        if parsed is not _UNPARSED:
+            yield Piece(start + pos, 0, parsed, b"")
+        elif first == 0x22:
+            yield Piece(start + pos, 0, None, buf[pos:end], "not_an_object")
         else:
-            try:
-                same_value = loads(raw)
-            except orjson.JSONDecodeError as exc:
-                yield Piece(start + pos, 0, None, raw, f"malformed: {exc}")
-            else:
-                same_raw = raw
-                yield Piece(start + pos, 0, same_value, b"")
+            yield _parsed(buf[pos:end], start + pos, same)
         pos = end
+
+
+def _after(base: Mode, left: _State, final: bool) -> Mode:
+    """The mode after an oversized value the buffer ends inside of."""
+    return Mode.DONE if final else _encode(base, left)
+
+
+def _value_end(
+    buf: bytes, pos: int, stop: int, first: int, same: _Same
+) -> tuple[int, _State, object]:
+    """Where the bracketed value or bare string at `pos` ends (-1: not before `stop`, with
+    the scanner's state there), and its value when finding the end parsed it."""
+    if first == 0x22:  # a bare string
+        scanned = _scan(buf, pos + 1, stop, 0, True, False)
+        return scanned[0], scanned[1:], _UNPARSED
+    raw = same.raw
+    if raw is not None and buf.startswith(raw, pos) and pos + len(raw) <= stop:
+        return pos + len(raw), _NO_STATE, same.value  # the last value's text again
+    if same.by_line:  # one record per line (the wrapper as Azure wrote it): orjson finds its end
+        nl = buf.find(b"\n", pos, stop)
+        line = buf[pos:nl].rstrip(b", \t\r") if nl > 0 else b""
+        try:
+            parsed = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            same.by_line = False  # not this layout: use the scanner for the rest of the buffer
+        else:  # valid JSON text starting with a bracket ends where its brackets close
+            return pos + len(line), _NO_STATE, parsed
+    match = _VALUE.match(buf, pos, stop)  # a record, in one C call
+    if match is not None:
+        return match.end(), _NO_STATE, _UNPARSED
+    scanned = _scan(buf, pos, stop, 0, False, False)
+    return scanned[0], scanned[1:], _UNPARSED
+
+
+def _parsed(raw: bytes, offset: int, same: _Same) -> Piece:
+    """The piece of a bracketed value's text (the same text again: the same shared value)."""
+    if raw == same.raw:
+        return Piece(offset, 0, same.value, b"")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Piece(offset, 0, None, raw, f"malformed: {exc}")
+    same.raw, same.value = raw, value
+    return Piece(offset, 0, value, b"")
+
+
+def _bare_scalar(
+    buf: bytes, pos: int, start: int, limit: int, final: bool, max_record: int, same: _Same
+) -> Generator[Piece, None, tuple[int, _State | None]]:
+    """A bare number, literal or garbage word (not a record): it ends at a comma, "]" or
+    whitespace. Returns where to go on, and `_WAIT` to wait for more bytes or the state
+    of an oversized scalar the buffer ends inside of (None: carry on)."""
+    n = len(buf)
+    end = pos + len(same.scalar)
+    if end < n and buf[end] in _SCALAR_END and buf.startswith(same.scalar, pos):
+        yield Piece(start + pos, 0, None, same.scalar, "not_an_object")  # the same again
+        return end, None
+    match = _SCALAR.match(buf, pos, min(n, limit + 1))
+    end = match.end() if match else pos + 1  # a stray "]" between objects: one byte
+    if end <= limit and end == n and not final:
+        return pos, _WAIT  # it may go on in the next append
+    if end > limit:
+        yield Piece(start + pos, 0, None, buf[pos:limit], f"oversized: over {max_record} bytes")
+        return _skip(buf, end, _SCALAR_SKIP)
+    same.scalar = buf[pos:end]
+    yield Piece(start + pos, 0, None, same.scalar, "not_an_object")
+    return end, None
 
 
 def _skip(buf: bytes, pos: int, state: _State) -> tuple[int, _State | None]:
@@ -467,8 +500,8 @@ def _scan(
     in_string, escaped) as they stand at `stop`. Depth 0 inside a string is a bare string.
     Linear: one C-level search per string and per bracket.
     """
-    structural, string_rest = _STRUCTURAL.search, _STRING_REST.match
-    openers, closers = _OPENERS.match, _CLOSERS.match
+    structural, string_rest = _STRUCTURAL.search, _string_rest
+    openers, closers = _openers, _closers
     while True:
         if in_string:
             if escaped:

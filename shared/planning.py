@@ -13,6 +13,7 @@ from typing import Any
 
 from . import detection, incidents, keys, layout, model
 from .detection import MINUTE, Bucket, Event, Kind, Mark, Thresholds
+from .entities import EventRow
 
 Op = tuple[str, dict[str, Any], dict[str, Any]]
 
@@ -33,7 +34,7 @@ class Touch:
     successes: int = 0
 
 
-def touched(rows: Iterable[dict[str, Any]], allowed: Callable[[str], bool]) -> dict[Actor, Touch]:
+def touched(rows: Iterable[EventRow], allowed: Callable[[str], bool]) -> dict[Actor, Touch]:
     """Actors of the new rows (successes and failures only), with their spans."""
     out: dict[Actor, Touch] = {}
     for row in rows:

@@ -89,7 +89,7 @@ class Batch:
         return {
             "SourceBlob": self.source_blob,
             "SourceOffset": piece.offset,
-            "SourceIndex": piece.index,
+            "SourceIndex": piece.item,
             "Reason": reason[:MAX_REASON],
             "RawBytes": 0,
             "Raw": "",
@@ -125,7 +125,7 @@ class Batch:
                     **self._line(first, reason),
                     "Count": count,
                     "LastOffset": last.offset,
-                    "LastIndex": last.index,
+                    "LastIndex": last.item,
                 }
             )
             + b"\n"

@@ -36,14 +36,13 @@ import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import ciso8601
 import orjson
 from azure.core.exceptions import ResourceNotFoundError
 
 from . import keys, layout, model, quarantine, text
-from .layout import HOUR_PATH
 from .messages import message as alert_message
 from .storage import Storage, Table
 
@@ -134,10 +133,10 @@ def parse_range(
     end = parse_time(raw_to, "to") if raw_to else now
     start = parse_time(raw_from, "from") if raw_from else end - DEFAULT_SPAN
     if start >= end:
-        raise BadQuery(f"from ({_iso(start)}) must be before to ({_iso(end)})")
+        raise BadQuery(f"from ({text.utc(start)}) must be before to ({text.utc(end)})")
     if end - start > timedelta(days=max_days):
         raise BadQuery(
-            f"the range from {_iso(start)} to {_iso(end)} is longer than {max_days} days"
+            f"the range from {text.utc(start)} to {text.utc(end)} is longer than {max_days} days"
         )
     return start, end
 
@@ -193,10 +192,6 @@ def _param(params: Mapping[str, str | None], name: str) -> str:
     return "" if value is None else str(value)
 
 
-def _iso(when: datetime) -> str:
-    return when.isoformat().replace("+00:00", "Z")
-
-
 def encode_token(fingerprint: str, state: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps({"q": fingerprint, **state})).decode()
 
@@ -221,8 +216,10 @@ def _decode_token(token: str, fingerprint: str) -> dict[str, Any]:
 
 
 def _strings(value: object, kind: type) -> bool:
+    if not isinstance(value, kind):
+        return False
     items = value.values() if isinstance(value, dict) else value
-    return isinstance(value, kind) and all(isinstance(v, str) for v in items)  # type: ignore[union-attr]
+    return all(isinstance(v, str) for v in cast("Iterable[object]", items))
 
 
 # -- rows -> results (pure) -----------------------------------------------------------------
@@ -230,7 +227,7 @@ def activity_item(row: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON shape of one event (the same from the events table and from index rows)."""
     when = row.get("TimeGenerated")
     return {
-        "time": _iso(when) if isinstance(when, datetime) else str(when or ""),
+        "time": text.utc(when),
         "user": row.get("UserName") or row.get("UserKey", ""),
         "userKey": row.get("UserKey", ""),
         "clientIp": row.get("ClientIpAddress", ""),
@@ -324,14 +321,8 @@ def activity(storage: Storage, q: ActivityQuery) -> Page:
     items: list[dict[str, Any]] = []
     segment, token = int(state.get("s", 0)), state.get("t")
     while segment < len(segments) and len(items) < q.limit:
-        pages = table.client.query_entities(
-            flt,
-            parameters=segments[segment],
-            select=select,
-            results_per_page=q.limit - len(items),
-        ).by_page(continuation_token=token)
-        items.extend(activity_item(row) for row in next(pages, []))
-        token = pages.continuation_token
+        rows, token = table.page(flt, segments[segment], select, q.limit - len(items), token)
+        items.extend(activity_item(row) for row in rows)
         if not token:  # this segment is done (short pages happen: then ask for the rest)
             segment, token = segment + 1, None
     if segment >= len(segments):
@@ -449,10 +440,10 @@ def quarantine_items(
         return  # nothing was ever quarantined
     for item in sorted(listed, key=lambda b: (b.last_modified, b.name)):
         if by_source_hour:
-            match = HOUR_PATH.search("/" + item.name)
-            if not match:
+            name_hour = layout.hour_of_blob(item.name)
+            if not name_hour:
                 continue
-            hour = datetime(*(int(g) for g in match.groups()), tzinfo=UTC)  # type: ignore[misc]
+            hour = datetime.fromisoformat(name_hour + ":00+00:00")
             if not (start - timedelta(hours=1) < hour < end):
                 continue
         elif not start <= item.last_modified < end:
@@ -473,10 +464,5 @@ def quarantine_items(
 def short_blob(name: str) -> str:
     """`BASTION-PROD 2026-11-23T09` for an hour blob of a Bastion host (tables are for people;
     the JSON keeps the whole name)."""
-    match = HOUR_PATH.search("/" + name)
-    parts = name.split("/")
-    upper = [p.upper() for p in parts]
-    if match and "BASTIONHOSTS" in upper and upper.index("BASTIONHOSTS") + 1 < len(parts):
-        host = parts[upper.index("BASTIONHOSTS") + 1]
-        return "{} {}-{}-{}T{}".format(host, *match.groups())
-    return name
+    hour, host = layout.hour_of_blob(name), layout.host_of_blob(name)
+    return f"{host} {hour}" if hour and host else name

@@ -28,6 +28,11 @@ SEVERITY = {"critical": "#6a1b9a", "high": "#c62828", "medium": "#ef6c00", "low"
 TOP = 10
 
 
+Target = tuple[str, list[tuple[str, int, int]], int, int]
+#: user, sign-ins, [(source IP, sign-ins)], [(VM, sign-ins)]
+Connection = tuple[str, int, list[tuple[str, int]], list[tuple[str, int]]]
+
+
 @dataclass
 class ReportData:
     start: datetime
@@ -36,15 +41,13 @@ class ReportData:
     per_hour: dict[datetime, Counter[str]]
     failing_users: list[tuple[str, int]]
     failing_ips: list[tuple[str, int]]  # unresolved failures per source IP
-    targets: list[tuple[str, list[tuple[str, int, int]], int, int]]  # user, [(vm, ok, fail)]
-    alerts: list[dict[str, Any]]
+    targets: list[Target]  # user, [(vm, ok, fail)], sign-ins, failures
+    alerts: list[Mapping[str, Any]]
     totals: Counter[str] = field(default_factory=Counter)
     users: int = 0  # people who connected (at least one success)
     tried: int = 0  # accounts with failures only
     #: user, successes, [(source ip, count)], [(target, count)]
-    connections: list[tuple[str, int, list[tuple[str, int]], list[tuple[str, int]]]] = field(
-        default_factory=list
-    )
+    connections: list[Connection] = field(default_factory=list)
     resolved_ips: list[tuple[str, int]] = field(default_factory=list)  # typos then a sign-in
     quarantined: list[tuple[str, int]] = field(default_factory=list)  # reason, pieces
 
@@ -67,11 +70,7 @@ def aggregate(
 ) -> ReportData:
     """Count events (stored entities), take alert items (`queries.alert_item` shape) and
     quarantine items (`queries.quarantine_items` shape)."""
-    hours = []
-    h = _hour(start)
-    while h < end:
-        hours.append(h)
-        h += timedelta(hours=1)
+    hours = _hours(start, end)
     per_hour: dict[datetime, Counter[str]] = {h: Counter() for h in hours}
     rows = [e for e in events if start <= e["TimeGenerated"] < end]
     typos = _typos(rows)
@@ -95,15 +94,7 @@ def aggregate(
         elif outcome == "Success":
             cell[0] += 1
             sources[user][ip] += 1
-    targets, connections = [], []
-    for user, vms in by_user.items():
-        rows_ = sorted(((vm, ok, bad) for vm, (ok, bad) in vms.items()), key=lambda r: r[0])
-        targets.append((user, rows_, sum(r[1] for r in rows_), sum(r[2] for r in rows_)))
-        if sources[user]:
-            used = sorted(((vm, ok) for vm, ok, _ in rows_ if ok), key=lambda r: (-r[1], r[0]))
-            connections.append((user, sum(sources[user].values()), _top(sources[user]), used))
-    targets.sort(key=lambda t: (-(t[2] + t[3]), t[0].casefold()))
-    connections.sort(key=lambda c: (-c[1], c[0].casefold()))
+    targets, connections = _tables(by_user, sources)
     reasons: Counter[str] = Counter()
     for q in quarantined:
         reasons[str(q.get("reason", "")).split(":", 1)[0] or "?"] += int(q.get("count") or 1)
@@ -123,6 +114,32 @@ def aggregate(
         resolved_ips=_top(resolved_ips),
         quarantined=sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])),
     )
+
+
+def _hours(start: datetime, end: datetime) -> list[datetime]:
+    hours, h = [], _hour(start)
+    while h < end:
+        hours.append(h)
+        h += timedelta(hours=1)
+    return hours
+
+
+def _tables(
+    by_user: dict[str, dict[str, list[int]]], sources: dict[str, Counter[str]]
+) -> tuple[list[Target], list[Connection]]:
+    """Targets per user (with sign-ins and failures) and who connected from where, busiest
+    first."""
+    targets: list[Target] = []
+    connections: list[Connection] = []
+    for user, vms in by_user.items():
+        rows = sorted(((vm, ok, bad) for vm, (ok, bad) in vms.items()), key=lambda r: r[0])
+        targets.append((user, rows, sum(r[1] for r in rows), sum(r[2] for r in rows)))
+        if sources[user]:
+            used = sorted(((vm, ok) for vm, ok, _ in rows if ok), key=lambda r: (-r[1], r[0]))
+            connections.append((user, sum(sources[user].values()), _top(sources[user]), used))
+    targets.sort(key=lambda t: (-(t[2] + t[3]), t[0].casefold()))
+    connections.sort(key=lambda c: (-c[1], c[0].casefold()))
+    return targets, connections
 
 
 def _typos(rows: list[Mapping[str, Any]]) -> set[int]:

@@ -101,42 +101,18 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Read and validate all settings; unknown keys are ignored."""
-
-        def get(name: str) -> str:
-            return env.get(name, DEFAULTS[name]).strip()
-
-        def num(name: str, low: int, high: int) -> int:
-            raw = get(name)
-            try:
-                value = int(raw)
-            except ValueError:
-                raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-            if not low <= value <= high:
-                raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
-            return value
-
-        source = get("BLOB_TRIGGER_SOURCE")
-        if source not in ("LogsAndContainerScan", "EventGrid"):
-            raise SettingsError(
-                f"BLOB_TRIGGER_SOURCE must be LogsAndContainerScan or EventGrid, got {source!r}"
-            )
-        allow = []
-        for item in filter(None, (p.strip() for p in get("IP_ALLOWLIST").split(","))):
-            try:
-                allow.append(ipaddress.ip_network(item, strict=False))
-            except ValueError:
-                raise SettingsError(f"IP_ALLOWLIST entry {item!r} is not an IP or CIDR") from None
-        api_auth = get("API_AUTH").lower()
-        if api_auth not in ("entra", "none"):
-            raise SettingsError(f"API_AUTH must be entra or none, got {api_auth!r}")
-        role = get("API_READER_ROLE")
+        r = _Reader(env)
+        source = r.choice("BLOB_TRIGGER_SOURCE", ("LogsAndContainerScan", "EventGrid"))
+        api_auth = r.choice("API_AUTH", ("entra", "none"), lower=True)
+        role = r.get("API_READER_ROLE")
         if not role:
             raise SettingsError("API_READER_ROLE must name the app role readers hold")
-        max_hours = num("INCIDENT_MAX_HOURS", 1, 24)
+        max_hours = r.num("INCIDENT_MAX_HOURS", 1, 24)
         if 24 % max_hours:
             raise SettingsError(
                 f"INCIDENT_MAX_HOURS must divide 24 (1, 2, 3, 4, 6, 8, 12 or 24), got {max_hours}"
             )
+        get, num = r.get, r.num
         prefix = CONNECTION + "__"
         return cls(
             connection=env.get(CONNECTION, "").strip(),
@@ -159,7 +135,7 @@ class Settings:
             incident_quiet_minutes=num("INCIDENT_QUIET_MINUTES", 1, 24 * 60),
             incident_max_hours=max_hours,
             notify_interval_minutes=num("NOTIFY_INTERVAL_MINUTES", 1, 7 * 24 * 60),
-            ip_allowlist=tuple(allow),
+            ip_allowlist=r.networks("IP_ALLOWLIST"),
             sweep_lookback_hours=num("SWEEP_LOOKBACK_HOURS", 1, 48),
             max_record_bytes=num("MAX_RECORD_BYTES", 1024, 32768),
             read_chunk_bytes=num("READ_CHUNK_BYTES", 64 * 1024, 64 * 1024 * 1024),
@@ -169,3 +145,38 @@ class Settings:
             platform_auth=env.get("WEBSITE_AUTH_ENABLED", "").strip().lower() == "true",
             connection_parts={k[len(prefix) :]: v for k, v in env.items() if k.startswith(prefix)},
         )
+
+
+class _Reader:
+    """Typed, validated reads of one environment, with the defaults of `DEFAULTS`."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def get(self, name: str) -> str:
+        return self.env.get(name, DEFAULTS[name]).strip()
+
+    def num(self, name: str, low: int, high: int) -> int:
+        raw = self.get(name)
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+        return value
+
+    def choice(self, name: str, options: tuple[str, ...], lower: bool = False) -> str:
+        value = self.get(name).lower() if lower else self.get(name)
+        if value not in options:
+            raise SettingsError(f"{name} must be {' or '.join(options)}, got {value!r}")
+        return value
+
+    def networks(self, name: str) -> tuple[IPNetwork, ...]:
+        out = []
+        for item in filter(None, (p.strip() for p in self.get(name).split(","))):
+            try:
+                out.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise SettingsError(f"{name} entry {item!r} is not an IP or CIDR") from None
+        return tuple(out)

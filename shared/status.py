@@ -20,8 +20,7 @@ import orjson
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
-from . import layout
-from .detect import RETRY_PARTITION
+from . import layout, text
 from .storage import Cursor, Storage
 from .sweep import host_folders
 
@@ -53,7 +52,7 @@ class HostStatus:
             "host": self.host,
             "verdict": self.verdict,
             "why": self.why,
-            "lastRecord": _iso(self.last_record),
+            "lastRecord": text.utc(self.last_record) or None,
             "lastBlob": self.last_blob,
             "bytesBehind": self.behind_bytes,
             "stored24h": self.stored,
@@ -73,7 +72,7 @@ class Status:
 
     def json(self) -> dict[str, Any]:
         return {
-            "checkedAt": _iso(self.checked_at),
+            "checkedAt": text.utc(self.checked_at),
             "hosts": [h.json() for h in self.hosts],
             "pendingAlerts": self.pending_alerts,
             "detectionRetries": self.detection_retries,
@@ -110,9 +109,9 @@ def collect(storage: Storage, logs: ContainerClient, now: datetime | None = None
             for blob in logs.list_blobs(name_starts_with=prefix):
                 if blob.last_modified < now - WINDOW:
                     continue
-                cursor = cursors.get(blob.name)
+                read = cursors.get(blob.name)
                 limit = storage.settings.max_record_bytes
-                _add_size(host, blob.name, int(blob.size), blob.last_modified, cursor, now, limit)
+                _add_size(host, blob.name, int(blob.size), blob.last_modified, read, now, limit)
     poisoned, out.poison_messages = _poison(storage)
     for name, count in poisoned.items():
         host = hosts.setdefault(_host_of(name), HostStatus(_host_of(name)))
@@ -121,7 +120,8 @@ def collect(storage: Storage, logs: ContainerClient, now: datetime | None = None
         h.verdict, h.why = verdict(h, now)
     out.hosts = sorted(hosts.values(), key=lambda h: h.host)
     out.pending_alerts = _count(storage, now)
-    out.detection_retries = sum(1 for _ in storage.state.partition(RETRY_PARTITION, ["RowKey"]))
+    retries = storage.state.partition(layout.RETRY_PARTITION, ["RowKey"])
+    out.detection_retries = sum(1 for _ in retries)
     return out
 
 

@@ -11,11 +11,11 @@ import contextlib
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -24,6 +24,7 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
+from azure.core.paging import PageIterator
 from azure.data.tables import (
     TableClient,
     TableEntity,
@@ -106,13 +107,21 @@ def blob_etag(value: object) -> str:
     return str(value or "").strip('"')
 
 
+def etag_of(row: TableEntity) -> str:
+    """The ETag of a row read from the service (every such row has one)."""
+    etag = row.metadata.get("etag")
+    if not etag:
+        raise ValueError("a row without an ETag was not read from the service")
+    return str(etag)
+
+
 def cursor_from(row: TableEntity) -> Cursor:
     return Cursor(
         offset=int(row["Offset"]),
         mode=row["Mode"],
         guard=bytes.fromhex(row.get("Guard", "")),
         guard_length=int(row.get("GuardLength", 0)),
-        etag=row.metadata["etag"],
+        etag=etag_of(row),
         stored=int(row.get("Stored", 0)),
         quarantined=int(row.get("Quarantined", 0)),
         skipped=int(row.get("Skipped", 0)),
@@ -149,6 +158,24 @@ class Table:
         """Filtered query; values always go in as parameters, never into the filter text."""
         yield from self.client.query_entities(flt, parameters=parameters, select=select)
 
+    def page(
+        self,
+        flt: str,
+        parameters: dict[str, Any],
+        select: list[str],
+        size: int,
+        token: Any = None,
+    ) -> tuple[list[TableEntity], Any]:
+        """One page of at most `size` rows, and the service's token for the next (None: done;
+        a short page does not mean the end)."""
+        pages = cast(
+            "PageIterator[TableEntity]",
+            self.client.query_entities(
+                flt, parameters=parameters, select=select, results_per_page=size
+            ).by_page(continuation_token=token),
+        )
+        return list(next(pages, [])), pages.continuation_token
+
     def partition(self, pk: str, select: list[str] | None = None) -> Iterator[TableEntity]:
         return self.query(layout.PARTITION, {"pk": pk}, select)
 
@@ -164,7 +191,7 @@ class Table:
         except ResourceNotFoundError:
             return None
 
-    def upsert(self, entities: Sequence[dict[str, Any]]) -> None:
+    def upsert(self, entities: Sequence[Mapping[str, Any]]) -> None:
         """Upsert in same-partition transactions of <= 100, in parallel (see `Storage.upsert`)."""
         self._storage.upsert((self, entities))
 
@@ -188,7 +215,7 @@ class Table:
                 kwargs["mode"] = UpdateMode.MERGE if merge else UpdateMode.REPLACE
             batch.append((op, entity, kwargs))
         try:
-            self.client.submit_transaction(batch)  # type: ignore[arg-type]
+            self.client.submit_transaction(batch)
         except TableTransactionError as exc:
             if exc.status_code in (404, 409, 412):  # gone, exists, changed: look again
                 raise Conflict(f"{self.name}: a row changed under us") from exc
@@ -255,7 +282,7 @@ class Storage:
                 self._containers.add(name)
         return client
 
-    def upsert(self, *writes: tuple[Table, Sequence[dict[str, Any]]]) -> None:
+    def upsert(self, *writes: tuple[Table, Sequence[Mapping[str, Any]]]) -> None:
         """Upsert (table, entities) pairs in same-partition transactions of <=100, in parallel.
 
         Callers pass each (PartitionKey, RowKey) once per table: a transaction may not hold one
@@ -370,12 +397,12 @@ def _identity_clients(
     )
 
 
-def _batches(entities: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    by_partition: dict[str, list[dict[str, Any]]] = defaultdict(list)
+def _batches(entities: Iterable[Mapping[str, Any]]) -> Iterator[list[Mapping[str, Any]]]:
+    by_partition: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for entity in entities:
         by_partition[entity["PartitionKey"]].append(entity)
     for group in by_partition.values():
-        batch: list[dict[str, Any]] = []
+        batch: list[Mapping[str, Any]] = []
         size = 0
         for entity in group:
             weight = _weight(entity)
@@ -388,12 +415,12 @@ def _batches(entities: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]
             yield batch
 
 
-def _weight(entity: dict[str, Any]) -> int:
+def _weight(entity: Mapping[str, Any]) -> int:
     """Upper bound of an entity's wire size (UTF-16 strings plus per-property overhead)."""
     return sum(2 * len(v) + 64 if isinstance(v, str) else 64 for v in entity.values())
 
 
-def _submit(client: TableClient, batch: list[dict[str, Any]]) -> None:
+def _submit(client: TableClient, batch: list[Mapping[str, Any]]) -> None:
     if len(batch) == 1:
         client.upsert_entity(batch[0], mode=UpdateMode.REPLACE)
         return

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from . import layout, model, parse, quarantine
+from .entities import EventRow
 from .storage import Storage
 
 
@@ -19,7 +19,7 @@ from .storage import Storage
 class Stored:
     """What storing one chunk did."""
 
-    rows: list[dict[str, Any]]  # the records stored (for detection)
+    rows: list[EventRow]  # the records stored (for detection)
     quarantined: int
     skipped: int  # the same record twice in the chunk: stored once
     cut_at: int | None  # offset of a last line quarantined as cut short, if any
@@ -37,7 +37,7 @@ class Stored:
 def store(storage: Storage, blob_name: str, pieces: Iterable[parse.Piece]) -> Stored:
     """Normalize, deduplicate and write a chunk's records (events and index rows), and its
     rejected pieces as one quarantine document. Raises on storage faults."""
-    events: dict[tuple[str, str], dict[str, Any]] = {}
+    events: dict[tuple[str, str], EventRow] = {}
     cut_at: int | None = None
     rejects = quarantine.Batch(blob_name)  # one document per chunk, bounded in size
     last_rejected, reason = object(), ""  # parse shares the value of identical items
@@ -53,7 +53,7 @@ def store(storage: Storage, blob_name: str, pieces: Iterable[parse.Piece]) -> St
             rejects.add(piece, reason)
             continue
         try:
-            entity = normalize(piece.value, blob_name, piece.offset, piece.index)
+            entity = normalize(piece.value, blob_name, piece.offset, piece.item)
         except model.Rejected as exc:
             last_rejected, reason = piece.value, str(exc)
             rejects.add(piece, reason)

@@ -22,9 +22,9 @@ from datetime import UTC, datetime, timedelta
 
 from azure.storage.blob import BlobPrefix, BlobProperties, ContainerClient
 
+from . import layout
 from .blobs import SETTLE
 from .ingest import Pipeline, Summary
-from .layout import HOUR_PATH
 from .storage import Cursor, Storage, blob_etag
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,8 @@ class Sweeper:
         now = now or datetime.now(UTC)
         since = now - self.lookback
         hours = _hours(since, now)
-        recent = [b for b in self._listed(container, now, since) if _hour_of(b.name) in hours]
+        listed = self._listed(container, now, since)
+        recent = [b for b in listed if layout.hour_of_blob(b.name) in hours]
         cursors = self.storage.cursors(hours)
         out = SweepResult(listed=len(recent))
         failed = 0
@@ -123,11 +124,6 @@ def host_folders(container: ContainerClient, prefix: str = "", depth: int = 0) -
             yield item.name
         elif not item.name[len(prefix) :].startswith("y="):
             yield from host_folders(container, item.name, depth + 1)
-
-
-def _hour_of(name: str) -> str:
-    match = HOUR_PATH.search("/" + name)
-    return "" if not match else "{}-{}-{}T{}".format(*match.groups())
 
 
 def _hours(since: datetime, now: datetime) -> set[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import UTC, datetime
 
 #: Unicode categories that are invisible or steer layout: controls, format characters (zero-width
 #: joiners, bidi overrides, the BOM), line/paragraph separators, surrogates and private use.
@@ -74,3 +75,12 @@ def quoted(text: str, limit: int = 80) -> str:
     """A log value inside one of our sentences: Markdown-safe and in quotes, so a name such as
     `0 failures (scheduled test)` reads as a name, not as our words."""
     return f'"{markdown(text, limit)}"'
+
+
+def utc(value: object) -> str:
+    """A time as ISO 8601 UTC with a `Z` (as answers and messages show times; a naive one is
+    taken as UTC); anything else as text, None as ''."""
+    if isinstance(value, datetime):
+        when = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        return when.isoformat().replace("+00:00", "Z")
+    return "" if value is None else str(value)

@@ -1,23 +1,82 @@
 """Shared fixtures: one real Azurite per test session, isolated names per test, the indexed app.
 
-Tests that touch storage take the `pipeline` (or `storage_env`) fixture; the emulator is started
-on free loopback ports on first use and stopped when the session ends.
+Tests that touch storage take the `pipeline` (or `app_env`) fixture; the emulator is started
+on free loopback ports on first use and stopped when the session ends. Such tests are marked
+`azurite` here, from the fixtures they use; every other test is a unit test (`make unit`):
+it runs with the app's settings cleared from the environment and no network but loopback.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
+import os
+import socket
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from reliability_support import Restartable
 
 from devtools import azurite, samples
 from shared import functions
 from shared.ingest import Pipeline
-from shared.settings import LOGS_CONTAINER, Settings
+from shared.settings import CONNECTION, DEFAULTS, LOGS_CONTAINER, Settings
 
 _ids = itertools.count(1)
+_NEEDS_AZURITE = {"emulator", "restartable"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what needs Azurite (any test using the emulator, even through other fixtures)."""
+    for item in items:
+        if _NEEDS_AZURITE & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.azurite)
+
+
+def _loopback(host: object) -> bool:
+    if host in (None, "localhost", b"localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def unit_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests see none of the app's settings and reach nothing beyond loopback."""
+    if request.node.get_closest_marker("azurite"):
+        return
+    for name in list(os.environ):
+        if name in DEFAULTS or name.startswith(CONNECTION):
+            monkeypatch.delenv(name)
+    real_connect, real_lookup = socket.socket.connect, socket.getaddrinfo
+
+    def connect(sock: socket.socket, address: Any) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _loopback(address[0]):
+            raise OSError(f"unit tests stay off the network (tried {address[0]})")
+        real_connect(sock, address)
+
+    def lookup(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _loopback(host):
+            raise OSError(f"unit tests stay off the network (looked up {host})")
+        return real_lookup(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+
+
+@pytest.fixture
+def restartable() -> Iterator[Restartable]:
+    """An Azurite of the test's own that it can stop and start again (on the same data)."""
+    with tempfile.TemporaryDirectory(prefix="azurite-") as folder:
+        emulator = Restartable(folder)
+        try:
+            yield emulator
+        finally:
+            emulator.stop()
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from azure.functions.timer import TimerRequest
 from test_alerts import Hook
 
 from devtools import samples
-from shared import detect
+from shared import detect, layout
 from shared.ingest import Pipeline
 
 pytestmark = pytest.mark.azurite
@@ -432,13 +432,13 @@ def test_one_failing_actor_does_not_stop_the_others(
         # The broken address's attack is still seen: as the account's own incident.
         assert sorted(r["Subject"] for r in incidents(p)) == sorted([ATTACKER, "admin"])
     queued = list(p.storage.state.query("PartitionKey eq @pk",
-                                  {"pk": detect.RETRY_PARTITION}))  # fmt: skip
+                                  {"pk": layout.RETRY_PARTITION}))  # fmt: skip
     assert [r["Subject"] for r in queued] == ["192.0.2.13"]
     indexed_app["redeliver_alerts"].get_user_function()(TimerRequest(past_due=False))
     live = [r["Subject"] for r in incidents(p) if r["State"] == "open"]
     assert sorted(live) == sorted(["192.0.2.13", ATTACKER])  # admin's now folded into its IP's
     assert not list(p.storage.state.query("PartitionKey eq @pk",
-                                    {"pk": detect.RETRY_PARTITION}))  # fmt: skip
+                                    {"pk": layout.RETRY_PARTITION}))  # fmt: skip
 
 
 def test_the_sweep_goes_on_past_a_blob_that_fails(

@@ -237,6 +237,7 @@ CACHE_PROBE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a subprocess normalizing 5,000 records of 30 kB
 def test_caches_do_not_keep_long_log_strings() -> None:
     """5,000 records with distinct 30 KB VM names, messages and resource ids (and the same
     strings through every cached helper): the process's RSS comes back near where it was."""

@@ -87,7 +87,9 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def shell(tree: Path, prelude: list[str], command: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BastionLogs", "VIRTUAL_ENV"))}
+    # A newcomer's shell: no app settings, no venv, not inside make (`make test` runs us).
+    drop = ("BastionLogs", "VIRTUAL_ENV", "MAKE", "MFLAGS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     script = "\n".join([*prelude, command])
     return subprocess.run(
         ["bash", "-c", script], cwd=tree, env=env, capture_output=True, text=True, timeout=300,

@@ -126,7 +126,7 @@ def normalize_piece(piece: parse.Piece) -> dict[str, Any] | None:
         assert len(piece.raw) <= 32768
         return None
     try:
-        entity = model.normalize(piece.value, "c/blob.json", piece.offset, piece.index)
+        entity = model.normalize(piece.value, "c/blob.json", piece.offset, piece.item)
     except model.Rejected:
         return None
     check_entities(entity)
@@ -312,7 +312,7 @@ def split_at(data: bytes, ends: list[int], max_record: int) -> list[parse.Piece]
 
 def comparable(piece: parse.Piece) -> tuple[Any, ...]:
     kind = piece.error.split(":")[0] if piece.error else None
-    return piece.offset, piece.index, repr(piece.value), kind, piece.raw
+    return piece.offset, piece.item, repr(piece.value), kind, piece.raw
 
 
 @settings(PROPERTY, max_examples=BUDGET["chunks"])

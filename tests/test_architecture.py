@@ -1,0 +1,109 @@
+"""The house in docs/architecture.md is the house in the code: rooms import only what the
+document allows, the pure core does no I/O, no function in the package grows past 60 lines,
+and unit tests cannot reach the network or the developer's settings."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import socket
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT / "shared"
+DOC = ROOT / "docs" / "architecture.md"
+
+#: Pure core: decides, formats and names things; never touches a client, a socket or a clock
+#: it was not given.
+PURE = {
+    "auth", "detection", "entities", "incidents", "keys", "layout", "messages", "model",
+    "parse", "planning", "quarantine", "settings", "text",
+}  # fmt: skip
+#: The write path, in the order the data walks it (plus the sweep that feeds it).
+WRITE = {"storage", "blobs", "store", "ingest", "detect", "alerting", "sweep"}
+#: The read side: answers questions about what was stored.
+READ = {"queries", "report", "status"}
+#: Edges: wiring for the triggers, the HTTP bodies and the command line.
+EDGES = {"services", "functions", "http", "cli", "__main__", "__init__"}
+IO_LIBRARIES = ("azure", "requests", "urllib3", "socket", "http", "subprocess")
+
+
+def modules() -> dict[str, set[str]]:
+    """Each module of the package, and everything it imports (sibling names for `from .`)."""
+    out: dict[str, set[str]] = {}
+    for path in SHARED.glob("*.py"):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module:
+                    names.add(node.module.split(".")[0])
+                else:
+                    names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        out[path.stem] = names
+    return out
+
+
+def test_every_module_has_a_room_and_the_document_names_it() -> None:
+    found = set(modules())
+    assert found == PURE | WRITE | READ | EDGES, "a new module needs a room (and a line in docs)"
+    named = set(re.findall(r"`(\w+)\.py`", DOC.read_text()))
+    assert found - {"__init__"} <= named, f"not in docs/architecture.md: {found - named}"
+    assert named <= found | {"function_app"}, (
+        f"docs name modules that do not exist: {named - found}"
+    )
+
+
+def test_the_pure_core_does_no_io() -> None:
+    for name, imports in modules().items():
+        if name not in PURE:
+            continue
+        io = {i for i in imports if i.split(".")[0] in IO_LIBRARIES or i == "urllib.request"}
+        assert not io, f"{name}.py imports {io}: the pure core does no I/O"
+        assert not imports & (WRITE | READ | EDGES), f"{name}.py imports {imports - PURE}"
+
+
+def test_rooms_import_only_downstream() -> None:
+    for name, imports in modules().items():
+        siblings = imports & (PURE | WRITE | READ | EDGES)
+        if name in WRITE:
+            assert not siblings & (READ | EDGES), f"the write path ({name}) reads no answers"
+        if name in READ:
+            allowed = PURE | READ | {"storage", "sweep"}  # sweep: the walk over host folders
+            assert siblings <= allowed, f"{name}.py imports {siblings - allowed}"
+        assert not {i for i in imports if i.split(".")[0] in ("devtools", "tests", "bench")}, (
+            f"{name}.py imports tooling that is not deployed"
+        )
+
+
+def test_function_app_only_declares_triggers() -> None:
+    tree = ast.parse((ROOT / "function_app.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef):
+            assert len(node.body) == 1, f"{node.name}: one call into shared, nothing else"
+
+
+@pytest.mark.parametrize("path", [*sorted(SHARED.glob("*.py")), ROOT / "function_app.py"])
+def test_no_function_is_over_sixty_lines(path: Path) -> None:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            length = (node.end_lineno or node.lineno) - node.lineno + 1
+            assert length <= 60, f"{path.name}:{node.lineno} {node.name} is {length} lines"
+
+
+def test_unit_tests_stay_off_the_network_and_out_of_the_settings() -> None:
+    assert not any(k.startswith("BastionLogsStorage") for k in os.environ)
+    with pytest.raises(OSError, match="off the network"):
+        socket.create_connection(("192.0.2.1", 443), timeout=0.1)
+    with pytest.raises(OSError, match="off the network"):
+        socket.getaddrinfo("example.com", 443)
+    with socket.socket() as server:  # loopback stays open: local servers are real parts
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        socket.create_connection(server.getsockname(), timeout=1).close()
