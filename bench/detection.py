@@ -1,8 +1,8 @@
 """Detection quality on a simulated population (issue 16): recall per attack type, precision and
 false incidents per benign user-day, for the app and for two baselines. Not part of the tests.
 
-    .venv/bin/python bench/detection.py            # 300 people, 14 days, 5 episodes a type
-    .venv/bin/python bench/detection.py --quick    # 100 people, 14 days, 3 episodes a type
+    .venv/bin/python bench/detection.py            # 600 people, 14 days, 6 episodes a type (~5 min)
+    .venv/bin/python bench/detection.py --quick    # 100 people, 14 days, 3 episodes a type (~1 min)
 
 1. `bench/population.py` simulates a seeded population over `--days` (the first `--learn` only
    to learn from) with labelled episodes of every attack type after the learning days.
@@ -321,8 +321,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="replays run in parallel")
     parser.add_argument("--modes", default="time-order,shuffled")
     args = parser.parse_args()
-    people = args.people or (100 if args.quick else 300)
-    per_kind = args.episodes or (3 if args.quick else 5)
+    people = args.people or (100 if args.quick else 600)
+    per_kind = args.episodes or (3 if args.quick else 6)
     config = Config(people=people, days=args.days, learn_days=args.learn, per_kind=per_kind,
                     services=6 if args.quick else 8, seed=args.seed)  # fmt: skip
     started = time.perf_counter()
