@@ -42,7 +42,8 @@ import population as pop
 from _common import settings
 from population import Config, Episode, Rec, World
 
-from shared import azurite, messages
+from devtools import azurite
+from shared import messages
 from shared.ingest import Pipeline
 from shared.settings import LOGS_CONTAINER
 
@@ -65,7 +66,7 @@ def _hour(name: str) -> datetime:
 
 def collect(p: Pipeline) -> list[dict[str, Any]]:
     """The incidents the app holds, in the alert message's shape (open ones only)."""
-    rows = p.storage.query(p.settings.alerts_table, "PartitionKey ge @lo", {"lo": ""})
+    rows = p.storage.alerts.query("PartitionKey ge @lo", {"lo": ""})
     return [messages.message(r) for r in rows if "FirstSeen" in r and r.get("State") == "open"]
 
 
@@ -97,7 +98,7 @@ def replay(config: Config, mode: str) -> dict[str, Any]:
             _tick(p, first if mode != "time-order" else clock or first, world.end)
         found = collect(p)
         p.storage.close()
-        p.deliverer.session.close()
+        p.detector.close()
     return {"mode": mode, "incidents": found, "seconds": time.perf_counter() - started,
             "blobs": len(names)}  # fmt: skip
 

@@ -52,7 +52,7 @@ from typing import Any
 import orjson
 from _common import ROOT  # noqa: F401 - puts the project root on sys.path
 
-from shared import samples
+from devtools import samples
 
 START = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday
 HOUR = timedelta(hours=1)

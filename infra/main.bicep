@@ -266,6 +266,8 @@ module keyVault 'app/key-vault.bicep' = {
 // Every setting shared/settings.py reads (DEFAULTS), with the values Azure needs, plus the
 // settings of the API's sign-in (API_AUTH, API_READER_ROLE).
 // Timer schedules are %SWEEP_SCHEDULE% / %ALERT_RETRY_SCHEDULE% expressions: they MUST be set.
+var bastionRgName = empty(bastionResourceGroupName) ? logsStorageResourceGroupName : bastionResourceGroupName
+
 var bastionAuditSettings = union(logsTables, {
   BLOB_TRIGGER_SOURCE: 'EventGrid' // Flex Consumption supports only the Event Grid source.
   QUARANTINE_CONTAINER: quarantineContainer
@@ -290,6 +292,18 @@ var bastionAuditSettings = union(logsTables, {
   MAX_RECORD_BYTES: '32768'
   READ_CHUNK_BYTES: '4194304'
   WRITE_CONCURRENCY: '4'
+  SLOW_FAILURE_THRESHOLD: '10'
+  SLOW_WINDOW_MINUTES: '180'
+  SLOW_IP_THRESHOLD: '8'
+  BASELINE_DAYS: '7'
+  SILENCE_HOURS: '3'
+  HEALTH_SCHEDULE: '0 */15 * * * *'
+  // The health timer checks this host's diagnostic setting (Monitoring Reader on it, below).
+  BASTION_RESOURCE_IDS: empty(bastionHostName) ? '' : resourceId(bastionRgName, 'Microsoft.Network/bastionHosts', bastionHostName)
+  LOGS_STORAGE_ACCOUNT_ID: resourceId(logsStorageResourceGroupName, 'Microsoft.Storage/storageAccounts', logsStorageAccountName)
+  ARM_ENDPOINT: environment().resourceManager
+  DIGEST_SCHEDULE: '0 0 6 * * *'
+  DIGEST_WEBHOOKS: 'false'
   API_AUTH: 'entra'
   API_READER_ROLE: apiReaderRole
 })
@@ -347,7 +361,7 @@ module eventSubscription 'app/eventgrid-subscription.bicep' = if (eventGridSubsc
 
 module bastionDiagnostics 'app/bastion-diagnostics.bicep' = if (!empty(bastionHostName)) {
   name: 'bastionDiagnostics'
-  scope: resourceGroup(empty(bastionResourceGroupName) ? logsStorageResourceGroupName : bastionResourceGroupName)
+  scope: resourceGroup(bastionRgName)
   params: {
     bastionHostName: bastionHostName
     storageAccountId: logsStorage.outputs.id

@@ -95,6 +95,9 @@ def thresholds(settings: Settings) -> Thresholds:
         spray_window=timedelta(minutes=settings.spray_window_minutes),
         quiet=timedelta(minutes=settings.incident_quiet_minutes),
         max_hours=settings.incident_max_hours,
+        slow_failures=settings.slow_failures,
+        slow_window=timedelta(minutes=settings.slow_window_minutes),
+        slow_ips=settings.slow_ips,
     )
 
 
@@ -414,7 +417,7 @@ class Detector:
     def _coverage(self, touches: Iterable[Touch]) -> Coverage:
         """Open incidents of the days around these records (one read per day)."""
         days: set[str] = set()
-        span = self.t.reach + self.t.quiet + timedelta(days=1)
+        span = self.t.reach + self.t.linger + timedelta(days=1)
         for touch in touches:
             days.update(layout.days_between(touch.lo - span, touch.hi + span))
         cover = Coverage()

@@ -72,11 +72,19 @@ class Thresholds:
     spray_window: timedelta = timedelta(minutes=20)
     quiet: timedelta = timedelta(minutes=60)
     max_hours: int = 24  # incident period; divides 24
+    slow_failures: int = 10  # low and slow: this many failures for one account ...
+    slow_window: timedelta = timedelta(hours=3)  # ... within this long, from any addresses
+    slow_ips: int = 8  # or failures from this many distinct addresses within `slow_window`
+
+    @property
+    def linger(self) -> timedelta:
+        """Longest quiet time inside one incident (slow guessing bridges `slow_window`)."""
+        return max(self.quiet, self.slow_window)
 
     @property
     def reach(self) -> timedelta:
         """How far a bucket's hotness depends on its neighbours."""
-        return max(self.window, self.spray_window)
+        return max(self.window, self.spray_window, self.slow_window)
 
     @property
     def resolve_max(self) -> int:
@@ -355,14 +363,56 @@ class SuccessAfterFailures:
         return compromised(buckets, t, [b.failures for b in buckets])
 
 
+class SlowBruteForce:
+    """Low and slow: failures for one account that never reach the short window's threshold
+    but add up over hours (one guess every few minutes, from one address or many)."""
+
+    kind, severity, name = Kind.USER, Severity.MEDIUM, "slow_brute_force_user"
+    description = "Slow password guessing against user {subject}"
+
+    def hot(self, buckets: Sequence[Bucket], t: Thresholds) -> Iterable[int]:
+        return dense(buckets, _minutes(t.slow_window), t.slow_failures)
+
+
+class DistributedSlow:
+    """Failures for one account from many distinct addresses over hours: a botnet that keeps
+    each address under every per-address threshold."""
+
+    kind, severity, name = Kind.USER, Severity.HIGH, "distributed_slow_user"
+    description = "Distributed password guessing against user {subject}"
+
+    def hot(self, buckets: Sequence[Bucket], t: Thresholds) -> Iterable[int]:
+        seen: Counter[str] = Counter()
+
+        def add(b: Bucket) -> int:
+            new = 0
+            for ip, _ in b.ips:
+                new += not seen[ip]
+                seen[ip] += 1
+            return new
+
+        def remove(b: Bucket) -> int:
+            gone = 0
+            for ip, _ in b.ips:
+                seen[ip] -= 1
+                gone += not seen[ip]
+            return gone
+
+        return _windows(buckets, _minutes(t.slow_window), add, remove, t.slow_ips)
+
+
 RULES: tuple[Rule, ...] = (
     BruteForce(Kind.USER),
     BruteForce(Kind.IP),
+    SlowBruteForce(),
+    DistributedSlow(),
     PasswordSpray(),
     SuccessAfterFailures(Kind.USER),
     SuccessAfterFailures(Kind.IP),
 )
 RULE_BY_NAME: dict[str, Rule] = {r.name: r for r in RULES}
+#: Rules whose guesses may lie `slow_window` apart within one incident.
+SLOW = frozenset({SlowBruteForce.name, DistributedSlow.name})
 _COMPROMISE = {k: f"success_after_failures_{k.value}" for k in Kind}
 
 
@@ -465,18 +515,19 @@ def incidents(
     points.sort(key=lambda p: (p[0], p[2]))
     groups: list[list[tuple[datetime, datetime, int, frozenset[str]]]] = []
     last_end: datetime | None = None
+    slow = False  # the group holds slow guessing: its guesses may lie `slow_window` apart
     for point in points:
-        if (
-            groups
-            and last_end is not None
-            and point[0] - last_end <= t.quiet
-            and period_of(point[0], t.max_hours) == period_of(groups[-1][0][0], t.max_hours)
-        ):
+        gap = point[0] - last_end if last_end is not None else None
+        near = gap is not None and (
+            gap <= t.quiet or (slow and bool(point[3] & SLOW) and gap <= t.slow_window)
+        )
+        if near and period_of(point[0], t.max_hours) == period_of(groups[-1][0][0], t.max_hours):
             groups[-1].append(point)
-            last_end = max(last_end, point[1])
+            last_end = max(last_end or point[1], point[1])
+            slow = slow or bool(point[3] & SLOW)
         else:
             groups.append([point])
-            last_end = point[1]
+            last_end, slow = point[1], bool(point[3] & SLOW)
     return [_total(kind, subject, g, buckets, marks) for g in groups]
 
 
@@ -561,16 +612,14 @@ def fold_user(
     failure, and becomes a `Mark` on the attacking IP's incident when most of the failures
     before it came from a covered IP. Returns (buckets as counted, marks, hot rules).
     """
-    own = [
-        replace(b, failures=b.failures - sum(n for ip, n in b.ips if covered(ip, b.minute)))
-        for b in buckets
-    ]
+    own = [_uncovered(b, covered) for b in buckets]
     hot: dict[int, set[str]] = {}
-    brute = RULE_BY_NAME["user_brute_force"]
-    for i in brute.hot(own, t):
-        hot.setdefault(i, set()).add(brute.name)
-    marks: list[Mark] = []
     rule = RULE_BY_NAME["success_after_failures_user"]
+    for counting in RULES:
+        if counting.kind is Kind.USER and counting is not rule:
+            for i in counting.hot(own, t):
+                hot.setdefault(i, set()).add(counting.name)
+    marks: list[Mark] = []
     span = _minutes(t.window)
     for i in compromised(buckets, t, [b.failures for b in buckets]):
         b = buckets[i]
@@ -588,6 +637,15 @@ def fold_user(
         else:
             hot.setdefault(i, set()).add(rule.name)
     return own, marks, hot
+
+
+def _uncovered(b: Bucket, covered: Covered) -> Bucket:
+    """The bucket as the account's own: without the failures IP incidents hold."""
+    mine = [(ip, n) for ip, n in b.ips if not covered(ip, b.minute)]
+    if len(mine) == len(b.ips):
+        return b
+    return replace(b, failures=b.failures - sum(n for ip, n in b.ips if covered(ip, b.minute)),
+                   ips=mine)  # fmt: skip
 
 
 def evaluate(kind: Kind, subject: str, events: Iterable[Event], t: Thresholds) -> list[Incident]:

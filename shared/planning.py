@@ -202,7 +202,7 @@ def may_change(
     in a campaign against many accounts."""
     if touch.successes or any(e.success and e.time >= touch.lo for e in events):
         return True
-    reach = t.reach + t.quiet
+    reach = t.reach + t.linger
     if coverage.has_own(actor.subject, touch.lo - reach, touch.hi + reach):
         return True
     return not all(coverage.covers(ip, detection.minute_of(when)) for when, ip in touch.failures)
@@ -224,7 +224,7 @@ def quiet(
     if around.marks:
         return False
     if coverage is not None and coverage.has_own(
-        actor.subject, touch.lo - t.reach - t.quiet, touch.hi + t.reach
+        actor.subject, touch.lo - t.reach - t.linger, touch.hi + t.reach
     ):
         return False  # its own incident may be folded or withdrawn: look at the day
     before = sorted(around.buckets, key=lambda b: b.minute)

@@ -47,6 +47,17 @@ DEFAULTS: dict[str, str] = {
     "MAX_RECORD_BYTES": "32768",
     "READ_CHUNK_BYTES": "4194304",
     "WRITE_CONCURRENCY": "4",
+    "SLOW_FAILURE_THRESHOLD": "10",
+    "SLOW_WINDOW_MINUTES": "180",
+    "SLOW_IP_THRESHOLD": "8",
+    "BASELINE_DAYS": "7",
+    "SILENCE_HOURS": "3",
+    "HEALTH_SCHEDULE": "0 */15 * * * *",
+    "BASTION_RESOURCE_IDS": "",
+    "LOGS_STORAGE_ACCOUNT_ID": "",
+    "ARM_ENDPOINT": "https://management.azure.com",
+    "DIGEST_SCHEDULE": "0 0 6 * * *",
+    "DIGEST_WEBHOOKS": "false",
     "API_AUTH": "entra",
     "API_READER_ROLE": "BastionAudit.Read",
 }
@@ -85,6 +96,17 @@ class Settings:
     max_record_bytes: int = 32768
     read_chunk_bytes: int = 4 * 1024 * 1024
     write_concurrency: int = 4
+    slow_failures: int = 10
+    slow_window_minutes: int = 180
+    slow_ips: int = 8
+    baseline_days: int = 7
+    silence_hours: int = 3
+    health_schedule: str = "0 */15 * * * *"
+    bastion_resource_ids: tuple[str, ...] = ()
+    logs_storage_account_id: str = ""
+    arm_endpoint: str = "https://management.azure.com"
+    digest_schedule: str = "0 0 6 * * *"
+    digest_webhooks: bool = False
     api_auth: str = "entra"
     api_reader_role: str = "BastionAudit.Read"
     #: Set by the platform (`WEBSITE_AUTH_ENABLED`), not by us: App Service Authentication is on,
@@ -113,6 +135,7 @@ class Settings:
                 f"INCIDENT_MAX_HOURS must divide 24 (1, 2, 3, 4, 6, 8, 12 or 24), got {max_hours}"
             )
         get, num = r.get, r.num
+        bastions, account = r.diagnostics()
         prefix = CONNECTION + "__"
         return cls(
             connection=env.get(CONNECTION, "").strip(),
@@ -140,6 +163,17 @@ class Settings:
             max_record_bytes=num("MAX_RECORD_BYTES", 1024, 32768),
             read_chunk_bytes=num("READ_CHUNK_BYTES", 64 * 1024, 64 * 1024 * 1024),
             write_concurrency=num("WRITE_CONCURRENCY", 1, 32),
+            slow_failures=num("SLOW_FAILURE_THRESHOLD", 2, 10_000),
+            slow_window_minutes=num("SLOW_WINDOW_MINUTES", 15, 24 * 60),
+            slow_ips=num("SLOW_IP_THRESHOLD", 2, 1000),
+            baseline_days=num("BASELINE_DAYS", 1, 90),
+            silence_hours=num("SILENCE_HOURS", 1, 48),
+            health_schedule=get("HEALTH_SCHEDULE"),
+            bastion_resource_ids=bastions,
+            logs_storage_account_id=account,
+            arm_endpoint=get("ARM_ENDPOINT"),
+            digest_schedule=get("DIGEST_SCHEDULE"),
+            digest_webhooks=r.flag("DIGEST_WEBHOOKS"),
             api_auth=api_auth,
             api_reader_role=role,
             platform_auth=env.get("WEBSITE_AUTH_ENABLED", "").strip().lower() == "true",
@@ -165,6 +199,21 @@ class _Reader:
         if not low <= value <= high:
             raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
         return value
+
+    def diagnostics(self) -> tuple[tuple[str, ...], str]:
+        """The Bastion hosts whose diagnostic setting is checked, and our account's id."""
+        from . import diagnostics
+
+        try:
+            bastions = diagnostics.bastion_ids(self.get("BASTION_RESOURCE_IDS"))
+            raw = self.get("LOGS_STORAGE_ACCOUNT_ID")
+            account = diagnostics.storage_account_id(raw) if bastions or raw else ""
+        except ValueError as exc:
+            raise SettingsError(f"BASTION_RESOURCE_IDS / LOGS_STORAGE_ACCOUNT_ID: {exc}") from None
+        return bastions, account
+
+    def flag(self, name: str) -> bool:
+        return self.choice(name, ("true", "false"), lower=True) == "true"
 
     def choice(self, name: str, options: tuple[str, ...], lower: bool = False) -> str:
         value = self.get(name).lower() if lower else self.get(name)

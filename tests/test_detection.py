@@ -106,11 +106,28 @@ def test_success_from_attacking_ip_by_another_user_is_flagged() -> None:
 
 
 def test_quiet_period_splits_incidents() -> None:
+    fast = Thresholds(slow_failures=1000, slow_ips=1000)  # the short-window rules alone
     first = [ev(i) for i in range(5)]
     second = [ev(70 + i) for i in range(5)]  # 66 minutes after the last failure
-    assert len(evaluate(USER, "alice", first + second, T)) == 2
+    assert len(evaluate(USER, "alice", first + second, fast)) == 2
     close = [ev(50 + i) for i in range(5)]  # 46 minutes after: the same incident
-    assert len(evaluate(USER, "alice", first + close, T)) == 1
+    assert len(evaluate(USER, "alice", first + close, fast)) == 1
+
+
+def test_slow_guessing_is_one_incident_across_long_pauses() -> None:
+    """A guess every 5 minutes, never 5 in 15 minutes but 10 in 3 hours, then a pause longer
+    than the quiet time and two more: one campaign, one incident."""
+    slow = [ev(5 * i) for i in range(10)] + [ev(140), ev(150)]  # 95 minutes of pause
+    (found,) = evaluate(USER, "alice", slow, T)
+    assert found.rules == ("slow_brute_force_user",) and found.failures == 12
+    assert evaluate(USER, "alice", slow[:9], T) == []  # 9 in 3 h: below the threshold
+
+
+def test_guesses_from_many_addresses_over_hours_are_distributed_guessing() -> None:
+    spread = [ev(20 * i, ip=f"198.51.100.{i}") for i in range(9)]  # 9 addresses in 3 h
+    (found,) = evaluate(USER, "alice", spread, T)
+    assert found.rule == "distributed_slow_user" and found.severity == "high"
+    assert len(found.ips) == 9
 
 
 def test_a_trickle_cannot_hold_an_incident_open_past_its_period() -> None:
@@ -175,7 +192,10 @@ def test_a_distributed_attack_on_one_account_stays_the_accounts() -> None:
     buckets = detection.build_buckets(USER, attack, T)
     own, _marks, hot = detection.fold_user("root", buckets, T, lambda ip, m: False)
     found = detection.incidents(USER, "root", own, hot, T)
-    assert [i.rule for i in found] == ["user_brute_force"] and len(found[0].ips) == 12
+    # Many addresses at once: the distributed rule names it (high), brute force stays listed.
+    rules = ("distributed_slow_user", "slow_brute_force_user", "user_brute_force")
+    assert [i.rules for i in found] == [rules]
+    assert len(found[0].ips) == 12
 
 
 def test_sign_ins_no_rule_looks_at_keep_no_bucket() -> None:

@@ -21,7 +21,8 @@ from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
 from shared import diagnostics
-from shared.diagnostics import Checker, Verdict, decide
+from shared.arm import Checker
+from shared.diagnostics import Verdict, decide
 
 SUB = "7e1c5a3b-0d2f-4b8e-9a61-3c5d7f9b1e24"
 RG = f"/subscriptions/{SUB}/resourceGroups"
@@ -239,7 +240,7 @@ class FakeArm:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
         self.thread.start()
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
 
@@ -313,7 +314,7 @@ def test_http_errors_are_no_finding_and_logged_by_type_and_status(
         result = c.check(BASTION)
     assert result.verdict is Verdict.ERROR and result.finding() is None
     assert result.status == status and result.error == "HttpResponseError"
-    ours = [r for r in caplog.records if r.name == "shared.diagnostics"]
+    ours = [r for r in caplog.records if r.name == "shared.arm"]
     assert len(ours) == 1 and ours[0].levelno == logging.WARNING
     line = ours[0].getMessage()
     assert f"status={status}" in line and "HttpResponseError" in line and "bas-hub" in line
@@ -326,13 +327,13 @@ def test_http_errors_are_no_finding_and_logged_by_type_and_status(
 
 def test_timeout_is_no_finding_and_logged(arm: FakeArm, caplog: pytest.LogCaptureFixture) -> None:
     arm.answer(BASTION, 200, body(), delay=3.0)
-    caplog.set_level(logging.WARNING, logger="shared.diagnostics")
+    caplog.set_level(logging.WARNING, logger="shared.arm")
     started = time.monotonic()
     with checker(arm, timeout=0.5) as c:
         result = c.check(BASTION)
     assert time.monotonic() - started < 2.5
     assert result.verdict is Verdict.ERROR and result.status is None and result.finding() is None
-    (record,) = [r for r in caplog.records if r.name == "shared.diagnostics"]
+    (record,) = [r for r in caplog.records if r.name == "shared.arm"]
     assert "status=-" in record.getMessage() and result.error in record.getMessage()
 
 
@@ -348,7 +349,7 @@ def test_broken_body_is_an_error(arm: FakeArm) -> None:
 def test_credential_failure_is_an_error_and_sends_nothing(
     arm: FakeArm, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="shared.diagnostics")
+    caplog.set_level(logging.WARNING, logger="shared.arm")
     with checker(arm, FakeCredential(fail=True)) as c:
         result = c.check(BASTION)
     assert result.verdict is Verdict.ERROR and result.error == "ClientAuthenticationError"

@@ -89,6 +89,12 @@ BROAD_ROLES = {
 AZURE_VALUES = {
     "BLOB_TRIGGER_SOURCE": "EventGrid",  # Flex Consumption supports only the Event Grid source.
 }
+#: Settings the template computes (resource ids, the cloud's ARM endpoint): what each names.
+AZURE_EXPRESSIONS = {
+    "BASTION_RESOURCE_IDS": ("Microsoft.Network/bastionHosts", "bastionHostName"),
+    "LOGS_STORAGE_ACCOUNT_ID": ("Microsoft.Storage/storageAccounts", "logsStorageAccountName"),
+    "ARM_ENDPOINT": ("resourceManager",),
+}
 #: Settings whose local value (local.settings.sample.json) is not the default.
 LOCAL_VALUES = {"API_AUTH": "none"}  # `func start` has no App Service Authentication
 #: Webhook settings: Key Vault references to these secrets (or empty when no URL is given).
@@ -819,6 +825,10 @@ def test_every_setting_the_code_reads_is_declared() -> None:
     for key, default in DEFAULTS.items():
         if key in WEBHOOK_SECRETS:
             continue  # Key Vault references: test_webhook_urls_are_key_vault_references
+        if key in AZURE_EXPRESSIONS:
+            text = json.dumps(declared[key])
+            assert all(word in text for word in AZURE_EXPRESSIONS[key]), (key, text)
+            continue
         expected = AZURE_VALUES.get(key, default)
         assert _resolve(main, declared[key]) == expected, key
     for key, value in BICEP_ONLY_SETTINGS.items():
