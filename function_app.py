@@ -39,6 +39,12 @@ def redeliver_alerts(timer: func.TimerRequest) -> None:
     functions.on_redeliver()
 
 
+@app.function_name("check_health")
+@app.timer_trigger(arg_name="timer", schedule="%HEALTH_SCHEDULE%", run_on_startup=False)
+def check_health(timer: func.TimerRequest) -> None:
+    functions.on_health(timer.past_due)
+
+
 @app.function_name("http_activity")
 @app.route(route="activity", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def http_activity(req: func.HttpRequest) -> func.HttpResponse:

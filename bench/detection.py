@@ -52,7 +52,9 @@ SLACK = timedelta(minutes=30)
 HIGH_MEDIUM = {"critical", "high", "medium"}
 #: Timer-driven rules (host silence, digests...): each is called as `timer(pipeline, now)` after
 #: the blobs of each simulated hour (time order), or for every hour after all blobs (shuffled).
-TIMERS: list[Callable[[Pipeline, datetime], None]] = []
+TIMERS: list[Callable[[Pipeline, datetime], object]] = [
+    lambda p, now: p.detector.health.run(now),  # host_silent (and the ARM check, when set)
+]
 
 
 # -- the app ------------------------------------------------------------------------------------

@@ -37,7 +37,9 @@ from . import detection, incidents, keys, layout, model, planning
 from .alerting import Deliverer
 from .detection import MINUTE, Bucket, Event, Kind, Mark, Thresholds
 from .entities import EventRow
+from .health import Health
 from .planning import Actor, Coverage, Op, Stored, Touch
+from .profile import Profiler
 from .settings import IPNetwork, Settings
 from .storage import Busy, Conflict, Storage, transient
 
@@ -130,6 +132,9 @@ class Detector:
         self.allowed = allowed
         self.deliverer = deliverer
         self.pool = pool
+        arm = timedelta(days=storage.settings.baseline_days)
+        self.profiler = Profiler(storage, thresholds, arm, notify_interval, deliverer)
+        self.health = Health(storage, deliverer)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -149,6 +154,8 @@ class Detector:
         actors = planning.touched(rows, self.allowed)
         wanted = self._wanted(actors)
         self._detect({a: actors[a] for a in sorted(wanted)}, now, out)
+        self.profiler.run(rows, now, out.notified)
+        self.health.record(rows)
         return out
 
     def _detect(self, actors: dict[Actor, Touch], now: datetime, out: Outcome) -> None:

@@ -34,6 +34,7 @@ _HASH_SPACE = float(2**64)
 class Kind(StrEnum):
     USER = "user"
     IP = "ip"
+    HOST = "host"  # a Bastion host (its silence, its diagnostic setting)
 
 
 class Severity(StrEnum):
@@ -411,6 +412,70 @@ RULES: tuple[Rule, ...] = (
     SuccessAfterFailures(Kind.IP),
 )
 RULE_BY_NAME: dict[str, Rule] = {r.name: r for r in RULES}
+
+
+class Described(Protocol):
+    name: str
+    kind: Kind
+    severity: Severity
+    description: str
+
+
+class NewSourceSuccess:
+    """An account signs in from a network (IPv4 /24, IPv6 /48) it never signed in from, once
+    its baseline is armed; low alone, raised by each context below (stolen credentials look
+    like this: a new network, an hour it never works, a machine it never touched)."""
+
+    kind, severity, name = Kind.USER, Severity.LOW, "new_source_success"
+    description = "Sign-in of user {subject} from a network it never used"
+
+
+class OffHours:
+    """Context: the sign-in is at an hour of the week the account never worked at."""
+
+    kind, severity, name = Kind.USER, Severity.LOW, "off_hours"
+    description = "Sign-in of user {subject} at an hour it never works"
+
+
+class FirstTimeTarget:
+    """Context: the sign-in is the account's first to that machine."""
+
+    kind, severity, name = Kind.USER, Severity.LOW, "first_time_target"
+    description = "First sign-in of user {subject} to a machine"
+
+
+class FailuresBefore:
+    """Context: failed sign-ins from the same address just before (fewer than the compromise
+    rule's threshold, which speaks for itself)."""
+
+    kind, severity, name = Kind.USER, Severity.LOW, "failures_before"
+    description = "Sign-in of user {subject} after failed attempts"
+
+
+class HostSilent:
+    """A Bastion host wrote no record for hours in which its own history says it is busy."""
+
+    kind, severity, name = Kind.HOST, Severity.MEDIUM, "host_silent"
+    description = "Bastion host {subject} stopped writing audit records"
+
+
+class DiagnosticSettingChanged:
+    """The host's diagnostic setting no longer sends BastionAuditLogs to our account."""
+
+    kind, severity, name = Kind.HOST, Severity.HIGH, "diagnostic_setting_changed"
+    description = "The audit log of Bastion host {subject} no longer reaches this app"
+
+
+FINDING_RULES: tuple[Described, ...] = (
+    NewSourceSuccess(),
+    OffHours(),
+    FirstTimeTarget(),
+    FailuresBefore(),
+    HostSilent(),
+    DiagnosticSettingChanged(),
+)
+#: Every rule and context by name: severity and the words people read.
+DESCRIBED: dict[str, Described] = {**RULE_BY_NAME, **{r.name: r for r in FINDING_RULES}}
 #: Rules whose guesses may lie `slow_window` apart within one incident.
 SLOW = frozenset({SlowBruteForce.name, DistributedSlow.name})
 _COMPROMISE = {k: f"success_after_failures_{k.value}" for k in Kind}

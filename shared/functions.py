@@ -54,6 +54,13 @@ def on_sweep(past_due: bool = False) -> list[Summary]:
     return s.sweeper.run(s.storage.logs(), datetime.now(UTC)).summaries
 
 
+def on_health(past_due: bool = False) -> list[str]:
+    """Timer: look for Bastion hosts gone silent, check their diagnostic settings."""
+    if past_due:
+        log.info("health timer is past due; running now")
+    return services().detector.health.run()
+
+
 def on_redeliver() -> tuple[int, int]:
     """Timer: send notifications still pending or due, and detect again for actors whose
     detection failed alone."""

@@ -169,6 +169,44 @@ def plan(
     return out
 
 
+def settle_one(
+    inc: Incident | None,
+    old: dict[str, Any] | None,
+    key: tuple[str, str],
+    now: datetime,
+    interval: timedelta,
+) -> tuple[list[tuple[str, dict[str, Any], dict[str, Any]]], bool]:
+    """Operations that make one row keyed by what it is about (a finding: an account's new
+    network, a host's silence) match `inc` (None: it no longer holds); `old` is its stored row,
+    wherever it was (a finding moves with its day). Returns (operations, whether it now owes
+    a notification). The operations on the new key come first; deleting the old row, which
+    may be in another partition, last."""
+    ops: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    if inc is None:
+        if old is None:
+            return ops, False
+        if not (old.get("NotifiedSeverity") or old.get("DeliveredTo")):
+            return [("delete", _key(old), _guard(old))], False  # nobody heard of it
+        if old.get("State") == WITHDRAWN:
+            return ops, False
+        gone = {**_key(old), "State": WITHDRAWN, "Pending": "", "UpdateDue": False}
+        gone["Status"] = status(gone)
+        return [("update", {**gone, "UpdatedAt": now}, {**_guard(old), "mode": "merge"})], False
+    state = _inherit([old] if old is not None else [], alert_id(inc), now, keep_id=True)
+    new = {**content(inc, *key), **state}
+    told = new["Seq"]
+    _decide(new, now, interval)
+    new["Status"] = status(new)
+    moved = old is not None and (old["PartitionKey"], old["RowKey"]) != key
+    if old is None or moved:
+        ops.append(("upsert", {**new, "UpdatedAt": now}, {}))
+    elif _changed(old, new):
+        ops.append(("update", {**new, "UpdatedAt": now}, _guard(old)))
+    if moved and old is not None:
+        ops.append(("delete", _key(old), _guard(old)))
+    return ops, new["Seq"] != told
+
+
 def _overlaps(row: dict[str, Any], inc: Incident) -> bool:
     return bool(row["FirstSeen"] <= inc.last_seen and inc.first_seen <= row["LastSeen"])
 
@@ -209,9 +247,12 @@ def _inherit(
 
 
 def _decide(row: dict[str, Any], now: datetime, interval: timedelta) -> None:
-    """Set `Pending` (and bump `Seq`) when people should hear about this incident now."""
+    """Set `Pending` (and bump `Seq`) when people should hear about this incident now. Low
+    severity pages nobody: it reaches people in the daily digest."""
     severity, told = rank(row["Severity"]), rank(row.get("NotifiedSeverity"))
     pending = row.get("Pending") or ""
+    if severity < Severity.MEDIUM.rank:
+        return
     if not pending:
         if not told:
             _pend(row, OPENED)

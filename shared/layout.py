@@ -213,6 +213,55 @@ def days_between(lo: datetime, hi: datetime) -> list[str]:
     return out
 
 
+# -- baselines and findings --------------------------------------------------------------------
+PROFILE_PREFIX = "prof|"
+FINDING_PREFIX = "find|"
+
+
+def profile_partition(user: str) -> str:
+    """An account's baseline: one partition of the index table (see `shared.baseline`)."""
+    return PROFILE_PREFIX + keys.encode(user)
+
+
+def finding_key(user: str, net: str) -> str:
+    """RowKey of an account's new-network finding in its day's alerts partition (`net` is
+    the baseline's encoded network)."""
+    return f"{FINDING_PREFIX}new_source_success|{keys.encode(user)}|{net}"
+
+
+# -- host activity -----------------------------------------------------------------------------
+HOSTS = "hosts"  # one row per Bastion host seen (index table)
+HOST_PREFIX = "host|"
+
+
+def host_partition(host: str) -> str:
+    """A host's active hours: one row per UTC hour with records (`yyyy-MM-ddTHH`)."""
+    return HOST_PREFIX + keys.encode(host.casefold())
+
+
+def host_hour_entity(host: str, hour: str) -> dict[str, Any]:
+    return {"PartitionKey": host_partition(host), "RowKey": hour, "Host": host}
+
+
+def host_entity(host: str, folder: str) -> dict[str, Any]:
+    return {"PartitionKey": HOSTS, "RowKey": keys.encode(host.casefold()), "Host": host,
+            "Folder": folder}  # fmt: skip
+
+
+def host_folder(blob_name: str) -> str:
+    """The folder of a host's hour blobs (`.../BASTIONHOSTS/<host>/`), '' if not one."""
+    cut = blob_name.find("/y=")
+    return blob_name[: cut + 1] if cut > 0 and hour_of_blob(blob_name) else ""
+
+
+def silence_key(host: str, since: datetime) -> str:
+    return f"{FINDING_PREFIX}host_silent|{keys.encode(host.casefold())}|{since:%Y-%m-%dT%H}"
+
+
+def diagnostic_key(host: str, verdict: str) -> str:
+    return f"{FINDING_PREFIX}diagnostic_setting_changed|{keys.encode(host.casefold())}|{verdict}"
+
+
 # -- events and their index rows --------------------------------------------------------------
 def time_key(when: datetime) -> str:
     """The leading part of event RowKeys at `when` (they start with the UTC time)."""

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from . import text
-from .detection import RULE_BY_NAME
+from .detection import DESCRIBED
 
 SCHEMA = "bastion-audit/alert@2"
 _COLORS = {"critical": "Attention", "high": "Attention", "medium": "Warning", "low": "Default"}
@@ -38,7 +38,7 @@ def headline(row: dict[str, Any]) -> str:
 
 
 def _line(row: dict[str, Any], q: Callable[..., str]) -> str:
-    rule = RULE_BY_NAME.get(str(row["Rule"]))
+    rule = DESCRIBED.get(str(row["Rule"]))
     head = (rule.description if rule else str(row["Rule"])).format(
         subject=q(str(row["Subject"] or "?"))
     )

@@ -19,11 +19,14 @@ DOC = ROOT / "docs" / "architecture.md"
 #: Pure core: decides, formats and names things; never touches a client, a socket or a clock
 #: it was not given.
 PURE = {
-    "auth", "detection", "diagnostics", "entities", "incidents", "keys", "layout", "messages",
-    "model", "parse", "planning", "quarantine", "settings", "text",
+    "activity", "auth", "baseline", "detection", "diagnostics", "entities", "incidents", "keys",
+    "layout", "messages", "model", "parse", "planning", "quarantine", "settings", "text",
 }  # fmt: skip
 #: The write path, in the order the data walks it (plus the sweep that feeds it).
-WRITE = {"storage", "blobs", "store", "ingest", "detect", "alerting", "sweep", "arm"}
+WRITE = {
+    "storage", "blobs", "store", "ingest", "detect", "profile", "health", "alerting", "sweep",
+    "arm",
+}  # fmt: skip
 #: The read side: answers questions about what was stored.
 READ = {"queries", "report", "status"}
 #: Edges: wiring for the triggers, the HTTP bodies and the command line.

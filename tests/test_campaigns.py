@@ -253,7 +253,7 @@ def test_log_text_cannot_steer_cards_or_messages(
         if part
     )
     summary = generic["summary"]
-    assert summary.startswith('[MEDIUM] Repeated failed Bastion sign-ins for user "ops: 0')
+    assert summary.startswith('[HIGH] Distributed password guessing against user "ops: 0')  # 12 IPs
     assert "\\(scheduled test\\)\\\\x0a\\\\x0a\\[acknowledge" in summary  # inert, readable
     assert "LINUX-\\*\\*WEB\\*\\*-01" in summary
     shown = "".join(runs)  # the whole name, as characters (TextRuns render no Markdown)

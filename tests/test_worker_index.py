@@ -43,7 +43,11 @@ HTTP_ROUTES = {
     "http_report": "report",
     "http_status": "status",
 }
-TIMERS = {"sweep_recent_blobs": "%SWEEP_SCHEDULE%", "redeliver_alerts": "%ALERT_RETRY_SCHEDULE%"}
+TIMERS = {
+    "sweep_recent_blobs": "%SWEEP_SCHEDULE%",
+    "redeliver_alerts": "%ALERT_RETRY_SCHEDULE%",
+    "check_health": "%HEALTH_SCHEDULE%",
+}
 EXPECTED = {"ingest_blob", *TIMERS, *HTTP_ROUTES}
 
 

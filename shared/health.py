@@ -1,0 +1,188 @@
+"""Silence is noticed (I/O): which hours each Bastion host wrote records in, and the health
+timer that raises `host_silent` and `diagnostic_setting_changed`. The deciding is pure
+(`shared.activity`, `shared.diagnostics`, `shared.incidents`).
+
+Ingest upserts one row per host and UTC hour that has records (`host|<host>` partitions of
+the index table, plus one `hosts` row per host so the timer knows them); a worker remembers
+what it wrote, so a busy hour costs one upsert per worker. The timer reads each host's last
+`activity.HISTORY_DAYS` days (one range read), and before it calls a host silent it lists the
+host's blobs of the silent hours: records that exist but are not read yet mean this app is
+behind (`GET /api/status` says so), not that the host is silent.
+
+Findings are rows of the alerts table keyed by what they are about (the host and the hour its
+silence began; the host, the verdict and the day), so every run of the timer meets the same
+row: one incident per silence, one per changed setting per day.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from . import activity, incidents, keys, layout
+from .alerting import Deliverer
+from .detection import Incident, Kind, Severity
+from .diagnostics import Check
+from .entities import EventRow
+from .storage import Storage
+
+log = logging.getLogger(__name__)
+_REMEMBERED = 50_000
+
+
+class Health:
+    """Host activity and the health timer; one per worker process."""
+
+    def __init__(self, storage: Storage, deliverer: Deliverer) -> None:
+        self.storage = storage
+        self.settings = storage.settings
+        self.deliverer = deliverer
+        self.interval = timedelta(minutes=self.settings.notify_interval_minutes)
+        self._written: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+        self._checker: Any = None
+        self._folders: dict[str, str] = {}
+
+    # -- ingest -------------------------------------------------------------------------------
+    def record(self, rows: Sequence[EventRow]) -> None:
+        """Remember the hours each host wrote records in (idempotent upserts)."""
+        hours = {
+            (row["BastionHostName"], f"{row['TimeGenerated'].astimezone(UTC):%Y-%m-%dT%H}")
+            for row in rows
+            if row.get("BastionHostName")
+        }
+        folders = {
+            row["BastionHostName"]: layout.host_folder(row.get("SourceBlob", ""))
+            for row in rows
+            if row.get("BastionHostName")
+        }
+        with self._lock:
+            new = sorted(hours - self._written)
+        if not new:
+            return
+        entities = [layout.host_hour_entity(host, hour) for host, hour in new]
+        entities += [layout.host_entity(h, folders.get(h, "")) for h in sorted({h for h, _ in new})]
+        self.storage.upsert((self.storage.index, entities))
+        with self._lock:
+            if len(self._written) > _REMEMBERED:
+                self._written.clear()
+            self._written.update(new)
+
+    # -- the timer ----------------------------------------------------------------------------
+    def run(self, now: datetime | None = None) -> list[str]:
+        """Look for silent hosts and check the diagnostic settings; the AlertIds told."""
+        now = now or datetime.now(UTC)
+        told: list[str] = []
+        for host in self.hosts():
+            self._silence(host, now, told)
+        for check in self._checks():
+            self._diagnostic(check, now, told)
+        return told
+
+    def hosts(self) -> list[str]:
+        return sorted(str(r["Host"]) for r in self.storage.index.partition(layout.HOSTS, ["Host"]))
+
+    def active_hours(self, host: str, since: datetime) -> set[datetime]:
+        params = {"pk": layout.host_partition(host), "lo": f"{since:%Y-%m-%dT%H}", "hi": "~"}
+        return {
+            datetime.fromisoformat(str(r["RowKey"]) + ":00+00:00")
+            for r in self.storage.index.seek(params, ["RowKey"])
+        }
+
+    def _silence(self, host: str, now: datetime, told: list[str]) -> None:
+        s = self.settings
+        since = activity.hour_of(now) - timedelta(days=activity.HISTORY_DAYS + 1)
+        active = self.active_hours(host, since)
+        found = activity.silence(active, now, timedelta(days=s.baseline_days), s.silence_hours)
+        if found is None or self._unread(host, found):
+            return
+        key = (layout.day_of(found.since), layout.silence_key(host, found.since))
+        inc = _incident(host, "host_silent", Severity.MEDIUM, found.since, found.until, found.hours)
+        self._settle(inc, key, now, told)
+
+    def _unread(self, host: str, found: activity.Silence) -> bool:
+        """Blobs of the host's silent hours that hold bytes: we are behind, it is not silent."""
+        folder = self._folders.get(host) or self._folder(host)
+        if not folder:
+            return False
+        logs = self.storage.logs()
+        for day in layout.days_between(found.since, found.until):
+            y, m, d = day.split("-")
+            for blob in logs.list_blobs(name_starts_with=f"{folder}y={y}/m={m}/d={d}/"):
+                hour = layout.hour_of_blob(blob.name)
+                when = datetime.fromisoformat(hour + ":00+00:00") if hour else None
+                if when and found.since <= when <= found.until and int(blob.size or 0) > 0:
+                    return True
+        return False
+
+    def _folder(self, host: str) -> str:
+        row = self.storage.index.get(layout.HOSTS, keys.encode(host.casefold()))
+        folder = str(row.get("Folder", "")) if row is not None else ""
+        self._folders[host] = folder
+        return folder
+
+    def _checks(self) -> list[Check]:
+        s = self.settings
+        if not s.bastion_resource_ids:
+            return []
+        if self._checker is None:
+            from azure.identity import DefaultAzureCredential
+
+            from .arm import Checker
+
+            parts = s.connection_parts
+            client = parts.get("clientId") if parts.get("credential") == "managedidentity" else None
+            credential = DefaultAzureCredential(managed_identity_client_id=client)
+            self._checker = Checker(s.logs_storage_account_id, credential, s.arm_endpoint)
+        checks: list[Check] = self._checker.check_all(s.bastion_resource_ids)
+        return checks
+
+    def _diagnostic(self, check: Check, now: datetime, told: list[str]) -> None:
+        if not check.is_finding:
+            return
+        host = check.host
+        key = (layout.day_of(now), layout.diagnostic_key(host, check.verdict.value))
+        old = self.storage.alerts.get(*key)
+        first = layout.utc(old["FirstSeen"]) if old is not None else now
+        inc = _incident(host, "diagnostic_setting_changed", Severity.HIGH, first, now, 0)
+        self._settle(inc, key, now, told, old)
+
+    def _settle(
+        self,
+        inc: Incident,
+        key: tuple[str, str],
+        now: datetime,
+        told: list[str],
+        old: Any = None,
+    ) -> None:
+        old = old if old is not None else self.storage.alerts.get(*key)
+        ops, owes = incidents.settle_one(inc, old, key, now, self.interval)
+        for op in ops:
+            self.storage.alerts.transact([op])
+        if owes:
+            told.append(str(ops[0][1]["AlertId"]))
+            self.deliverer.deliver_incident(*key)
+
+
+def _incident(
+    host: str, rule: str, severity: Severity, first: datetime, last: datetime, count: int
+) -> Incident:
+    return Incident(
+        kind=Kind.HOST,
+        subject=host,
+        first_seen=first,
+        last_seen=last,
+        rules=(rule,),
+        severity=severity,
+        failures=count,
+        successes=0,
+        users=(),
+        distinct_users=0,
+        users_estimated=False,
+        ips=(),
+        targets=(),
+        hosts=(host,),
+    )

@@ -1,0 +1,248 @@
+"""Account baselines (I/O): fold each invocation's sign-ins into them, keep the findings they
+support in step, notify. The deciding is pure (`shared.baseline`, `shared.incidents`).
+
+An account's baseline is one partition of the index table (`prof|<account>`, see
+`shared.layout`); its rows change only when something is seen for the first time (or earlier
+than thought), so after the learning days almost every invocation only reads. A worker keeps
+the first-sighting times it read (they only ever move earlier), and skips an account whose new
+records can change nothing: no read at all.
+
+Each finding lives in the alerts table, in the partition of its day, under a key naming the
+account and the network; its network row points at it. When anything the finding depends on
+changes (a row of the baseline, failures just before its sign-in), it is evaluated again and
+its row written, moved, or withdrawn; the baseline rows are written last, under their ETags,
+so a concurrent writer makes this one start over and the outcome is the serial one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.data.tables import TableEntity
+
+from . import baseline, incidents, layout, model
+from .alerting import Deliverer
+from .baseline import Finding, Sighting
+from .detection import Incident, Kind, Thresholds
+from .entities import EventRow
+from .storage import Conflict, Storage, etag_of, transient
+
+log = logging.getLogger(__name__)
+_ATTEMPTS = 8
+_CACHED_ACCOUNTS = 20_000
+
+
+class Profiler:
+    """Keeps the baselines of the accounts one invocation saw; one per worker process."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        thresholds: Thresholds,
+        arm: timedelta,
+        interval: timedelta,
+        deliverer: Deliverer,
+    ) -> None:
+        self.storage = storage
+        self.t = thresholds
+        self.arm = arm
+        self.interval = interval
+        self.deliverer = deliverer
+        self._known: OrderedDict[str, dict[str, datetime]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def run(self, rows: Sequence[EventRow], now: datetime, notified: list[str]) -> None:
+        """Fold the stored records' sign-ins into their accounts' baselines."""
+        successes: dict[str, list[Sighting]] = {}
+        failures: dict[str, list[datetime]] = {}
+        for row in rows:
+            user = row.get("UserKey", "")
+            if not user:
+                continue
+            outcome = row.get("Outcome")
+            if outcome == model.Outcome.SUCCESS.value:
+                successes.setdefault(user, []).append(_sighting(row))
+            elif outcome == model.Outcome.FAILURE.value:
+                failures.setdefault(user, []).append(row["TimeGenerated"])
+        for user in sorted(successes.keys() | failures.keys()):
+            mine, failed = successes.get(user, []), failures.get(user, [])
+            if not self._may_change(user, mine, failed):
+                continue
+            try:
+                self._account(user, mine, now, notified)
+            except Exception as exc:
+                if transient(exc):
+                    raise  # the host retries the invocation; every write here is idempotent
+                log.exception("baseline of an account failed; it is looked at again next time")
+
+    def _may_change(self, user: str, mine: list[Sighting], failed: list[datetime]) -> bool:
+        """False when the worker's memory of this baseline shows the records change nothing:
+        every row they would set is known, no later, and no failure falls just before one of
+        the account's first sign-ins from a network."""
+        with self._lock:
+            known = self._known.get(user)
+            if known is not None:
+                self._known.move_to_end(user)
+        if known is None:
+            return True  # not seen by this worker yet: read it (then it is known)
+        for s in mine:
+            for rk in baseline.row_keys(s):
+                first = known.get(rk)
+                if first is None or s.time < first:
+                    return True
+        nets = [t for rk, t in known.items() if rk.startswith(baseline.NET)]
+        return any(0 < (t - f).total_seconds() <= self.t.window.total_seconds()
+                   for f in failed for t in nets)  # fmt: skip
+
+    def _account(self, user: str, mine: list[Sighting], now: datetime, notified: list[str]) -> None:
+        for attempt in range(_ATTEMPTS):
+            try:
+                self._account_once(user, mine, now, notified)
+                return
+            except Conflict:
+                log.info("baseline of an account changed under us (attempt %d)", attempt + 1)
+        raise Conflict("baseline rows kept changing; the host retries")
+
+    def _account_once(
+        self, user: str, mine: list[Sighting], now: datetime, notified: list[str]
+    ) -> None:
+        pk = layout.profile_partition(user)
+        stored = {row["RowKey"]: row for row in self.storage.index.partition(pk)}
+        rows = {rk: _from_row(r) for rk, r in stored.items() if "First" in r}
+        changed = baseline.fold(rows, mine)
+        merged = {**rows, **changed}
+        counted: dict[str, int] = {}
+
+        def failures(first: Sighting) -> int:
+            if first.key not in counted:
+                counted[first.key] = self._failures_before(user, first)
+            return counted[first.key]
+
+        found = baseline.findings(merged, failures, self.arm, self.t.failures)
+        pointers: dict[str, dict[str, Any]] = {}
+        owed: list[tuple[str, str, str]] = []
+        for rk in sorted({*found, *(k for k, r in stored.items() if r.get("FindingDay"))}):
+            pointer = self._settle(user, rk, found.get(rk), stored.get(rk), now, owed)
+            if pointer is not None:
+                pointers[rk] = pointer
+        self._write(pk, user, stored, changed, merged, pointers)
+        self._remember(user, merged)
+        for day, rk, alert_id in owed:
+            notified.append(alert_id)
+            self.deliverer.deliver_incident(day, rk)
+
+    def _settle(
+        self,
+        user: str,
+        rk: str,
+        finding: Finding | None,
+        row: TableEntity | None,
+        now: datetime,
+        owed: list[tuple[str, str, str]],
+    ) -> dict[str, Any] | None:
+        """Make the finding's alert row match; the pointer fields its network row should hold
+        (None: unchanged)."""
+        day = str(row.get("FindingDay") or "") if row is not None else ""
+        signature = finding.signature if finding is not None else ""
+        stored = str(row.get("FindingSig") or "") if row is not None else ""
+        if signature == stored and (finding is None or day == layout.day_of(finding.time)):
+            return None
+        net = rk[len(baseline.NET) :]
+        old = self.storage.alerts.get(day, layout.finding_key(user, net)) if day else None
+        key = (layout.day_of(finding.time), layout.finding_key(user, net)) if finding else ("", "")
+        inc = _incident(user, finding) if finding is not None else None
+        ops, owes = incidents.settle_one(inc, old, key, now, self.interval)
+        for op in ops:  # the new row first, the old one (maybe another partition) after
+            self.storage.alerts.transact([op])
+        if owes:
+            owed.append((*key, str(ops[0][1]["AlertId"])))
+        return {"FindingDay": key[0], "FindingSig": signature}
+
+    def _failures_before(self, user: str, first: Sighting) -> int:
+        """Failed sign-ins of `user` from the first sign-in's address in the window before it."""
+        lo, hi = first.time - self.t.window, first.time
+        count = 0
+        for day in layout.days_between(lo, hi):
+            params = layout.index_seek(layout.IP_PREFIX, first.ip, day, lo, hi)
+            for row in self.storage.index.seek(params, ["UserKey", "Outcome"]):
+                failed = row.get("Outcome") == model.Outcome.FAILURE.value
+                count += failed and row.get("UserKey") == user
+        return count
+
+    def _write(
+        self,
+        pk: str,
+        user: str,
+        stored: dict[str, TableEntity],
+        changed: dict[str, Sighting],
+        merged: dict[str, Sighting],
+        pointers: dict[str, dict[str, Any]],
+    ) -> None:
+        """The baseline rows that changed, ETag-guarded, in transactions of at most 100."""
+        ops: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        for rk in sorted(changed.keys() | pointers.keys()):
+            entity: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk, "Account": user}
+            entity.update(_to_row(merged[rk]))
+            entity.update(pointers.get(rk, {}))
+            old = stored.get(rk)
+            if old is None:
+                ops.append(("create", entity, {}))
+            else:
+                ops.append(("update", entity, {"etag": etag_of(old), "mode": "merge"}))
+        for i in range(0, len(ops), 100):
+            self.storage.index.transact(ops[i : i + 100])
+
+    def _remember(self, user: str, merged: dict[str, Sighting]) -> None:
+        with self._lock:
+            self._known[user] = {rk: s.time for rk, s in merged.items()}
+            self._known.move_to_end(user)
+            while len(self._known) > _CACHED_ACCOUNTS:
+                self._known.popitem(last=False)
+
+
+def _sighting(row: EventRow) -> Sighting:
+    return Sighting(
+        row["TimeGenerated"],
+        row["RowKey"],
+        row.get("ClientIpKey", ""),
+        row.get("TargetVMName", ""),
+        row.get("BastionHostName", ""),
+    )
+
+
+def _from_row(row: TableEntity) -> Sighting:
+    return Sighting(
+        layout.utc(row["First"]),
+        str(row.get("FirstKey", "")),
+        str(row.get("Ip", "")),
+        str(row.get("Target", "")),
+        str(row.get("Host", "")),
+    )
+
+
+def _to_row(s: Sighting) -> dict[str, Any]:
+    return {"First": s.time, "FirstKey": s.key, "Ip": s.ip, "Target": s.target, "Host": s.host}
+
+
+def _incident(user: str, f: Finding) -> Incident:
+    return Incident(
+        kind=Kind.USER,
+        subject=user,
+        first_seen=f.time,
+        last_seen=f.time,
+        rules=f.rules,
+        severity=f.severity,
+        failures=f.failures,
+        successes=1,
+        users=(user,),
+        distinct_users=1,
+        users_estimated=False,
+        ips=(f.ip,),
+        targets=(f.target,) if f.target else (),
+        hosts=(f.host,) if f.host else (),
+    )
