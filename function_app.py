@@ -45,6 +45,12 @@ def check_health(timer: func.TimerRequest) -> None:
     functions.on_health(timer.past_due)
 
 
+@app.function_name("send_digest")
+@app.timer_trigger(arg_name="timer", schedule="%DIGEST_SCHEDULE%", run_on_startup=False)
+def send_digest(timer: func.TimerRequest) -> None:
+    functions.on_digest(timer.past_due)
+
+
 @app.function_name("http_activity")
 @app.route(route="activity", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def http_activity(req: func.HttpRequest) -> func.HttpResponse:

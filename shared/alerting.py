@@ -22,7 +22,7 @@ from azure.data.tables import TableEntity
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from . import incidents, messages
+from . import digest, incidents, messages
 from .settings import Settings
 from .storage import Conflict, Storage, etag_of, provisioned
 
@@ -37,6 +37,8 @@ REDELIVERY_GRACE = timedelta(minutes=2)
 #: How far back the timer looks for pending notifications (incident start days).
 REDELIVERY_DAYS = 7
 _ATTEMPTS = 8
+#: State-table partition of the daily digests (RowKey: the UTC day).
+DIGEST_PARTITION = "digest"
 
 
 def channels(settings: Settings) -> list[tuple[str, str, Callable[[dict[str, Any]], Any]]]:
@@ -79,6 +81,9 @@ class Deliverer:
         self._queue: Any = None
 
     def _send_queue(self, row: dict[str, Any]) -> None:
+        self._enqueue(orjson.dumps(messages.message(row)).decode())
+
+    def _enqueue(self, body: str) -> None:
         if self._queue is None:
             from azure.storage.queue import TextBase64EncodePolicy
 
@@ -88,7 +93,7 @@ class Deliverer:
             with provisioned():  # in Azure the template creates it; the app may only send
                 queue.create_queue()
             self._queue = queue
-        self._queue.send_message(orjson.dumps(messages.message(row)).decode())
+        self._queue.send_message(body)
 
     def _send_webhook(
         self, url: str, build: Callable[[dict[str, Any]], Any], row: dict[str, Any]
@@ -191,6 +196,37 @@ class Deliverer:
             row.update(update)
             return
         log.info("alert %s kept changing while recording its delivery", row["RowKey"])
+
+    def send_digest(self, day: str) -> int:
+        """Send the day's digest of low findings once per channel (queue; webhooks only when
+        `DIGEST_WEBHOOKS`); the `digest` row of the state table remembers what was served.
+        Returns how many findings it holds."""
+        state = self.storage.state
+        row = state.get(DIGEST_PARTITION, day)
+        done = set(filter(None, str(row.get("DeliveredTo", "")).split(","))) if row else set()
+        body = digest.build(day, self.storage.alerts.partition(day))
+        targets: list[tuple[str, Callable[[], None]]] = []
+        if body is not None:
+            targets.append(("queue", lambda: self._enqueue(orjson.dumps(body).decode())))
+            for name, url, _ in channels(self.settings) if self.settings.digest_webhooks else []:
+                build = digest.RENDER[name]
+                targets.append((name, functools.partial(self._send_webhook, url, build, body)))
+        errors = []
+        for name, send in targets:
+            if name not in done:
+                try:
+                    send()
+                except Exception as exc:  # noqa: BLE001 - the next run sends what is left
+                    errors.append(f"{name}: {_describe(exc)}")
+                else:
+                    done.add(name)
+        findings = body["findings"] if body else 0
+        record = {"PartitionKey": DIGEST_PARTITION, "RowKey": day, "Findings": findings}
+        record.update(DeliveredTo=",".join(sorted(done)), LastError="; ".join(errors))
+        state.upsert([record])
+        if errors:
+            raise DeliveryError("digest not fully delivered: " + "; ".join(errors))
+        return int(findings)
 
     def redeliver_pending(self, now: datetime | None = None) -> tuple[int, int]:
         """Retry pending notifications and send due growth updates; returns (tried, completed)."""

@@ -7,7 +7,7 @@ them at import time would make indexing need storage.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from azure.storage.blob import BlobClient
@@ -59,6 +59,15 @@ def on_health(past_due: bool = False) -> list[str]:
     if past_due:
         log.info("health timer is past due; running now")
     return services().detector.health.run()
+
+
+def on_digest(past_due: bool = False, now: datetime | None = None) -> int:
+    """Timer: the previous UTC day's low-severity findings, once, to the queue (and the
+    webhooks when `DIGEST_WEBHOOKS`)."""
+    if past_due:
+        log.info("digest timer is past due; running now")
+    day = ((now or datetime.now(UTC)) - timedelta(days=1)).date().isoformat()
+    return services().detector.deliverer.send_digest(day)
 
 
 def on_redeliver() -> tuple[int, int]:

@@ -43,7 +43,7 @@ class Health:
         self.interval = timedelta(minutes=self.settings.notify_interval_minutes)
         self._written: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
-        self._checker: Any = None
+        self.checker: Any = None  # an `arm.Checker`, made on first use (tests give their own)
         self._folders: dict[str, str] = {}
 
     # -- ingest -------------------------------------------------------------------------------
@@ -128,7 +128,7 @@ class Health:
         s = self.settings
         if not s.bastion_resource_ids:
             return []
-        if self._checker is None:
+        if self.checker is None:
             from azure.identity import DefaultAzureCredential
 
             from .arm import Checker
@@ -136,8 +136,8 @@ class Health:
             parts = s.connection_parts
             client = parts.get("clientId") if parts.get("credential") == "managedidentity" else None
             credential = DefaultAzureCredential(managed_identity_client_id=client)
-            self._checker = Checker(s.logs_storage_account_id, credential, s.arm_endpoint)
-        checks: list[Check] = self._checker.check_all(s.bastion_resource_ids)
+            self.checker = Checker(s.logs_storage_account_id, credential, s.arm_endpoint)
+        checks: list[Check] = self.checker.check_all(s.bastion_resource_ids)
         return checks
 
     def _diagnostic(self, check: Check, now: datetime, told: list[str]) -> None:

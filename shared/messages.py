@@ -37,27 +37,44 @@ def headline(row: dict[str, Any]) -> str:
     return _line(row, lambda value, limit=80: f'"{text.plain(value, limit)}"')
 
 
+#: What each context rule adds to a finding's line.
+_CONTEXT = {
+    "off_hours": "at an hour it never works",
+    "first_time_target": "to a machine it never used",
+    "failures_before": "after failed attempts",
+}
+
+
 def _line(row: dict[str, Any], q: Callable[..., str]) -> str:
     rule = DESCRIBED.get(str(row["Rule"]))
     head = (rule.description if rule else str(row["Rule"])).format(
         subject=q(str(row["Subject"] or "?"))
     )
-    users = int(row.get("DistinctUsers") or 0)
-    about = "~" if row.get("UsersEstimated") else ""
+    first, last = row["FirstSeen"], row["LastSeen"]
+    when = f"{first:%Y-%m-%d %H:%M}-{last:%H:%M} UTC"
+    if row["SubjectKind"] == "host":
+        parts = [f"no records for {row['FailureCount']} hour(s)"] if row["FailureCount"] else []
+        return f"[{str(row['Severity']).upper()}] {head}: " + ", ".join([*parts, when])
     ips = ", ".join(q(ip, 40) for ip in _list(row, "ClientIps")[:3])
     targets = ", ".join(q(vm, 40) for vm in _list(row, "TargetVMs")[:3])
+    rules = str(row.get("Rules") or "").split(",")
     parts = [
         f"{row['FailureCount']} failures",
-        f"{about}{users} account(s)" if row["SubjectKind"] == "ip" else f"from {ips or '?'}",
+        _accounts(row) if row["SubjectKind"] == "ip" else f"from {ips or '?'}",
         f"on {targets or 'unknown target'}",
+        *(_CONTEXT[r] for r in rules if r in _CONTEXT),
     ]
     compromised = _list(row, "CompromisedUsers")
     if compromised:
         names = ", ".join(q(u, 40) for u in compromised[:3])
         parts.append(f"then signed in: {names}")
-    first, last = row["FirstSeen"], row["LastSeen"]
-    parts.append(f"{first:%Y-%m-%d %H:%M}-{last:%H:%M} UTC")
+    parts.append(when)
     return f"[{str(row['Severity']).upper()}] {head}: " + ", ".join(parts)
+
+
+def _accounts(row: dict[str, Any]) -> str:
+    about = "~" if row.get("UsersEstimated") else ""
+    return f"{about}{int(row.get('DistinctUsers') or 0)} account(s)"
 
 
 def message(row: dict[str, Any]) -> dict[str, Any]:

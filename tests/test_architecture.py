@@ -19,8 +19,8 @@ DOC = ROOT / "docs" / "architecture.md"
 #: Pure core: decides, formats and names things; never touches a client, a socket or a clock
 #: it was not given.
 PURE = {
-    "activity", "auth", "baseline", "detection", "diagnostics", "entities", "incidents", "keys",
-    "layout", "messages", "model", "parse", "planning", "quarantine", "settings", "text",
+    "activity", "auth", "baseline", "detection", "diagnostics", "digest", "entities", "incidents",
+    "keys", "layout", "messages", "model", "parse", "planning", "quarantine", "settings", "text",
 }  # fmt: skip
 #: The write path, in the order the data walks it (plus the sweep that feeds it).
 WRITE = {

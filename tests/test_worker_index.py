@@ -47,6 +47,7 @@ TIMERS = {
     "sweep_recent_blobs": "%SWEEP_SCHEDULE%",
     "redeliver_alerts": "%ALERT_RETRY_SCHEDULE%",
     "check_health": "%HEALTH_SCHEDULE%",
+    "send_digest": "%DIGEST_SCHEDULE%",
 }
 EXPECTED = {"ingest_blob", *TIMERS, *HTTP_ROUTES}
 
