@@ -197,6 +197,7 @@ class Score:
     rules: dict[str, Counter[str]]  # per kind: rules of the incidents that matched
     false_examples: list[dict[str, Any]]
     user_days: int
+    lows: int = 0  # low-severity incidents (digest only) in the evaluation days
 
     def recall(self, kind: str | None = None) -> float:
         if kind is None:
@@ -207,6 +208,12 @@ class Score:
     @property
     def precision(self) -> float:
         return self.true / self.incidents if self.incidents else 1.0
+
+    @property
+    def paging_precision(self) -> float:
+        """Precision of what notifies people (medium and above): lows only reach the digest."""
+        paging = self.incidents - self.lows
+        return (paging - self.false_hm) / paging if paging else 1.0
 
     @property
     def false_hm_per_1k(self) -> float:
@@ -226,13 +233,14 @@ def score(
 ) -> Score:
     """Recall, precision and noise of a list of incidents against the labelled episodes."""
     per_episode: list[list[int]] = [[] for _ in episodes]
-    true = false_hm = false_low = learning = total = 0
+    true = false_hm = false_low = learning = total = lows = 0
     examples: list[dict[str, Any]] = []
     for i, inc in enumerate(incidents):
         if _t(inc["lastSeen"]) < eval_start:
             learning += 1
             continue
         total += 1
+        lows += str(inc["severity"]).casefold() not in HIGH_MEDIUM
         hits = [k for k, ep in enumerate(episodes) if matches(inc, ep, slack)]
         for k in hits:
             per_episode[k].append(i)
@@ -255,7 +263,7 @@ def score(
     found = [len(h) for h in per_episode if h]
     return Score(dict(counts), dict(detected), total, true, false_hm, false_low, learning,
                  sum(found) / len(found) if found else 0.0, [len(h) for h in per_episode],
-                 dict(rules), examples, user_days)  # fmt: skip
+                 dict(rules), examples, user_days, lows)  # fmt: skip
 
 
 def canonical(incidents: Iterable[dict[str, Any]]) -> list[tuple[str, ...]]:
@@ -303,6 +311,7 @@ def table(world: World, scores: dict[str, Score]) -> list[str]:
     rows = [
         ("incidents (evaluation days)", lambda s: f"{s.incidents}"),
         ("precision", lambda s: f"{s.precision:.3f}"),
+        ("precision of paging (medium+)", lambda s: f"{s.paging_precision:.3f}"),
         ("false high/medium per 1,000 user-days", lambda s: f"{s.false_hm_per_1k:.2f}"),
         ("false low per 100 user-days", lambda s: f"{s.false_low_per_100:.2f}"),
         ("incidents per detected episode", lambda s: f"{s.per_detected:.2f}"),
@@ -365,6 +374,7 @@ def main() -> None:
     ms, f2b = scores["ms"], scores["f2b"]
     print(
         f"\nbench: recall={ours.recall():.3f} precision={ours.precision:.3f} "
+        f"paging_precision={ours.paging_precision:.3f} "
         f"false_hm_per_1k_user_days={ours.false_hm_per_1k:.2f} "
         f"false_low_per_100_user_days={ours.false_low_per_100:.2f} "
         f"incidents_per_detected_episode={ours.per_detected:.2f} "

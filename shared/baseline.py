@@ -14,9 +14,9 @@ evaluated again whenever either changes:
   at least one piece of context (a new network alone is a home, a hotel, a new lease):
   `off_hours` (inside the account's night: the longest run of hours of the day, at least
   `NIGHT`, with no sign-in before, an hour away from its edges), `first_time_target` (the
-  account's first sign-in to that machine) and `failures_before` (failed sign-ins from that
-  address in the window before, fewer than the threshold: more is the compromise rule's
-  incident). One piece is low, two medium, three high.
+  account's first sign-in to that machine) and `failures_before` (more failed sign-ins from
+  that address in the window before than typos explain, fewer than the threshold: more is the
+  compromise rule's incident). One piece is low, two medium, three high.
 
 An account keeps at most `MAX_ROWS` rows; beyond that nothing new is learned and nothing new is
 found (an account with thousands of networks has no baseline worth the name).
@@ -144,6 +144,7 @@ def findings(
     failures: Callable[[Sighting], int],
     arm: timedelta,
     threshold: int,
+    typos: int = 2,
 ) -> dict[str, Finding]:
     """The account's `new_source_success` findings, by network row key. `failures(first)`
     counts failed sign-ins from its address in the window before (called for candidates).
@@ -164,7 +165,7 @@ def findings(
         n = failures(first)
         if n >= threshold:
             continue  # the compromise rule's incident says it better
-        if n:
+        if n > typos:  # a typo or two before a sign-in is what people do
             context.append("failures_before")
         if not context:
             continue

@@ -123,7 +123,7 @@ class Profiler:
                 counted[first.key] = self._failures_before(user, first)
             return counted[first.key]
 
-        found = baseline.findings(merged, failures, self.arm, self.t.failures)
+        found = baseline.findings(merged, failures, self.arm, self.t.failures, self.t.resolve_max)
         pointers: dict[str, dict[str, Any]] = {}
         owed: list[tuple[str, str, str]] = []
         for rk in sorted({*found, *(k for k, r in stored.items() if r.get("FindingDay"))}):

@@ -82,8 +82,10 @@ def test_context_raises_severity() -> None:
     assert [(f.severity, f.context) for f in medium.values()] == [
         (Severity.MEDIUM, ("off_hours", "first_time_target"))
     ]
-    high = found(with_new(base, at(9, 2, vm="WIN-NEW-09")), failures=2)
+    high = found(with_new(base, at(9, 2, vm="WIN-NEW-09")), failures=3)
     assert [f.severity for f in high.values()] == [Severity.HIGH]
+    typos = found(with_new(base, at(9, 2, vm="WIN-NEW-09")), failures=2)  # a typo or two
+    assert [f.severity for f in typos.values()] == [Severity.MEDIUM]
     assert found(with_new(base, at(9, 2)), failures=5) == {}  # the compromise rule's
 
 
