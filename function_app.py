@@ -45,6 +45,12 @@ def check_health(timer: func.TimerRequest) -> None:
     functions.on_health(timer.past_due)
 
 
+@app.function_name("expire_old_data")
+@app.timer_trigger(arg_name="timer", schedule="%RETENTION_SCHEDULE%", run_on_startup=False)
+def expire_old_data(timer: func.TimerRequest) -> None:
+    functions.on_retention(timer.past_due)
+
+
 @app.function_name("http_activity")
 @app.route(route="activity", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def http_activity(req: func.HttpRequest) -> func.HttpResponse:
@@ -67,3 +73,9 @@ def http_report(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="status", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def http_status(req: func.HttpRequest) -> func.HttpResponse:
     return api.status(req, functions.storage())
+
+
+@app.function_name("http_erase")
+@app.route(route="erase", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def http_erase(req: func.HttpRequest) -> func.HttpResponse:
+    return api.erase(req, functions.storage())
