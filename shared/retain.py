@@ -74,14 +74,12 @@ def _delete_chunk(table: Table, pk: str, rks: list[str]) -> int:
     try:
         table.transact([("delete", {"PartitionKey": pk, "RowKey": rk}, {}) for rk in rks])
         return len(rks)
-    except Conflict:  # some row is already gone: one at a time
+    except Conflict:  # some row is already gone (a re-run): one at a time, counting the real
         removed = 0
         for rk in rks:
-            try:
-                table.delete(pk, rk)
+            if table.get(pk, rk) is not None:
+                table.delete(pk, rk)  # the SDK takes a row that is gone meanwhile as deleted
                 removed += 1
-            except ResourceNotFoundError:
-                pass
         return removed
 
 

@@ -217,7 +217,7 @@ def redact_alert(
         return []
     note = f"{mark}: an account was erased from this alert"
     new["Erasure"] = "; ".join(filter(None, (str(row.get("Erasure") or ""), note)))[:1000]
-    if {"Rule", "SubjectKind", "FailureCount", "FirstSeen", "LastSeen"} <= new.keys():
+    if {"Rule", "Severity", "SubjectKind", "FailureCount", "FirstSeen", "LastSeen"} <= new.keys():
         new["Summary"] = messages.summary(new)
     if not owned:
         return [("update", new, {"etag": _etag(row)})]
