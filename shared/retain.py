@@ -101,7 +101,7 @@ class Expirer:
 
     def run(self, now: datetime | None = None, budget: float = BUDGET_SECONDS) -> Counter[str]:
         """Remove the expired days of every class (oldest first, until `budget` seconds have
-        passed); what was removed, by kind of row, plus `days <class>`."""
+        passed); what was removed, by kind of row, plus `days_<class>`."""
         with Deleter(self.storage) as self.d:
             return self._run(now or datetime.now(UTC), budget)
 
@@ -123,12 +123,12 @@ class Expirer:
                 removed = self._day(kind, day, folders)
                 self.storage.state.put(retention.watermark(kind, day, removed))
                 out.update(removed)
-                out[f"days {kind}"] += 1
+                out[f"days_{kind}"] += 1
             if keep_from and not days and through is None:  # nothing stored yet that old
                 mark = retention.watermark(kind, retention.next_day(keep_from, -1), {})
                 self.storage.state.put(mark)
             if kind == EVENTS and keep_from:
-                out["detection retries"] += self._retries(keep_from)
+                out["detection_retries"] += self._retries(keep_from)
         return out
 
     def _oldest(self, kind: str) -> str | None:
