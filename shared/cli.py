@@ -396,7 +396,7 @@ def _retain(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _counts(verb: str, counts: Any, out: TextIO) -> None:
-    text = " ".join(f"{k.replace(' ', '_')}={v}" for k, v in sorted(counts.items()))
+    text = " ".join(f"{k}={v}" for k, v in sorted(counts.items()) if v)
     print(f"{verb}: {text or 'nothing'}", file=out)
 
 

@@ -3,6 +3,7 @@ and crashes half-way, against Azurite."""
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ from azure.functions.timer import TimerRequest
 from test_http_auth import principal
 
 from devtools import samples
-from shared import layout, queries, retain, retention
+from shared import cli, layout, queries, retain, retention
 from shared.ingest import Pipeline
 from shared.settings import LOGS_CONTAINER, Settings, SettingsError
 from shared.storage import Storage
@@ -301,3 +302,22 @@ def test_the_erase_route_needs_the_eraser_role(
     assert not {k: v for k, v in again.items() if v}
     raw = orjson.loads(indexed_app["http_erase"].get_raw_bindings()[0])
     assert raw["route"] == "erase" and raw["methods"] == ["POST"]
+
+
+def test_the_command_line_prints_what_it_erased(
+    app_env: Callable[..., Pipeline], make_pipeline: Callable[..., Pipeline], blob_prefix: str
+) -> None:
+    p = make_pipeline()
+    ingest(p, samples.build()[0], blob_prefix)
+    app_env(**{k: getattr(p.storage.settings, k.lower()) for k in
+               ("EVENTS_TABLE", "INDEX_TABLE", "STATE_TABLE", "ALERTS_TABLE")})  # fmt: skip
+    out = io.StringIO()
+    assert cli.main(["erase", "--user", "Frank"], out) == 0
+    line = out.getvalue().strip()
+    assert line.startswith("erased: ") and " events=6 " in line and "index=" in line, line
+    out = io.StringIO()
+    assert cli.main(["erase", "--user", "frank"], out) == 0
+    assert out.getvalue() == "erased: nothing\n"
+    assert cli.main(["erase", "--user", "  "], io.StringIO()) == 2
+    out = io.StringIO()
+    assert cli.main(["retain"], out) == 0 and out.getvalue().startswith("removed: ")
