@@ -51,6 +51,12 @@ def send_digest(timer: func.TimerRequest) -> None:
     functions.on_digest(timer.past_due)
 
 
+@app.function_name("expire_old_data")
+@app.timer_trigger(arg_name="timer", schedule="%RETENTION_SCHEDULE%", run_on_startup=False)
+def expire_old_data(timer: func.TimerRequest) -> None:
+    functions.on_retention(timer.past_due)
+
+
 @app.function_name("http_activity")
 @app.route(route="activity", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def http_activity(req: func.HttpRequest) -> func.HttpResponse:
@@ -73,3 +79,9 @@ def http_report(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="status", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def http_status(req: func.HttpRequest) -> func.HttpResponse:
     return api.status(req, functions.storage())
+
+
+@app.function_name("http_erase")
+@app.route(route="erase", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def http_erase(req: func.HttpRequest) -> func.HttpResponse:
+    return api.erase(req, functions.storage())

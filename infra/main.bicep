@@ -306,6 +306,13 @@ var bastionAuditSettings = union(logsTables, {
   DIGEST_WEBHOOKS: 'false'
   API_AUTH: 'entra'
   API_READER_ROLE: apiReaderRole
+  // Erasure over HTTP (POST /api/erase) needs this app role besides sign-in.
+  API_ERASER_ROLE: 'BastionAudit.Erase'
+  // Days kept (0: for ever); the retention timer deletes older days once a day.
+  RETENTION_DAYS: '180'
+  ALERT_RETENTION_DAYS: '400'
+  QUARANTINE_RETENTION_DAYS: '30'
+  RETENTION_SCHEDULE: '0 30 2 * * *'
 })
 
 // Identity-based connection to the logs account (no keys): used by the Functions host for the

@@ -6,6 +6,8 @@
   quarantine  what was set aside and why (--from --to --blob)
   ingest      backfill: upload a local file or folder and ingest it, or ingest a blob prefix
   report      write the HTML activity report (--from --to --output)
+  erase       erase one person: events, index rows, baseline; alerts keep a marker (--user)
+  retain      delete now what is older than its retention (the daily timer does it too)
 
 Settings come from the environment, as the app's own (README, "Settings"); at least
 `BastionLogsStorage`: a connection string, `UseDevelopmentStorage=true` for a local Azurite
@@ -116,6 +118,13 @@ def parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="write the HTML activity report")
     _range_args(rep, "at most 7 days")
     rep.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
+    era = sub.add_parser("erase", help="erase one person's records (alerts keep a marker)")
+    era.add_argument("--user", required=True, help="user name or e-mail (compared without case)")
+    ret = sub.add_parser("retain", help="delete now what is older than its retention")
+    ret.add_argument(
+        "--since",
+        help="look again from this day (after a backfill of records older than the retention)",
+    )
     return top
 
 
@@ -353,6 +362,44 @@ def local_files(root: Path, prefix: str = "") -> Iterator[tuple[Path, str]]:
             yield path, prefix + path.relative_to(root).as_posix()
 
 
+def _erase(args: argparse.Namespace, out: TextIO) -> int:
+    from .retain import Eraser
+
+    with _App() as storage:
+        try:
+            removed = Eraser(storage).erase(args.user)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+    _counts("erased", removed, out)
+    return 0
+
+
+def _retain(args: argparse.Namespace, out: TextIO) -> int:
+    from . import retention
+    from .retain import Expirer
+
+    with _App() as storage:
+        if args.since:
+            from .queries import BadQuery
+
+            try:
+                before = retention.next_day(args.since[:10], -1)
+            except ValueError:
+                raise BadQuery(f"--since must be a day (2026-11-23), got {args.since!r}") from None
+            for kind in retention.CLASSES:  # only ever back: a day skipped would stay for ever
+                row = storage.state.get(retention.WATERMARK_PARTITION, kind)
+                if row is None or str(row["Through"]) > before:
+                    storage.state.put(retention.watermark(kind, before, {}))
+        removed = Expirer(storage).run()
+    _counts("removed", removed, out)
+    return 0
+
+
+def _counts(verb: str, counts: Any, out: TextIO) -> None:
+    text = " ".join(f"{k}={v}" for k, v in sorted(counts.items()) if v)
+    print(f"{verb}: {text or 'nothing'}", file=out)
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
     "activity": _activity,
     "alerts": _alerts,
@@ -360,6 +407,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
     "quarantine": _quarantine,
     "ingest": _ingest,
     "report": _report,
+    "erase": _erase,
+    "retain": _retain,
 }
 
 

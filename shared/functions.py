@@ -13,6 +13,7 @@ from functools import lru_cache
 from azure.storage.blob import BlobClient
 
 from .ingest import Summary
+from .retain import Expirer
 from .services import Services
 from .settings import Settings
 from .storage import Storage
@@ -76,3 +77,12 @@ def on_redeliver() -> tuple[int, int]:
     s = services()
     s.detector.retry_failed()
     return s.detector.deliverer.redeliver_pending()
+
+
+def on_retention(past_due: bool = False) -> dict[str, int]:
+    """Timer: delete what is older than its retention (README, "Retention and erasure")."""
+    if past_due:
+        log.info("retention timer is past due; running now")
+    removed = Expirer(storage()).run()
+    log.info("retention removed %s", dict(removed) or "nothing")
+    return dict(removed)

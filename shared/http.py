@@ -1,4 +1,5 @@
-"""Bodies of the HTTP functions (`GET /api/activity`, `/api/alerts`, `/api/report`).
+"""Bodies of the HTTP functions (`GET /api/activity`, `/api/alerts`, `/api/report`, `/api/status`,
+`POST /api/erase`).
 
 Each takes the request and the worker's storage clients and returns the response. Every route first
 checks the caller (`shared.auth`: Entra ID sign-in with the reader role) and logs who read what;
@@ -25,15 +26,17 @@ _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 Handler = Callable[[func.HttpRequest, Storage], func.HttpResponse]
 
 
-def signed_in(handler: Handler) -> Handler:
-    """Answer only callers `shared.auth` lets in; log every access to the audit data."""
+def signed_in(handler: Handler, eraser: bool = False) -> Handler:
+    """Answer only callers `shared.auth` lets in (with the reader role, or the eraser role for
+    erasure); log every access to the audit data."""
 
     @functools.wraps(handler)
     def guarded(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
         s = storage.settings
         url = urlsplit(req.url)
         here = url.path + (f"?{url.query}" if url.query else "")
-        decision = auth.decide(s.api_auth, s.api_reader_role, s.platform_auth, req.headers, here)
+        role = s.api_eraser_role if eraser else s.api_reader_role
+        decision = auth.decide(s.api_auth, role, s.platform_auth, req.headers, here)
         who = decision.caller.id if decision.caller else "-"
         log.info("api %s by %s: %d", handler.__name__, who, decision.status)
         if decision.status == 302:
@@ -100,3 +103,21 @@ def status(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
     from . import status as health
 
     return _json(health.collect(storage, storage.logs()).json())
+
+
+def _erase(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
+    """`POST ?user=NAME` -> `{"removed": {kind: count}}`: the account erased (README,
+    "Retention and erasure"); the eraser role is required. Running it again removes nothing."""
+    from .retain import Eraser
+
+    user = req.params.get("user", "")
+    if len(user) > 1024:
+        return _json({"error": "bad_request", "message": "user: at most 1024 characters"}, 400)
+    try:
+        removed = Eraser(storage).erase(user)
+    except ValueError as exc:
+        return _json({"error": "bad_request", "message": str(exc)}, 400)
+    return _json({"removed": dict(sorted(removed.items()))})
+
+
+erase = signed_in(_erase, eraser=True)

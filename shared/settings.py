@@ -60,6 +60,11 @@ DEFAULTS: dict[str, str] = {
     "DIGEST_WEBHOOKS": "false",
     "API_AUTH": "entra",
     "API_READER_ROLE": "BastionAudit.Read",
+    "API_ERASER_ROLE": "BastionAudit.Erase",
+    "RETENTION_DAYS": "180",
+    "ALERT_RETENTION_DAYS": "400",
+    "QUARANTINE_RETENTION_DAYS": "30",
+    "RETENTION_SCHEDULE": "0 30 2 * * *",
 }
 
 
@@ -109,6 +114,12 @@ class Settings:
     digest_webhooks: bool = False
     api_auth: str = "entra"
     api_reader_role: str = "BastionAudit.Read"
+    api_eraser_role: str = "BastionAudit.Erase"
+    #: Days kept (0: for ever) of events and index rows, of alerts, of quarantined pieces.
+    retention_days: int = 180
+    alert_retention_days: int = 400
+    quarantine_retention_days: int = 30
+    retention_schedule: str = "0 30 2 * * *"
     #: Set by the platform (`WEBSITE_AUTH_ENABLED`), not by us: App Service Authentication is on,
     #: so its identity headers can be trusted.
     platform_auth: bool = False
@@ -126,9 +137,6 @@ class Settings:
         r = _Reader(env)
         source = r.choice("BLOB_TRIGGER_SOURCE", ("LogsAndContainerScan", "EventGrid"))
         api_auth = r.choice("API_AUTH", ("entra", "none"), lower=True)
-        role = r.get("API_READER_ROLE")
-        if not role:
-            raise SettingsError("API_READER_ROLE must name the app role readers hold")
         max_hours = r.num("INCIDENT_MAX_HOURS", 1, 24)
         if 24 % max_hours:
             raise SettingsError(
@@ -175,7 +183,12 @@ class Settings:
             digest_schedule=get("DIGEST_SCHEDULE"),
             digest_webhooks=r.flag("DIGEST_WEBHOOKS"),
             api_auth=api_auth,
-            api_reader_role=role,
+            api_reader_role=r.role("API_READER_ROLE"),
+            api_eraser_role=r.role("API_ERASER_ROLE"),
+            retention_days=r.days("RETENTION_DAYS"),
+            alert_retention_days=r.days("ALERT_RETENTION_DAYS"),
+            quarantine_retention_days=r.days("QUARANTINE_RETENTION_DAYS"),
+            retention_schedule=get("RETENTION_SCHEDULE"),
             platform_auth=env.get("WEBSITE_AUTH_ENABLED", "").strip().lower() == "true",
             connection_parts={k[len(prefix) :]: v for k, v in env.items() if k.startswith(prefix)},
         )
@@ -198,6 +211,19 @@ class _Reader:
             raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
         if not low <= value <= high:
             raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+        return value
+
+    def role(self, name: str) -> str:
+        value = self.get(name)
+        if not value:
+            raise SettingsError(f"{name} must name an app role (callers hold it)")
+        return value
+
+    def days(self, name: str) -> int:
+        """A retention in days: 0 keeps for ever, else at least 2 (detection reads yesterday)."""
+        value = self.num(name, 0, 36500)
+        if value == 1:
+            raise SettingsError(f"{name} must be 0 (keep for ever) or at least 2 days, got 1")
         return value
 
     def diagnostics(self) -> tuple[tuple[str, ...], str]:

@@ -20,12 +20,13 @@ DOC = ROOT / "docs" / "architecture.md"
 #: it was not given.
 PURE = {
     "activity", "auth", "baseline", "detection", "diagnostics", "digest", "entities", "incidents",
-    "keys", "layout", "messages", "model", "parse", "planning", "quarantine", "settings", "text",
+    "keys", "layout", "messages", "model", "parse", "planning", "quarantine", "retention",
+    "settings", "text",
 }  # fmt: skip
 #: The write path, in the order the data walks it (plus the sweep that feeds it).
 WRITE = {
     "storage", "blobs", "store", "ingest", "detect", "profile", "health", "alerting", "sweep",
-    "arm",
+    "arm", "retain",
 }  # fmt: skip
 #: The read side: answers questions about what was stored.
 READ = {"queries", "report", "status"}

@@ -42,12 +42,14 @@ HTTP_ROUTES = {
     "http_alerts": "alerts",
     "http_report": "report",
     "http_status": "status",
+    "http_erase": "erase",
 }
 TIMERS = {
     "sweep_recent_blobs": "%SWEEP_SCHEDULE%",
     "redeliver_alerts": "%ALERT_RETRY_SCHEDULE%",
     "check_health": "%HEALTH_SCHEDULE%",
     "send_digest": "%DIGEST_SCHEDULE%",
+    "expire_old_data": "%RETENTION_SCHEDULE%",
 }
 EXPECTED = {"ingest_blob", *TIMERS, *HTTP_ROUTES}
 
@@ -200,7 +202,7 @@ def test_http_functions(azure_index: dict[str, dict[str, Any]]) -> None:
         trigger = _only(fn["bindings"], type="httpTrigger", direction="IN")
         assert trigger["route"] == route
         assert trigger["authLevel"] == "ANONYMOUS"  # Entra ID sign-in stands in front
-        assert trigger["methods"] == ["GET"]
+        assert trigger["methods"] == (["POST"] if name == "http_erase" else ["GET"])
         _only(fn["bindings"], type="http", direction="OUT", name="$return")
         assert fn["is_http_func"] is True
         assert fn["has_return"] is True

@@ -1,0 +1,323 @@
+"""Retention and erasure (issue 17): the pure rules, then the timer, the erasure, the HTTP route
+and crashes half-way, against Azurite."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import azure.functions as func
+import orjson
+import pytest
+from azure.functions.timer import TimerRequest
+from test_http_auth import principal
+
+from devtools import samples
+from shared import cli, layout, queries, retain, retention
+from shared.ingest import Pipeline
+from shared.settings import LOGS_CONTAINER, Settings, SettingsError
+from shared.storage import Storage
+
+NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+Dump = dict[str, dict[tuple[str, str], dict[str, Any]]]
+
+
+# -- the pure rules ---------------------------------------------------------------------------
+def test_a_day_expires_only_once_all_of_it_is_older_than_the_retention() -> None:
+    assert retention.first_kept(5, NOW) == "2026-11-25"
+    assert retention.first_kept(0, NOW) is None  # kept for ever
+    assert retention.expiring("2026-11-25", "2026-11-23", None) == ["2026-11-24"]
+    assert retention.expiring("2026-11-25", "2026-11-24", "2020-01-01") == []
+    assert retention.expiring("2026-11-25", None, "2026-11-21") == [
+        "2026-11-21", "2026-11-22", "2026-11-23", "2026-11-24"]  # fmt: skip
+    assert retention.expiring("2026-11-25", None, None) == []
+    assert retention.expiring(None, None, "2020-01-01") == []
+
+
+def test_retention_settings() -> None:
+    s = Settings.from_env({"RETENTION_DAYS": "30", "ALERT_RETENTION_DAYS": "0"})
+    assert retention.Policy.of(s) == retention.Policy(30, 0, 30)
+    for bad in ("1", "-3", "x"):
+        with pytest.raises(SettingsError, match="RETENTION_DAYS"):
+            Settings.from_env({"RETENTION_DAYS": bad})
+
+
+def test_an_alert_keeps_its_row_with_a_marker_in_place_of_the_account() -> None:
+    row = {"PartitionKey": "2026-11-23", "RowKey": "ip|45.83.64.7|2026-11-23T10:20:00",
+           "Rule": "password_spray", "Severity": "high", "SubjectKind": "ip",
+           "Subject": "45.83.64.7",
+           "Users": '["Alice","root"]', "CompromisedUsers": "[]", "FailureCount": 7,
+           "DistinctUsers": 2, "FirstSeen": NOW, "LastSeen": NOW}  # fmt: skip
+    (op,) = retention.redact_alert(row, "alice", "[erased 2026-11-30]", "t")
+    assert op[0] == "update" and op[1]["Users"] == '["[erased 2026-11-30]","root"]'
+    assert "erased" in op[1]["Erasure"] and op[1]["RowKey"] == row["RowKey"]
+    own = {**row, "RowKey": "user|alice|2026-11-23T10:20:00", "SubjectKind": "user",
+           "Subject": "alice", "Users": '["alice"]'}  # fmt: skip
+    delete, put = retention.redact_alert(own, "alice", "[erased 2026-11-30]", "t")
+    assert delete[0] == "delete" and put[1]["RowKey"] == "user|~erased-t|2026-11-23T10:20:00"
+    assert "alice" not in orjson.dumps({k: v for k, v in put[1].items() if k != "FirstSeen"
+                                        and k != "LastSeen"}).decode()  # fmt: skip
+    head = {"PartitionKey": "2026-11-23", "RowKey": "user|alice|~"}
+    assert retention.redact_alert(head, "alice", "m", "t")[0][0] == "delete"
+    assert retention.redact_alert(row, "bob", "m", "t") == []
+
+
+# -- against Azurite ----------------------------------------------------------------------------
+def dump(storage: Storage) -> Dump:
+    out: Dump = {}
+    tables = (storage.events, storage.index, storage.state, storage.alerts)
+    for name, table in zip(("events", "index", "state", "alerts"), tables, strict=True):
+        rows = {}
+        for row in table.client.list_entities():
+            rk = re.sub(r"~erased-[0-9a-f]+", "~erased-X", row["RowKey"])
+            rows[(row["PartitionKey"], rk)] = {k: v for k, v in row.items()
+                                               if k not in ("Timestamp",)}  # fmt: skip
+        out[name] = rows
+    return out
+
+
+def mentions(row: dict[str, Any], key: tuple[str, str], word: str) -> bool:
+    pattern = re.compile(rf"(?<![\w.]){re.escape(word)}(?!\w)", re.I)
+    return any(pattern.search(str(v)) for v in (*key, *row.values()))
+
+
+def ingest(p: Pipeline, blobs: dict[str, bytes], prefix: str) -> None:
+    logs = p.storage.blobs.get_container_client(LOGS_CONTAINER)
+    if not logs.exists():
+        logs.create_container()
+    for name, data in blobs.items():
+        logs.upload_blob(prefix + name, data, overwrite=True)
+        p.ingest(logs.get_blob_client(prefix + name))
+
+
+def days_blobs(now: datetime) -> dict[str, bytes]:
+    """Records on days 9, 6, 5, 4 and 1 back; with RETENTION_DAYS=5 days before `keep` go,
+    including the last minute before it, and its first minute stays. Each day has a brute
+    force (an alert) and a bad line (quarantine)."""
+    keep = datetime.fromisoformat(retention.first_kept(5, now) or "").replace(tzinfo=UTC)
+    times = [keep - timedelta(days=k, hours=-10) for k in (4, 1)]
+    times += [keep - timedelta(seconds=30), keep + timedelta(seconds=30)]
+    times += [keep + timedelta(days=1, hours=10), keep + timedelta(days=4, hours=10)]
+    blobs: dict[str, bytes] = {}
+    for t in times:
+        hour = t.replace(minute=0, second=0, microsecond=0)
+        recs = [
+            samples.record(t, "carol", samples.OK, "82.165.10.4", port=1),
+            samples.record(t, "dan", samples.OK, "82.165.10.5", "WIN-APP-02", port=2),
+        ]
+        recs += [samples.record(t + timedelta(seconds=i), "root", samples.FAIL, "192.0.2.7",
+                                port=10 + i) for i in range(6)]  # fmt: skip
+        body = b"".join(orjson.dumps(r) + b"\n" for r in recs) + b'{"broken\n'
+        blobs[samples.blob_path("BASTION-RET", hour)] = body
+    return blobs
+
+
+def _day(pk: str) -> str:
+    return retention.day_of_partition(pk)
+
+
+def test_the_timer_removes_what_expired_and_nothing_younger(
+    indexed_app: dict[str, Any], app_env: Callable[..., Pipeline], blob_prefix: str
+) -> None:
+    p = app_env(RETENTION_DAYS="5", ALERT_RETENTION_DAYS="5", QUARANTINE_RETENTION_DAYS="5")
+    now = datetime.now(UTC)
+    keep = retention.first_kept(5, now) or ""
+    blobs = days_blobs(now)
+    ingest(p, blobs, blob_prefix)
+    logs, s = p.storage.logs(), p.storage
+    gone_blob = next(n for n in blobs if "/d=" in n and _hour(n) < keep)
+    logs.delete_blob(blob_prefix + gone_blob)  # its cursor goes; the other old ones stay
+    before = dump(s)
+    young = {
+        k
+        for k, r in _events(before).items()
+        if r["TimeGenerated"] >= datetime.fromisoformat(keep).replace(tzinfo=UTC)
+    }
+    assert young and len(young) < len(_events(before))
+    query = queries.parse_activity({"ip": "82.165.10.4", "from": (now - timedelta(days=12))
+                                    .isoformat(), "to": now.isoformat()}, now)  # fmt: skip
+    assert len(list(queries.activity_rows(s, query))) == 6
+
+    indexed_app["expire_old_data"].get_user_function()(TimerRequest(past_due=False))
+
+    after = dump(s)
+    assert set(_events(after)) == young
+    for name, rows in after.items():
+        for (pk, rk), _row in rows.items():
+            day = _day(pk) if not pk.startswith("host|") else rk[:10]
+            assert not day or day >= keep or pk.startswith("cursor|"), (name, pk, rk)
+    cursors = {r["BlobName"] for (pk, _), r in _state(after).items() if pk.startswith("cursor|")}
+    assert blob_prefix + gone_blob not in cursors
+    assert {n for n in cursors if _hour(n) < keep}  # blobs still there keep their cursor
+    assert sum(_day(pk) >= keep for pk, _ in _alerts(after)) == sum(
+        _day(pk) >= keep for pk, _ in _alerts(before))  # fmt: skip
+    quarantined = [b.name for b in s.container(s.settings.quarantine_container).list_blobs(
+        name_starts_with=blob_prefix)]  # fmt: skip
+    assert quarantined and all(_hour(n) >= keep for n in quarantined)
+    # Queries across the boundary answer the kept part, exactly.
+    assert len(list(queries.activity_rows(s, query))) == 3
+    user = queries.parse_activity({"user": "carol", "from": (now - timedelta(days=12))
+                                   .isoformat(), "to": now.isoformat()}, now)  # fmt: skip
+    assert len(list(queries.activity_rows(s, user))) == 3
+    # The next run has nothing to do.
+    assert not {k: v for k, v in retain.Expirer(s).run().items() if v}
+    assert dump(s).keys() == after.keys()
+
+
+def _hour(name: str) -> str:
+    """The day of a (source or quarantine) blob's hour folder."""
+    return layout.hour_of_blob(name)[:10]
+
+
+def _events(d: Dump) -> dict[tuple[str, str], dict[str, Any]]:
+    return d["events"]
+
+
+def _state(d: Dump) -> dict[tuple[str, str], dict[str, Any]]:
+    return d["state"]
+
+
+def _alerts(d: Dump) -> dict[tuple[str, str], dict[str, Any]]:
+    return d["alerts"]
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def crash_after(monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
+    real = retain.Deleter.delete
+    count = iter(range(calls))
+
+    def delete(self: retain.Deleter, table: Any, keys: Any) -> int:
+        if next(count, None) is None:
+            raise Crash("the worker died")
+        return real(self, table, keys)
+
+    monkeypatch.setattr(retain.Deleter, "delete", delete)
+
+
+def test_a_retention_run_that_crashed_is_finished_by_the_next(
+    make_pipeline: Callable[..., Pipeline], blob_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = datetime.now(UTC)
+    blobs = days_blobs(now)
+    clean, crashed = (make_pipeline(RETENTION_DAYS="5", ALERT_RETENTION_DAYS="5",
+                                    QUARANTINE_RETENTION_DAYS="5") for _ in range(2))  # fmt: skip
+    for p in (clean, crashed):
+        ingest(p, blobs, blob_prefix)
+    retain.Expirer(clean.storage).run(now)
+    with monkeypatch.context() as m:
+        crash_after(m, 5)
+        with pytest.raises(Crash):
+            retain.Expirer(crashed.storage).run(now)
+    retain.Expirer(crashed.storage).run(now)
+    a, b = dump(clean.storage), dump(crashed.storage)
+    assert [set(t) for t in a.values()] == [set(t) for t in b.values()]
+
+
+@pytest.fixture
+def two_stores(
+    make_pipeline: Callable[..., Pipeline], blob_prefix: str
+) -> Iterator[tuple[Pipeline, Pipeline]]:
+    blobs, _ = samples.build()
+    stores = (make_pipeline(), make_pipeline())
+    for p in stores:
+        ingest(p, blobs, blob_prefix)
+    yield stores
+
+
+def test_erasure_removes_the_person_everywhere_and_leaves_others_alone(
+    two_stores: tuple[Pipeline, Pipeline],
+) -> None:
+    s = two_stores[0].storage
+    before = dump(s)
+    assert any(mentions(r, k, "alice") for t in before.values() for k, r in t.items())
+    removed = retain.Eraser(s).erase("ALICE")
+    assert removed["events"] == 7 and removed["alerts_redacted"] >= 1 and removed["baseline"]
+    after = dump(s)
+    for name, rows in after.items():
+        for key, row in rows.items():
+            assert not mentions(row, key, "alice"), (name, key, row)
+            if key in before[name] and not mentions(before[name][key], key, "alice"):
+                assert row == before[name][key], (name, key)  # others: untouched
+        for key, row in before[name].items():
+            if not mentions(row, key, "alice"):
+                assert key in rows, (name, key)
+    spray = next(r for r in _alerts(after).values() if r.get("Rule") == "password_spray")
+    assert "[erased " in spray["Users"] and "erased" in spray["Erasure"]
+    assert "bob" in _events(after).__repr__()
+    assert not {k: v for k, v in retain.Eraser(s).erase("alice").items() if v}  # idempotent
+    assert dump(s) == after
+
+
+def test_an_erasure_that_crashed_is_finished_by_the_next(
+    two_stores: tuple[Pipeline, Pipeline], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean, crashed = (p.storage for p in two_stores)
+    retain.Eraser(clean).erase("svc-deploy")
+    for calls in (1, 3):
+        with monkeypatch.context() as m:
+            crash_after(m, calls)
+            with pytest.raises(Crash):
+                retain.Eraser(crashed).erase("svc-deploy")
+    retain.Eraser(crashed).erase("svc-deploy")
+    a, b = dump(clean), dump(crashed)
+    assert [set(t) for t in a.values()] == [set(t) for t in b.values()]
+    for key, row in _alerts(a).items():
+        other = _alerts(b)[key]
+        for field in ("Subject", "Users", "CompromisedUsers", "Summary"):
+            assert row.get(field) == other.get(field), (key, field)
+        assert not mentions(other, key, "svc-deploy")
+
+
+def test_the_erase_route_needs_the_eraser_role(
+    indexed_app: dict[str, Any],
+    app_env: Callable[..., Pipeline],
+    make_pipeline: Callable[..., Pipeline],
+    blob_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    p = make_pipeline()
+    ingest(p, samples.build()[0], blob_prefix)
+    names = {k: getattr(p.storage.settings, k.lower()) for k in
+             ("EVENTS_TABLE", "INDEX_TABLE", "STATE_TABLE", "ALERTS_TABLE")}  # fmt: skip
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
+    app_env(**names)
+    erase = indexed_app["http_erase"].get_user_function()
+
+    def call(*roles: str) -> func.HttpResponse:
+        headers = {"X-MS-CLIENT-PRINCIPAL": principal(*roles)}
+        return erase(func.HttpRequest(method="POST", url="/api/erase", params={"user": "dave"},
+                                      headers=headers, body=b""))  # fmt: skip
+
+    assert call("BastionAudit.Read").status_code == 403
+    done = call("BastionAudit.Erase")
+    assert done.status_code == 200
+    assert orjson.loads(done.get_body())["removed"]["events"] == 6
+    again = orjson.loads(call("BastionAudit.Erase").get_body())["removed"]
+    assert not {k: v for k, v in again.items() if v}
+    raw = orjson.loads(indexed_app["http_erase"].get_raw_bindings()[0])
+    assert raw["route"] == "erase" and raw["methods"] == ["POST"]
+
+
+def test_the_command_line_prints_what_it_erased(
+    app_env: Callable[..., Pipeline], make_pipeline: Callable[..., Pipeline], blob_prefix: str
+) -> None:
+    p = make_pipeline()
+    ingest(p, samples.build()[0], blob_prefix)
+    app_env(**{k: getattr(p.storage.settings, k.lower()) for k in
+               ("EVENTS_TABLE", "INDEX_TABLE", "STATE_TABLE", "ALERTS_TABLE")})  # fmt: skip
+    out = io.StringIO()
+    assert cli.main(["erase", "--user", "Frank"], out) == 0
+    line = out.getvalue().strip()
+    assert line.startswith("erased: ") and " events=6 " in line and "index=" in line, line
+    out = io.StringIO()
+    assert cli.main(["erase", "--user", "frank"], out) == 0
+    assert out.getvalue() == "erased: nothing\n"
+    assert cli.main(["erase", "--user", "  "], io.StringIO()) == 2
+    out = io.StringIO()
+    assert cli.main(["retain"], out) == 0 and out.getvalue().startswith("removed: ")
