@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -35,6 +36,9 @@ from .storage import Conflict, Storage, etag_of, transient
 log = logging.getLogger(__name__)
 _ATTEMPTS = 8
 _CACHED_ACCOUNTS = 20_000
+#: How long a worker trusts what it remembers of a baseline: rows only move earlier, but an
+#: erasure (`python -m shared erase`) removes them all, and must be relearned soon after.
+_CACHE_SECONDS = 3600.0
 
 
 class Profiler:
@@ -53,7 +57,7 @@ class Profiler:
         self.arm = arm
         self.interval = interval
         self.deliverer = deliverer
-        self._known: OrderedDict[str, dict[str, datetime]] = OrderedDict()
+        self._known: OrderedDict[str, tuple[float, dict[str, datetime]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def run(self, rows: Sequence[EventRow], now: datetime, notified: list[str]) -> None:
@@ -85,11 +89,12 @@ class Profiler:
         every row they would set is known, no later, and no failure falls just before one of
         the account's first sign-ins from a network."""
         with self._lock:
-            known = self._known.get(user)
-            if known is not None:
+            entry = self._known.get(user)
+            if entry is not None:
                 self._known.move_to_end(user)
-        if known is None:
-            return True  # not seen by this worker yet: read it (then it is known)
+        if entry is None or time.monotonic() - entry[0] > _CACHE_SECONDS:
+            return True  # not seen by this worker lately: read it (then it is known)
+        known = entry[1]
         for s in mine:
             for rk in baseline.row_keys(s):
                 first = known.get(rk)
@@ -199,7 +204,7 @@ class Profiler:
 
     def _remember(self, user: str, merged: dict[str, Sighting]) -> None:
         with self._lock:
-            self._known[user] = {rk: s.time for rk, s in merged.items()}
+            self._known[user] = (time.monotonic(), {rk: s.time for rk, s in merged.items()})
             self._known.move_to_end(user)
             while len(self._known) > _CACHED_ACCOUNTS:
                 self._known.popitem(last=False)
