@@ -133,7 +133,7 @@ class Detector:
         self.deliverer = deliverer
         self.pool = pool
         arm = timedelta(days=storage.settings.baseline_days)
-        self.profiler = Profiler(storage, thresholds, arm, notify_interval, deliverer)
+        self.profiler = Profiler(storage, thresholds, arm, notify_interval, deliverer, pool)
         self.health = Health(storage, deliverer)
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -51,8 +52,10 @@ class Profiler:
         arm: timedelta,
         interval: timedelta,
         deliverer: Deliverer,
+        pool: ThreadPoolExecutor,
     ) -> None:
         self.storage = storage
+        self.pool = pool
         self.t = thresholds
         self.arm = arm
         self.interval = interval
@@ -73,16 +76,27 @@ class Profiler:
                 successes.setdefault(user, []).append(_sighting(row))
             elif outcome == model.Outcome.FAILURE.value:
                 failures.setdefault(user, []).append(row["TimeGenerated"])
-        for user in sorted(successes.keys() | failures.keys()):
-            mine, failed = successes.get(user, []), failures.get(user, [])
-            if not self._may_change(user, mine, failed):
-                continue
-            try:
-                self._account(user, mine, now, notified)
-            except Exception as exc:
-                if transient(exc):
-                    raise  # the host retries the invocation; every write here is idempotent
-                log.exception("baseline of an account failed; it is looked at again next time")
+        todo = [
+            user
+            for user in sorted(successes.keys() | failures.keys())
+            if self._may_change(user, successes.get(user, []), failures.get(user, []))
+        ]
+        jobs = [
+            self.pool.submit(self._guarded, u, successes.get(u, []), now, notified) for u in todo
+        ]
+        errors = [job.exception() for job in jobs]  # every account ends before one is raised
+        raised = next((e for e in errors if e is not None), None)
+        if raised is not None:
+            raise raised
+
+    def _guarded(self, user: str, mine: list[Sighting], now: datetime, notified: list[str]) -> None:
+        """One account (accounts are independent partitions, so they run side by side)."""
+        try:
+            self._account(user, mine, now, notified)
+        except Exception as exc:
+            if transient(exc):
+                raise  # the host retries the invocation; every write here is idempotent
+            log.exception("baseline of an account failed; it is looked at again next time")
 
     def _may_change(self, user: str, mine: list[Sighting], failed: list[datetime]) -> bool:
         """False when the worker's memory of this baseline shows the records change nothing:
