@@ -197,6 +197,24 @@ class Deliverer:
             return
         log.info("alert %s kept changing while recording its delivery", row["RowKey"])
 
+    def send_digests(self, yesterday: str) -> int:
+        """Yesterday's digest, and again those of the days before whose delivery failed (the
+        timer runs once a day: a webhook down that morning must not lose the day). Returns
+        how many findings they held; raises if a channel still failed."""
+        lo = (date.fromisoformat(yesterday) - timedelta(days=REDELIVERY_DAYS)).isoformat()
+        params = {"pk": DIGEST_PARTITION, "lo": lo, "hi": yesterday}
+        failed = [str(r["RowKey"]) for r in self.storage.state.seek(params, ["RowKey", "LastError"])
+                  if r.get("LastError")]  # fmt: skip
+        total, errors = 0, []
+        for day in [*failed, yesterday]:
+            try:
+                total += self.send_digest(day)
+            except DeliveryError as exc:
+                errors.append(f"{day}: {exc}")
+        if errors:
+            raise DeliveryError("; ".join(errors))
+        return total
+
     def send_digest(self, day: str) -> int:
         """Send the day's digest of low findings once per channel (queue; webhooks only when
         `DIGEST_WEBHOOKS`); the `digest` row of the state table remembers what was served.

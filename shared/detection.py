@@ -431,7 +431,8 @@ class NewSourceSuccess:
 
 
 class OffHours:
-    """Context: the sign-in is at an hour of the week the account never worked at."""
+    """Context: the sign-in falls inside the account's night (its longest run of hours with no
+    sign-in, see `shared.baseline.off_hours`)."""
 
     kind, severity, name = Kind.USER, Severity.LOW, "off_hours"
     description = "Sign-in of user {subject} at an hour it never works"

@@ -11,18 +11,26 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import orjson
+
 from . import messages, text
+from .detection import Severity
 
 SCHEMA = "bastion-audit/digest@1"
-#: Most findings listed per account, and accounts per digest (the counts stay exact).
-PER_ACCOUNT, ACCOUNTS = 20, 200
+#: Most findings listed per account (its count stays exact).
+PER_ACCOUNT = 20
+#: Bytes of listed findings a digest holds: a queue message is 64 KiB after base64 (4/3), and
+#: a flood of low findings must not make the digest unsendable. What is left out is counted.
+BUDGET = 40_000
+#: Lines a Teams card lists (a card holds about 28 KB).
+CARD_LINES = 50
 
 
 def build(day: str, rows: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
     """The digest of one UTC day from its alerts partition; None when nothing is low."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
-        if "FirstSeen" not in row or row.get("Severity") != "low":
+        if "FirstSeen" not in row or row.get("Severity") != Severity.LOW.value:
             continue
         item = {
             "alertId": str(row["AlertId"]),
@@ -33,23 +41,30 @@ def build(day: str, rows: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
         groups.setdefault((str(row["SubjectKind"]), str(row["Subject"])), []).append(item)
     if not groups:
         return None
-    accounts: list[dict[str, Any]] = [
-        {
-            "subjectKind": kind,
-            "subject": subject,
-            "count": len(items),
-            "findings": sorted(items, key=lambda i: (i["firstSeen"], i["alertId"]))[:PER_ACCOUNT],
-        }
-        for (kind, subject), items in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-    ]
-    total = sum(a["count"] for a in accounts)
+    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    accounts: list[dict[str, Any]] = []
+    spent = 0
+    for (kind, subject), items in ordered:
+        spent += len(orjson.dumps(subject)) + 64
+        listed = []
+        for item in sorted(items, key=lambda i: (i["firstSeen"], i["alertId"]))[:PER_ACCOUNT]:
+            spent += len(orjson.dumps(item))
+            if spent > BUDGET:
+                break
+            listed.append(item)
+        if not listed:
+            break
+        accounts.append({"subjectKind": kind, "subject": subject, "count": len(items),
+                         "findings": listed})  # fmt: skip
+    total = sum(len(items) for _, items in ordered)
     return {
         "schema": SCHEMA,
         "day": day,
-        "summary": f"[DIGEST] {day}: {total} low-severity finding(s) for {len(accounts)} "
+        "summary": f"[DIGEST] {day}: {total} low-severity finding(s) for {len(ordered)} "
         "account(s); no action unless one looks wrong",
         "findings": total,
-        "accounts": accounts[:ACCOUNTS],
+        "accountCount": len(ordered),
+        "accounts": accounts,
     }
 
 
@@ -60,7 +75,11 @@ def lines(body: Mapping[str, Any]) -> list[str]:
 
 def teams_card(body: Mapping[str, Any]) -> dict[str, Any]:
     """The digest as an Adaptive Card: text only in TextRuns (no Markdown)."""
-    runs = [body["summary"], *lines(body)]
+    shown = lines(body)
+    more = body["findings"] - min(len(shown), CARD_LINES)
+    runs = [body["summary"], *shown[:CARD_LINES]]
+    if more > 0:
+        runs.append(f"(+{more} more: see the queue message or GET /api/alerts)")
     card = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",

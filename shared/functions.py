@@ -64,11 +64,11 @@ def on_health(past_due: bool = False) -> list[str]:
 
 def on_digest(past_due: bool = False, now: datetime | None = None) -> int:
     """Timer: the previous UTC day's low-severity findings, once, to the queue (and the
-    webhooks when `DIGEST_WEBHOOKS`)."""
+    webhooks when `DIGEST_WEBHOOKS`); days whose delivery failed are sent again."""
     if past_due:
         log.info("digest timer is past due; running now")
     day = ((now or datetime.now(UTC)) - timedelta(days=1)).date().isoformat()
-    return services().detector.deliverer.send_digest(day)
+    return services().detector.deliverer.send_digests(day)
 
 
 def on_redeliver() -> tuple[int, int]:

@@ -100,7 +100,8 @@ class Health:
         if found is None or self._unread(host, found):
             return
         key = (layout.day_of(found.since), layout.silence_key(host, found.since))
-        inc = _incident(host, "host_silent", Severity.MEDIUM, found.since, found.until, found.hours)
+        inc = incidents.single(Kind.HOST, host, ("host_silent",), Severity.MEDIUM, found.since,
+                               found.until, found.hours, hosts=(host,))  # fmt: skip
         self._settle(inc, key, now, told)
 
     def _unread(self, host: str, found: activity.Silence) -> bool:
@@ -147,7 +148,8 @@ class Health:
         key = (layout.day_of(now), layout.diagnostic_key(host, check.verdict.value))
         old = self.storage.alerts.get(*key)
         first = layout.utc(old["FirstSeen"]) if old is not None else now
-        inc = _incident(host, "diagnostic_setting_changed", Severity.HIGH, first, now, 0)
+        inc = incidents.single(Kind.HOST, host, ("diagnostic_setting_changed",), Severity.HIGH,
+                               first, now, hosts=(host,))  # fmt: skip
         self._settle(inc, key, now, told, old)
 
     def _settle(
@@ -165,24 +167,3 @@ class Health:
         if owes:
             told.append(str(ops[0][1]["AlertId"]))
             self.deliverer.deliver_incident(*key)
-
-
-def _incident(
-    host: str, rule: str, severity: Severity, first: datetime, last: datetime, count: int
-) -> Incident:
-    return Incident(
-        kind=Kind.HOST,
-        subject=host,
-        first_seen=first,
-        last_seen=last,
-        rules=(rule,),
-        severity=severity,
-        failures=count,
-        successes=0,
-        users=(),
-        distinct_users=0,
-        users_estimated=False,
-        ips=(),
-        targets=(),
-        hosts=(host,),
-    )

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from . import layout, messages
-from .detection import Incident, Severity
+from .detection import Incident, Kind, Severity
 
 OPENED, ESCALATED, UPDATED = "opened", "escalated", "updated"
 OPEN, WITHDRAWN = "open", "withdrawn"
@@ -167,6 +167,38 @@ def plan(
         entity = {"PartitionKey": head_key[0], "RowKey": head_key[1], "Version": version}
         out.ops.insert(0, ("update", entity, _guard(head)) if head else ("create", entity, {}))
     return out
+
+
+def single(
+    kind: Kind,
+    subject: str,
+    rules: tuple[str, ...],
+    severity: Severity,
+    first: datetime,
+    last: datetime,
+    failures: int = 0,
+    ips: tuple[str, ...] = (),
+    targets: tuple[str, ...] = (),
+    hosts: tuple[str, ...] = (),
+) -> Incident:
+    """An incident that is one finding about one subject (a baseline's, a host's), not
+    derived from buckets: no account sketch; an account is its own only account."""
+    return Incident(
+        kind=kind,
+        subject=subject,
+        first_seen=first,
+        last_seen=last,
+        rules=rules,
+        severity=severity,
+        failures=failures,
+        successes=int(kind is Kind.USER),
+        users=(subject,) if kind is Kind.USER else (),
+        distinct_users=int(kind is Kind.USER),
+        users_estimated=False,
+        ips=ips,
+        targets=targets,
+        hosts=hosts,
+    )
 
 
 def settle_one(

@@ -30,7 +30,7 @@ from azure.data.tables import TableEntity
 from . import baseline, incidents, layout, model
 from .alerting import Deliverer
 from .baseline import Finding, Sighting
-from .detection import Incident, Kind, Thresholds
+from .detection import Kind, Thresholds
 from .entities import EventRow
 from .storage import Conflict, Storage, etag_of, transient
 
@@ -202,7 +202,12 @@ class Profiler:
         net = rk[len(baseline.NET) :]
         old = self.storage.alerts.get(day, layout.finding_key(user, net)) if day else None
         key = (layout.day_of(finding.time), layout.finding_key(user, net)) if finding else ("", "")
-        inc = _incident(user, finding) if finding is not None else None
+        inc = None
+        if finding is not None:
+            f = finding
+            inc = incidents.single(Kind.USER, user, f.rules, f.severity, f.time, f.time, f.failures,
+                                   (f.ip,), (f.target,) if f.target else (),
+                                   (f.host,) if f.host else ())  # fmt: skip
         ops, owes = incidents.settle_one(inc, old, key, now, self.interval)
         for op in ops:  # the new row first, the old one (maybe another partition) after
             self.storage.alerts.transact([op])
@@ -274,22 +279,3 @@ def _from_row(row: TableEntity) -> Sighting:
 
 def _to_row(s: Sighting) -> dict[str, Any]:
     return {"First": s.time, "FirstKey": s.key, "Ip": s.ip, "Target": s.target, "Host": s.host}
-
-
-def _incident(user: str, f: Finding) -> Incident:
-    return Incident(
-        kind=Kind.USER,
-        subject=user,
-        first_seen=f.time,
-        last_seen=f.time,
-        rules=f.rules,
-        severity=f.severity,
-        failures=f.failures,
-        successes=1,
-        users=(user,),
-        distinct_users=1,
-        users_estimated=False,
-        ips=(f.ip,),
-        targets=(f.target,) if f.target else (),
-        hosts=(f.host,) if f.host else (),
-    )

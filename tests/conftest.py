@@ -165,3 +165,24 @@ def app_env(
 
     yield configure
     functions.reset()
+
+
+@pytest.fixture
+def hook() -> Iterator[Any]:
+    """A webhook receiver on 127.0.0.1 whose answers a test scripts (`test_alerts.Hook`)."""
+    from test_alerts import Hook
+
+    h = Hook()
+    yield h
+    h.server.shutdown()
+    h.server.server_close()
+
+
+@pytest.fixture
+def arm() -> Iterator[Any]:
+    """A server on 127.0.0.1 answering like ARM's diagnostic settings (`test_diagnostics`)."""
+    from test_diagnostics import FakeArm
+
+    server = FakeArm()
+    yield server
+    server.stop()

@@ -7,7 +7,7 @@ import base64
 import http.server
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -51,14 +51,6 @@ class Hook:
 
     def url(self, path: str = "/hook/SECRET-TOKEN") -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    h = Hook()
-    yield h
-    h.server.shutdown()
-    h.server.server_close()
 
 
 def burst(prefix: str, n: int = 6, user: str = "admin", minute: int = 0) -> dict[str, bytes]:

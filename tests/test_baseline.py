@@ -6,6 +6,7 @@ import itertools
 import random
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from shared import activity, baseline, digest, messages
@@ -175,3 +176,20 @@ def test_host_lines_say_what_is_missing() -> None:
     line = messages.summary(silent)
     assert line.startswith("[MEDIUM] Bastion host")
     assert "no records for 4 hour(s)" in line and "failures" not in line
+
+
+def test_a_flood_of_low_findings_still_fits_one_queue_message() -> None:
+    """300 accounts with 25 findings each, names at their longest: the counts stay exact, the
+    body fits a queue message after base64, the Teams card stays under its size limit."""
+    when = DAY0 + timedelta(days=9, hours=2)
+    rows = [
+        row(f"{'x' * 2000}{a}", "low", "new_source_success,off_hours", when + timedelta(minutes=f))
+        for a in range(300)
+        for f in range(25)
+    ]
+    body = digest.build("2026-11-11", rows)
+    assert body is not None
+    assert (body["findings"], body["accountCount"]) == (7500, 300)
+    assert 0 < len(body["accounts"]) < 300
+    assert len(orjson.dumps(body)) * 4 / 3 < 64 * 1024
+    assert len(orjson.dumps(digest.teams_card(body))) < 28 * 1024

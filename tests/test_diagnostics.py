@@ -12,7 +12,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -250,13 +249,6 @@ class FakeArm:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-@pytest.fixture
-def arm() -> Iterator[FakeArm]:
-    server = FakeArm()
-    yield server
-    server.stop()
 
 
 def checker(arm: FakeArm, credential: Any = None, **kw: Any) -> Checker:

@@ -4,49 +4,25 @@ order, replayed), host silence and the diagnostic check (health timer), the dail
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
 from azure.functions.timer import TimerRequest
 from test_alerts import Hook
-from test_campaigns import incidents, lines
-from test_campaigns import queue as read_queue
+from test_campaigns import incidents, lines, queue
 from test_diagnostics import BASTION, OURS, FakeArm, audit, body, checker, setting
 
 from devtools import samples
 from shared import functions, layout
+from shared.alerting import DeliveryError
 from shared.ingest import Pipeline
 
 pytestmark = pytest.mark.azurite
 DAY0 = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday
 OFFICE, THIEF = "203.0.113.10", "102.44.7.9"
 TIMER = TimerRequest(past_due=False)
-
-
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    h = Hook()
-    yield h
-    h.server.shutdown()
-    h.server.server_close()
-
-
-@pytest.fixture
-def arm() -> Iterator[FakeArm]:
-    server = FakeArm()
-    yield server
-    server.stop()
-
-
-def queue(p: Pipeline) -> list[dict[str, Any]]:
-    """The alert queue's messages ([] when nothing was ever sent: no queue yet)."""
-    try:
-        return read_queue(p)
-    except ResourceNotFoundError:
-        return []
 
 
 def blobs_of(prefix: str, records: list[dict[str, Any]]) -> dict[str, bytes]:
@@ -237,3 +213,29 @@ def test_digest_sends_the_days_low_findings_once(
     assert sent[0]["accounts"][0]["subject"] == "alice"
     assert "to a machine it never used" in sent[0]["accounts"][0]["findings"][0]["line"]
     assert len(hook.bodies) == 1 and hook.bodies[0]["type"] == "message"
+
+
+def test_a_digest_whose_webhook_failed_is_sent_the_next_morning(
+    app_env: Callable[..., Pipeline],
+    indexed_app: dict[str, Any],
+    logs: Any,
+    blob_prefix: str,
+    hook: Hook,
+) -> None:
+    """The webhook is down when the digest goes: the queue has it, the timer fails; the next
+    morning's run sends that day's digest to the webhook, and nothing twice to the queue."""
+    yesterday = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    yesterday -= timedelta(days=1)
+    new_vm = samples.record(yesterday + timedelta(hours=10), "alice", samples.OK, "82.1.2.3",
+                            vm="WIN-NEW-09")  # fmt: skip
+    blobs = blobs_of(blob_prefix, [*history(yesterday - timedelta(days=9), 8), new_vm])
+    p = app_env(ALERT_TEAMS_WEBHOOK_URL=hook.url("/teams"), DIGEST_WEBHOOKS="true",
+                WEBHOOK_MAX_ATTEMPTS="1")  # fmt: skip
+    ingest(indexed_app, logs, blobs, sorted(blobs))
+    hook.script = [503]
+    with pytest.raises(DeliveryError):
+        indexed_app["send_digest"].get_user_function()(TIMER)
+    assert hook.bodies == [] and len(queue(p)) == 1
+    functions.on_digest(now=datetime.now(UTC) + timedelta(days=1))  # the next morning
+    assert [b["summary"][:8] for b in hook.bodies] == ["[DIGEST]"]
+    assert queue(p) == []  # the queue had it already
