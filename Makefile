@@ -6,7 +6,7 @@ PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.1
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test unit typecheck bench lint format clean azurite azurite-stop samples
+.PHONY: demo test test-later unit typecheck bench lint format clean azurite azurite-stop samples
 
 PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
@@ -62,3 +62,8 @@ format: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis .azurite logs
+
+# The whole suite as if today were 400 days later (no answer may depend on the calendar).
+test-later: $(VENV)/.installed node_modules/.installed
+	bash tests/ensure_chromium.sh
+	TEST_DAYS_AHEAD=400 $(PY) -m pytest

@@ -289,6 +289,7 @@ var bastionAuditSettings = union(logsTables, {
   SWEEP_SCHEDULE: '0 * * * * *'
   SWEEP_LOOKBACK_HOURS: string(sweepLookbackHours)
   ALERT_RETRY_SCHEDULE: '0 */5 * * * *'
+  ALERT_RETRY_HOURS: '72'
   MAX_RECORD_BYTES: '32768'
   READ_CHUNK_BYTES: '4194304'
   WRITE_CONCURRENCY: '4'

@@ -34,8 +34,8 @@ logging.getLogger("urllib3").setLevel(logging.CRITICAL)
 SCHEMA = messages.SCHEMA
 #: Notifications younger than this are left to the invocation that decided them.
 REDELIVERY_GRACE = timedelta(minutes=2)
-#: How far back the timer looks for pending notifications (incident start days).
-REDELIVERY_DAYS = 7
+#: How far back the daily digest looks for days whose digest failed to send.
+DIGEST_RETRY_DAYS = 7
 _ATTEMPTS = 8
 #: State-table partition of the daily digests (RowKey: the UTC day).
 DIGEST_PARTITION = "digest"
@@ -201,7 +201,7 @@ class Deliverer:
         """Yesterday's digest, and again those of the days before whose delivery failed (the
         timer runs once a day: a webhook down that morning must not lose the day). Returns
         how many findings they held; raises if a channel still failed."""
-        lo = (date.fromisoformat(yesterday) - timedelta(days=REDELIVERY_DAYS)).isoformat()
+        lo = (date.fromisoformat(yesterday) - timedelta(days=DIGEST_RETRY_DAYS)).isoformat()
         params = {"pk": DIGEST_PARTITION, "lo": lo, "hi": yesterday}
         failed = [str(r["RowKey"]) for r in self.storage.state.seek(params, ["RowKey", "LastError"])
                   if r.get("LastError")]  # fmt: skip
@@ -247,22 +247,21 @@ class Deliverer:
         return int(findings)
 
     def redeliver_pending(self, now: datetime | None = None) -> tuple[int, int]:
-        """Retry pending notifications and send due growth updates; returns (tried, completed)."""
+        """Retry pending notifications and send due growth updates; returns (tried, completed).
+
+        Found by when they became pending, not by the day of their events: an incident about
+        a backfilled month is owed like any other. One pending for longer than
+        `ALERT_RETRY_HOURS` is left alone and listed by `status` instead."""
         now = now or datetime.now(UTC)
-        today = now.date()
+        horizon = timedelta(hours=self.settings.alert_retry_hours)
         rows = self.storage.alerts.query(
-            "PartitionKey ge @lo and PartitionKey le @hi and "
-            # Parameters must be followed by a space: the SDK splits the filter on spaces.
-            "((Status eq @pending and UpdatedAt le @before ) or UpdateDue eq true)",
-            {
-                "lo": (today - timedelta(days=REDELIVERY_DAYS)).isoformat(),
-                "hi": (today + timedelta(days=1)).isoformat(),
-                "pending": "pending",
-                "before": now - REDELIVERY_GRACE,
-            },
+            incidents.OWED_FILTER, {"pending": "pending", "before": now - REDELIVERY_GRACE}
         )
-        tried = completed = 0
+        tried = completed = expired = 0
         for row in rows:
+            if incidents.past_horizon(row, now, horizon):
+                expired += 1
+                continue
             if not row.get("Pending"):
                 change = incidents.due_update(row, now, self.interval)
                 if change is None:
@@ -276,6 +275,8 @@ class Deliverer:
             tried += 1
             completed += self.deliver(row)
         log.info("redelivery: %d notification(s) tried, %d delivered", tried, completed)
+        if expired:
+            log.warning("%d notification(s) pending beyond ALERT_RETRY_HOURS: see status", expired)
         return tried, completed
 
 

@@ -274,6 +274,13 @@ def _status(args: argparse.Namespace, out: TextIO) -> int:
             f"{'unknown (not readable)' if poison is None else poison}",
             file=out,
         )
+        for stuck in body["alertsPastRetryHorizon"]:
+            print(
+                f"not delivered, past ALERT_RETRY_HOURS: {stuck['alertId']} ({stuck['event']}, "
+                f"{stuck['severity']}) pending since {stuck['pendingSince']}, "
+                f"{stuck['attempts']} attempt(s), last error: {stuck['lastError'] or '-'}",
+                file=out,
+            )
     return 0
 
 

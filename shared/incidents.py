@@ -53,6 +53,7 @@ _NOTIFY_STATE = (
     "CreatedAt",
     "Seq",
     "Pending",
+    "PendingSince",
     "DeliveredTo",
     "Attempts",
     "LastError",
@@ -287,22 +288,25 @@ def _decide(row: dict[str, Any], now: datetime, interval: timedelta) -> None:
         return
     if not pending:
         if not told:
-            _pend(row, OPENED)
+            _pend(row, OPENED, now)
         elif severity > told:
-            _pend(row, ESCALATED)
+            _pend(row, ESCALATED, now)
         elif row["FailureCount"] >= GROWTH * max(int(row.get("NotifiedFailures") or 0), 1):
             last = row.get("NotifiedAt")
             if last is None or now - last >= interval:
-                _pend(row, UPDATED)
+                _pend(row, UPDATED, now)
             else:
                 row["UpdateDue"] = True
     elif pending == UPDATED and severity > told:
-        _pend(row, ESCALATED)
+        _pend(row, ESCALATED, now)
 
 
-def _pend(row: dict[str, Any], event: str) -> None:
+def _pend(row: dict[str, Any], event: str, now: datetime) -> None:
+    """Owe people `event`; `PendingSince` is what redelivery and its horizon go by (not the
+    day of the events: a backfill's incident is as fresh as any)."""
     row.update(
         Pending=event,
+        PendingSince=now,
         Seq=int(row.get("Seq") or 0) + 1,
         DeliveredTo="",
         Attempts=0,
@@ -317,7 +321,7 @@ def due_update(row: dict[str, Any], now: datetime, interval: timedelta) -> dict[
     if row.get("Pending") or not row.get("UpdateDue") or (last and now - last < interval):
         return None
     change = {k: row.get(k) for k in ("Seq", "Pending")}
-    _pend(change, UPDATED)
+    _pend(change, UPDATED, now)
     change = {**_key(row), **change}
     change["Status"] = "pending"
     return change
@@ -346,3 +350,23 @@ def _guard(row: dict[str, Any] | None) -> dict[str, Any]:
 def names(row: dict[str, Any], field_name: str) -> list[str]:
     value = orjson.loads(row.get(field_name) or "[]")
     return [str(v) for v in value] if isinstance(value, list) else []
+
+
+#: Notifications owed or deferred, whatever day their events are on: the whole alerts table,
+#: filtered by the service (it holds incidents and findings, not records). Parameters must be
+#: followed by a space: the SDK splits the filter on spaces.
+OWED_FILTER = "(Status eq @pending and UpdatedAt le @before ) or UpdateDue eq true"
+PENDING_FILTER = "Status eq @pending"
+
+
+def pending_since(row: dict[str, Any]) -> datetime | None:
+    """When the row's notification became pending (rows from before `PendingSince`: their
+    last update, which is no earlier)."""
+    since = row.get("PendingSince") or row.get("UpdatedAt")
+    return since if isinstance(since, datetime) else None
+
+
+def past_horizon(row: dict[str, Any], now: datetime, horizon: timedelta) -> bool:
+    """A pending notification retried for longer than the horizon: shown, no longer sent."""
+    since = pending_since(row)
+    return bool(row.get("Pending")) and since is not None and now - since > horizon

@@ -44,6 +44,7 @@ DEFAULTS: dict[str, str] = {
     "SWEEP_SCHEDULE": "0 * * * * *",
     "SWEEP_LOOKBACK_HOURS": "3",
     "ALERT_RETRY_SCHEDULE": "0 */5 * * * *",
+    "ALERT_RETRY_HOURS": "72",
     "MAX_RECORD_BYTES": "32768",
     "READ_CHUNK_BYTES": "4194304",
     "WRITE_CONCURRENCY": "4",
@@ -96,6 +97,8 @@ class Settings:
     incident_quiet_minutes: int = 60
     incident_max_hours: int = 24
     notify_interval_minutes: int = 60
+    #: How long a notification that failed is retried, from when it became pending.
+    alert_retry_hours: int = 72
     ip_allowlist: tuple[IPNetwork, ...] = ()
     sweep_lookback_hours: int = 3
     max_record_bytes: int = 32768
@@ -166,6 +169,7 @@ class Settings:
             incident_quiet_minutes=num("INCIDENT_QUIET_MINUTES", 1, 24 * 60),
             incident_max_hours=max_hours,
             notify_interval_minutes=num("NOTIFY_INTERVAL_MINUTES", 1, 7 * 24 * 60),
+            alert_retry_hours=num("ALERT_RETRY_HOURS", 1, 90 * 24),
             ip_allowlist=r.networks("IP_ALLOWLIST"),
             sweep_lookback_hours=num("SWEEP_LOOKBACK_HOURS", 1, 48),
             max_record_bytes=num("MAX_RECORD_BYTES", 1024, 32768),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +19,7 @@ import orjson
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
-from . import layout, text
+from . import incidents, layout, text
 from .storage import Cursor, Storage
 from .sweep import host_folders
 
@@ -30,6 +29,8 @@ SILENT_AFTER = timedelta(hours=2)
 #: Unread bytes older than this mean ingest is behind (the sweep runs every minute).
 BEHIND_AFTER = timedelta(minutes=5)
 POISON_QUEUE = "webjobs-blobtrigger-poison"
+#: Notifications past the retry horizon listed by name (all are counted).
+LISTED = 50
 OK, BEHIND, SILENT, FAILING = "ok", "behind", "silent", "failing"
 
 
@@ -67,6 +68,8 @@ class Status:
     checked_at: datetime
     hosts: list[HostStatus] = field(default_factory=list)
     pending_alerts: int = 0
+    #: Pending for longer than ALERT_RETRY_HOURS: no longer retried, listed for people.
+    undelivered: list[dict[str, Any]] = field(default_factory=list)
     detection_retries: int = 0
     poison_messages: int | None = None  # None: the queue could not be read
 
@@ -75,6 +78,7 @@ class Status:
             "checkedAt": text.utc(self.checked_at),
             "hosts": [h.json() for h in self.hosts],
             "pendingAlerts": self.pending_alerts,
+            "alertsPastRetryHorizon": self.undelivered,
             "detectionRetries": self.detection_retries,
             "poisonMessages": self.poison_messages,
         }
@@ -119,7 +123,7 @@ def collect(storage: Storage, logs: ContainerClient, now: datetime | None = None
     for h in hosts.values():
         h.verdict, h.why = verdict(h, now)
     out.hosts = sorted(hosts.values(), key=lambda h: h.host)
-    out.pending_alerts = _count(storage, now)
+    out.pending_alerts, out.undelivered = _pending(storage, now)
     retries = storage.state.partition(layout.RETRY_PARTITION, ["RowKey"])
     out.detection_retries = sum(1 for _ in retries)
     return out
@@ -193,17 +197,28 @@ def _b64(text: str) -> str:
         return ""
 
 
-def _count(storage: Storage, now: datetime) -> int:
-    rows: Iterable[Mapping[str, Any]] = storage.alerts.query(
-        "PartitionKey ge @lo and PartitionKey le @hi and Status eq @pending",
-        {
-            "lo": (now - timedelta(days=7)).date().isoformat(),
-            "hi": (now + timedelta(days=1)).date().isoformat(),
-            "pending": "pending",
-        },
-        ["RowKey"],
-    )
-    return sum(1 for _ in rows)
+def _pending(storage: Storage, now: datetime) -> tuple[int, list[dict[str, Any]]]:
+    """Every notification still pending, whatever day its events are on, and those past the
+    retry horizon (no longer sent: someone must look), oldest first, at most `LISTED`."""
+    horizon = timedelta(hours=storage.settings.alert_retry_hours)
+    select = ["PartitionKey", "RowKey", "AlertId", "Pending", "PendingSince", "UpdatedAt",
+              "Severity", "Attempts", "LastError"]  # fmt: skip
+    count, stuck = 0, []
+    for row in storage.alerts.query(incidents.PENDING_FILTER, {"pending": "pending"}, select):
+        count += 1
+        if incidents.past_horizon(row, now, horizon):
+            stuck.append(
+                {
+                    "alertId": str(row.get("AlertId") or ""),
+                    "event": str(row.get("Pending") or ""),
+                    "severity": str(row.get("Severity") or ""),
+                    "pendingSince": _iso(incidents.pending_since(row)),
+                    "attempts": int(row.get("Attempts") or 0),
+                    "lastError": str(row.get("LastError") or ""),
+                }
+            )
+    stuck.sort(key=lambda r: (r["pendingSince"] or "", r["alertId"]))
+    return count, stuck[:LISTED]
 
 
 def _host_of(name: str) -> str:

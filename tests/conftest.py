@@ -14,6 +14,8 @@ import os
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +28,42 @@ from shared.settings import CONNECTION, DEFAULTS, LOGS_CONTAINER, Settings
 
 _ids = itertools.count(1)
 _NEEDS_AZURITE = {"emulator", "restartable"}
+#: `TEST_DAYS_AHEAD=400 make test` runs the suite as if today were 400 days later: no answer
+#: may depend on the day the tests were written (README, "Tests").
+DAYS_AHEAD = "TEST_DAYS_AHEAD"
+_SITE = """import datetime as d, os, time_machine
+ahead = d.timedelta(days=int(os.environ["TEST_DAYS_AHEAD"]))
+time_machine.travel(d.datetime.now(d.UTC) + ahead, tick=True).start()
+"""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Travel in time for the whole session (and for Python subprocesses, via a
+    `sitecustomize` on PYTHONPATH) when TEST_DAYS_AHEAD is set. time-machine moves every
+    clock Python reads (datetime, time, in C extensions too) and keeps them ticking."""
+    days = os.environ.get(DAYS_AHEAD, "").strip()
+    if not days:
+        return
+    import time_machine
+
+    to = datetime.now(UTC) + timedelta(days=int(days))
+    site = Path(tempfile.mkdtemp(prefix="travel-"))
+    (site / "sitecustomize.py").write_text(_SITE)
+    os.environ["TEST_TRAVEL_TO"] = to.isoformat()
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(site), os.environ.get("PYTHONPATH")])
+    )
+    traveller = time_machine.travel(to, tick=True)
+    traveller.start()
+    config.stash[_TRAVEL] = traveller
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    days = os.environ.get(DAYS_AHEAD, "").strip()
+    return f"clock: {days} days ahead, now {datetime.now(UTC):%Y-%m-%d}" if days else None
+
+
+_TRAVEL = pytest.StashKey[Any]()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -13,10 +13,11 @@ from typing import Any
 
 import orjson
 import pytest
+import time_machine
 from azure.functions.timer import TimerRequest
 
 from devtools import samples
-from shared import alerting
+from shared import alerting, status
 from shared.ingest import Pipeline
 
 pytestmark = pytest.mark.azurite
@@ -233,3 +234,65 @@ def test_dead_endpoint_leaves_alert_pending_and_redelivery_sends_it(
     assert len(queue_messages(p2)) == 1  # the queue was not sent twice
     indexed_app["redeliver_alerts"].get_user_function()(TimerRequest(past_due=False))
     assert len(hook.bodies) == 1  # nothing pending any more
+
+
+def lines(records: list[dict[str, Any]]) -> bytes:
+    return b"".join(orjson.dumps(r) + b"\n" for r in records)
+
+
+def failures_at(prefix: str, start: datetime, n: int = 6) -> dict[str, bytes]:
+    """A brute force of `n` failures from one address, in one hour blob, from `start`."""
+    records = [
+        samples.record(
+            start + timedelta(seconds=20 * i), "admin", samples.FAIL, "198.51.100.9", port=i
+        )  # fmt: skip
+        for i in range(n)
+    ]
+    return {prefix + f"{start:y=%Y/m=%m/d=%d/h=%H}/m=00/PT1H.json": lines(records)}
+
+
+def test_backfilled_incident_is_retried_until_delivered_and_listed_past_the_horizon(
+    app_env: Callable[..., Pipeline],
+    indexed_app: dict[str, Any],
+    logs: Any,
+    blob_prefix: str,
+    hook: Hook,
+) -> None:
+    """An incident about 30-day-old events (a backfill, a catch-up after an outage) is owed like
+    any other: found by when its notification became pending, not by the day of its events.
+    Past ALERT_RETRY_HOURS it is no longer sent, and `status` lists it."""
+    dead = Hook()
+    dead_url = dead.url()
+    dead.server.shutdown()
+    dead.server.server_close()
+    p = app_env(ALERT_WEBHOOK_URL=dead_url, WEBHOOK_MAX_ATTEMPTS="1", ALERT_RETRY_HOURS="72")
+    month_ago = (datetime.now(UTC) - timedelta(days=30)).replace(minute=10, second=0)
+    ingest_all(p, logs, failures_at(blob_prefix + "a/", month_ago))
+    [row] = alert_rows(p)
+    assert row["Status"] == "pending" and row["DeliveredTo"] == "queue"
+    collected = status.collect(p.storage, p.storage.logs()).json()
+    assert collected["pendingAlerts"] == 1 and collected["alertsPastRetryHorizon"] == []
+
+    # The endpoint is back; the timer runs (through the indexed app) five minutes later.
+    back = {"ALERTS_TABLE": p.settings.alerts_table, "ALERT_QUEUE": p.settings.alert_queue}
+    p2 = app_env(ALERT_WEBHOOK_URL=hook.url(), **back)
+    timer = indexed_app["redeliver_alerts"].get_user_function()
+    with time_machine.travel(datetime.now(UTC) + timedelta(minutes=5), tick=True):
+        timer(TimerRequest(past_due=False))
+    assert [b["alertId"] for b in hook.bodies] == [row["AlertId"]]
+    assert [r["Status"] for r in alert_rows(p2)] == ["delivered"]
+    assert len(queue_messages(p2)) == 1
+
+    # Another backfilled incident fails, and keeps failing past the horizon: not sent, listed.
+    p3 = app_env(ALERT_WEBHOOK_URL=dead_url, WEBHOOK_MAX_ATTEMPTS="1", **back)
+    ingest_all(p3, logs, failures_at(blob_prefix + "b/", month_ago - timedelta(days=1)))
+    stuck = next(r for r in alert_rows(p3) if r["Status"] == "pending")
+    p4 = app_env(ALERT_WEBHOOK_URL=hook.url(), **back)
+    with time_machine.travel(datetime.now(UTC) + timedelta(hours=73), tick=True):
+        timer(TimerRequest(past_due=False))
+        collected = status.collect(p4.storage, p4.storage.logs()).json()
+    assert len(hook.bodies) == 1, "past the horizon: not sent any more"
+    assert collected["pendingAlerts"] == 1
+    [listed] = collected["alertsPastRetryHorizon"]
+    assert listed["alertId"] == stuck["AlertId"] and listed["event"] == "opened"
+    assert "ConnectionError" in listed["lastError"]
