@@ -142,9 +142,8 @@ class Settings:
         api_auth = r.choice("API_AUTH", ("entra", "none"), lower=True)
         max_hours = r.num("INCIDENT_MAX_HOURS", 1, 24)
         if 24 % max_hours:
-            raise SettingsError(
-                f"INCIDENT_MAX_HOURS must divide 24 (1, 2, 3, 4, 6, 8, 12 or 24), got {max_hours}"
-            )
+            raise SettingsError(f"INCIDENT_MAX_HOURS must divide 24 (1, 2, 3, 4, 6, 8, 12 or 24), "
+                                f"got {max_hours}")  # fmt: skip
         get, num = r.get, r.num
         bastions, account = r.diagnostics()
         prefix = CONNECTION + "__"

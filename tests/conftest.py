@@ -31,16 +31,36 @@ _NEEDS_AZURITE = {"emulator", "restartable"}
 #: `TEST_DAYS_AHEAD=400 make test` runs the suite as if today were 400 days later: no answer
 #: may depend on the day the tests were written (README, "Tests").
 DAYS_AHEAD = "TEST_DAYS_AHEAD"
-_SITE = """import datetime as d, os, time_machine
-ahead = d.timedelta(days=int(os.environ["TEST_DAYS_AHEAD"]))
-time_machine.travel(d.datetime.now(d.UTC) + ahead, tick=True).start()
+_SITE = """import datetime as d, os
+try:  # a fresh venv that the README's commands are still installing has no time_machine yet
+    import time_machine
+except ImportError:
+    pass
+else:
+    ahead = d.timedelta(days=int(os.environ["TEST_DAYS_AHEAD"]))
+    time_machine.travel(d.datetime.now(d.UTC) + ahead, tick=True).start()
+"""
+
+#: The same for Node.js (Azurite: blob Last-Modified, entity Timestamp), via NODE_OPTIONS.
+_NODE = """const ahead = Number(process.env.TEST_DAYS_AHEAD) * 86400000;
+const Real = Date;
+function Shifted(...args) {
+  if (!new.target) return new Real(Real.now() + ahead).toString();
+  return args.length ? new Real(...args) : new Real(Real.now() + ahead);
+}
+Shifted.prototype = Real.prototype;
+Shifted.now = () => Real.now() + ahead;
+Shifted.parse = Real.parse;
+Shifted.UTC = Real.UTC;
+globalThis.Date = Shifted;
 """
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Travel in time for the whole session (and for Python subprocesses, via a
-    `sitecustomize` on PYTHONPATH) when TEST_DAYS_AHEAD is set. time-machine moves every
-    clock Python reads (datetime, time, in C extensions too) and keeps them ticking."""
+    """Travel in time for the whole session when TEST_DAYS_AHEAD is set: this process and
+    Python subprocesses (a `sitecustomize` on PYTHONPATH) with time-machine, which moves every
+    clock Python reads and keeps it ticking; Azurite and other Node.js processes with a
+    preloaded script that shifts `Date`. Storage and app then agree on the time, as in Azure."""
     days = os.environ.get(DAYS_AHEAD, "").strip()
     if not days:
         return
@@ -49,6 +69,9 @@ def pytest_configure(config: pytest.Config) -> None:
     to = datetime.now(UTC) + timedelta(days=int(days))
     site = Path(tempfile.mkdtemp(prefix="travel-"))
     (site / "sitecustomize.py").write_text(_SITE)
+    (site / "clock.js").write_text(_NODE)
+    node = [os.environ.get("NODE_OPTIONS", ""), f"--require={site / 'clock.js'}"]
+    os.environ["NODE_OPTIONS"] = " ".join(filter(None, node))
     os.environ["TEST_TRAVEL_TO"] = to.isoformat()
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(site), os.environ.get("PYTHONPATH")])

@@ -245,7 +245,7 @@ def failures_at(prefix: str, start: datetime, n: int = 6) -> dict[str, bytes]:
     records = [
         samples.record(
             start + timedelta(seconds=20 * i), "admin", samples.FAIL, "198.51.100.9", port=i
-        )  # fmt: skip
+        )
         for i in range(n)
     ]
     return {prefix + f"{start:y=%Y/m=%m/d=%d/h=%H}/m=00/PT1H.json": lines(records)}

@@ -112,7 +112,9 @@ def test_alerts(call: Callable[..., func.HttpResponse]) -> None:
     assert response.status_code == 200
     items = body(response)["items"]
     assert {(a["rule"], a["subject"]) for a in items} == set(expected.alerts)
-    pending = body(call("http_alerts", status="pending", **{"from": "2026-11-23"}))
+    pending = body(
+        call("http_alerts", status="pending", **{"from": "2026-11-23", "to": "2026-11-24"})
+    )
     assert pending == {"items": [], "continuation": None}
     assert call("http_alerts", status="weird").status_code == 400
     assert call("http_alerts", **{"from": "2026-11-24", "to": "2026-11-23"}).status_code == 400
