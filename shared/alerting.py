@@ -126,14 +126,23 @@ class Deliverer:
         return None
 
     def deliver(self, row: TableEntity) -> bool:
-        """Send the pending notification to every channel not yet served; record the outcome."""
-        if not row.get("Pending"):
-            return True
+        """Send what the row owes, oldest notice first, each to every channel not yet served;
+        record each outcome. True if nothing is left pending."""
+        for _ in range(incidents.MAX_OWED + 1):
+            if not row.get("Pending"):
+                return True
+            if not self._deliver_head(row):
+                return False
+        return not row.get("Pending")
+
+    def _deliver_head(self, row: TableEntity) -> bool:
+        """The notice at the head of the row's queue, to every channel not yet served."""
+        shown = messages.current(row)
         done = set(filter(None, str(row.get("DeliveredTo", "")).split(",")))
         errors = []
-        targets: list[tuple[str, Callable[[], None]]] = [("queue", lambda: self._send_queue(row))]
+        targets: list[tuple[str, Callable[[], None]]] = [("queue", lambda: self._send_queue(shown))]
         for name, url, build in channels(self.settings):
-            targets.append((name, functools.partial(self._send_webhook, url, build, row)))
+            targets.append((name, functools.partial(self._send_webhook, url, build, shown)))
         for name, send in targets:
             if name in done:
                 continue
@@ -144,58 +153,49 @@ class Deliverer:
             else:
                 done.add(name)
         complete = all(name in done for name, _ in targets)
-        self._record(row, done, errors, complete)
         if errors:
             log.warning("alert %s not fully delivered: %s", row["RowKey"], "; ".join(errors))
         else:
-            log.info(
-                "alert %s (%s) delivered to %s",
-                row["RowKey"],
-                row["Pending"],
-                ",".join(sorted(done)),
-            )
-        return complete
+            log.info("alert %s (%s) delivered to %s", row["RowKey"], shown["Pending"],
+                     ",".join(sorted(done)))  # fmt: skip
+        return self._record(row, shown, done, errors, complete) and complete
 
-    def _record(self, row: TableEntity, done: set[str], errors: list[str], complete: bool) -> None:
-        """Write what was delivered, unless a newer notification replaced this one meanwhile."""
+    def _record(
+        self,
+        row: TableEntity,
+        sent: dict[str, Any],
+        done: set[str],
+        errors: list[str],
+        complete: bool,
+    ) -> bool:
+        """Write what was delivered, unless the notice was settled elsewhere meanwhile. True if
+        it was written (the row then holds the next notice, if any)."""
         table = self.storage.alerts
-        sent = {k: row.get(k) for k in ("Seq", "Severity", "FailureCount")}
         now = datetime.now(UTC)
         current = row
         for _ in range(_ATTEMPTS):
-            if current.get("Seq") != sent["Seq"] or not current.get("Pending"):
-                return  # superseded: the newer notification carries the latest state
-            update: dict[str, Any] = {
-                "PartitionKey": current["PartitionKey"],
-                "RowKey": current["RowKey"],
-                "Attempts": int(current.get("Attempts") or 0) + 1,
-                "LastError": "; ".join(errors)[:1000],
-                "UpdatedAt": now,
-            }
-            done |= set(filter(None, str(current.get("DeliveredTo") or "").split(",")))
-            update["DeliveredTo"] = ",".join(sorted(done))  # of the latest notification
-            if complete:
-                update.update(
-                    Pending="",
-                    NotifiedSeverity=sent["Severity"],
-                    NotifiedFailures=sent["FailureCount"],
-                    NotifiedAt=now,
-                    UpdateDue=False,
-                )
-            update["Status"] = incidents.status({**current, **update})
+            queue = messages.owed(current)
+            if not current.get("Pending") or not queue or queue[0]["seq"] != sent["Seq"]:
+                return False  # superseded: someone else delivered it or the row moved on
+            update = _outcome(current, queue, sent, done, errors, complete, now)
             try:
-                table.update(update, etag_of(current))
+                etag = table.update(update, etag_of(current))
             except Conflict:
                 again = table.get(current["PartitionKey"], current["RowKey"])
                 # gone: re-keyed, so record on the row it moved to
                 successor = again if again is not None else self._successor(current)
                 if successor is None:
-                    return
+                    return False
                 current = successor
                 continue
+            if current is not row:
+                row.clear()
+                row.update(current)
             row.update(update)
-            return
+            row.metadata["etag"] = etag
+            return True
         log.info("alert %s kept changing while recording its delivery", row["RowKey"])
+        return False
 
     def send_digests(self, yesterday: str) -> int:
         """Yesterday's digest, and again those of the days before whose delivery failed (the
@@ -262,22 +262,55 @@ class Deliverer:
             if incidents.past_horizon(row, now, horizon):
                 expired += 1
                 continue
-            if not row.get("Pending"):
-                change = incidents.due_update(row, now, self.interval)
-                if change is None:
-                    continue
+            # A growth update falls due by event time, once no record came for a while (a
+            # backlog ingested in slices brings the minutes before it first).
+            settled = row["UpdatedAt"] <= now - REDELIVERY_GRACE
+            change = incidents.due_update(row, now, self.interval) if settled else None
+            if change is not None:
                 try:
                     new_etag = self.storage.alerts.update(change, etag_of(row))
                 except Conflict:
                     continue  # someone else is handling it
                 row.update(change)
                 row.metadata["etag"] = new_etag
+            elif not row.get("Pending") or row["UpdatedAt"] > now - REDELIVERY_GRACE:
+                continue  # nothing owed, or left to the invocation that decided it
             tried += 1
             completed += self.deliver(row)
         log.info("redelivery: %d notification(s) tried, %d delivered", tried, completed)
         if expired:
             log.warning("%d notification(s) pending beyond ALERT_RETRY_HOURS: see status", expired)
         return tried, completed
+
+
+def _outcome(
+    current: dict[str, Any],
+    queue: list[dict[str, Any]],
+    sent: dict[str, Any],
+    done: set[str],
+    errors: list[str],
+    complete: bool,
+    now: datetime,
+) -> dict[str, Any]:
+    """The row's change once its head notice was tried: channels served, or the next notice."""
+    update: dict[str, Any] = {
+        "PartitionKey": current["PartitionKey"],
+        "RowKey": current["RowKey"],
+        "Attempts": int(current.get("Attempts") or 0) + 1,
+        "LastError": "; ".join(errors)[:1000],
+        "UpdatedAt": now,
+    }
+    done |= set(filter(None, str(current.get("DeliveredTo") or "").split(",")))
+    update["DeliveredTo"] = ",".join(sorted(done))
+    if complete:
+        rest = queue[1:]
+        update.update(NotifiedSeverity=sent["Severity"], NotifiedFailures=sent["FailureCount"],
+                      NotifiedAt=now, Owed=orjson.dumps(rest).decode())  # fmt: skip
+        update["Pending"] = rest[0]["event"] if rest else ""
+        if rest:
+            update.update(PendingSince=now, DeliveredTo="", Attempts=0, LastError="")
+    update["Status"] = incidents.status({**current, **update})
+    return update
 
 
 class DeliveryError(Exception):

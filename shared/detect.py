@@ -336,12 +336,16 @@ class Detector:
         t = self.t
         if actor.kind is Kind.IP:
             hot = detection.hot_rules(actor.kind, ordered, t)
-            return detection.incidents(actor.kind, actor.subject, ordered, hot, t, marks), []
+            found = detection.incidents(actor.kind, actor.subject, ordered, hot, t, marks)
+            run = detection.evaluator(actor.kind, actor.subject, t, marks)
+            return detection.with_steps(found, ordered, run), []
         assert coverage is not None
         own, new_marks, hot = detection.fold_user(actor.subject, ordered, t, coverage.covers)
         if hot and self._recheck_sources(own, hot, coverage, now, told):
             own, new_marks, hot = detection.fold_user(actor.subject, ordered, t, coverage.covers)
-        return detection.incidents(actor.kind, actor.subject, own, hot, t), new_marks
+        found = detection.incidents(actor.kind, actor.subject, own, hot, t)
+        run = detection.evaluator(actor.kind, actor.subject, t, covered=coverage.covers)
+        return detection.with_steps(found, ordered, run, own), new_marks
 
     def _settle_days(
         self,

@@ -146,10 +146,23 @@ class Incident:
     targets: tuple[str, ...]
     hosts: tuple[str, ...]
     compromised: tuple[str, ...] = ()
+    #: The incident as it stood after each of its minutes (see `timeline`); empty: only as now.
+    steps: tuple[Step, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def rule(self) -> str:
         return self.rules[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What detection said of an incident once the records of one minute and before were in:
+    what people would have been told had the records arrived as they happened."""
+
+    at: datetime  # the end of the minute (event time)
+    severity: Severity
+    rules: tuple[str, ...]
+    failures: int
 
 
 # -- events -> buckets ------------------------------------------------------------------------
@@ -402,9 +415,49 @@ class DistributedSlow:
         return _windows(buckets, _minutes(t.slow_window), add, remove, t.slow_ips)
 
 
+class HighVolume:
+    """A change of character (Microsoft's HighVolume): one minute holds an order of magnitude
+    more failures than the failure threshold, and than the actor's failing minutes of the
+    `quiet` period before it on average. A trickle that turns into a flood escalates at once;
+    a steady flood is high-volume from its first minute. Looks only backwards, so a minute's
+    verdict never changes with later records."""
+
+    severity = Severity.HIGH
+
+    def __init__(self, kind: Kind) -> None:
+        self.kind = kind
+        self.name = f"high_volume_{kind.value}"
+        self.description = (
+            "A flood of failed Bastion sign-ins for user {subject}"
+            if kind is Kind.USER
+            else "A flood of failed Bastion sign-ins from {subject}"
+        )
+
+    def hot(self, buckets: Sequence[Bucket], t: Thresholds) -> Iterable[int]:
+        floor = HIGH_VOLUME_FACTOR * t.failures
+        span = _minutes(t.quiet)
+        out, lo, total, active = [], 0, 0, 0
+        for i, b in enumerate(buckets):
+            while buckets[lo].minute <= b.minute - span * MINUTE:
+                total -= buckets[lo].failures
+                active -= buckets[lo].failures > 0
+                lo += 1
+            mean = total / active if active else 0.0
+            if b.failures >= floor and b.failures >= HIGH_VOLUME_FACTOR * mean:
+                out.append(i)
+            total += b.failures
+            active += b.failures > 0
+        return out
+
+
+#: How many times the usual a minute's failures must be to make it a flood.
+HIGH_VOLUME_FACTOR = 10
+
 RULES: tuple[Rule, ...] = (
     BruteForce(Kind.USER),
     BruteForce(Kind.IP),
+    HighVolume(Kind.USER),
+    HighVolume(Kind.IP),
     SlowBruteForce(),
     DistributedSlow(),
     PasswordSpray(),
@@ -595,6 +648,107 @@ def incidents(
             groups.append([point])
             last_end, slow = point[1], bool(point[3] & SLOW)
     return [_total(kind, subject, g, buckets, marks) for g in groups]
+
+
+Evaluate = Callable[[Sequence[Bucket]], list[Incident]]
+#: Prefix evaluations per incident before the rest of its minutes are found by bisection.
+_LINEAR_STEPS = 64
+
+
+def evaluator(
+    kind: Kind,
+    subject: str,
+    t: Thresholds,
+    marks: Sequence[Mark] = (),
+    covered: Covered | None = None,
+) -> Evaluate:
+    """Detection over a prefix of an actor's buckets, as `detect` runs it over all of them."""
+
+    def run(prefix: Sequence[Bucket]) -> list[Incident]:
+        end = prefix[-1].minute + MINUTE
+        if covered is not None:
+            own, _, hot = fold_user(subject, prefix, t, covered)
+            return incidents(kind, subject, own, hot, t)
+        mine = [m for m in marks if m.time < end]
+        return incidents(kind, subject, prefix, hot_rules(kind, prefix, t), t, mine)
+
+    return run
+
+
+def with_steps(
+    found: list[Incident],
+    buckets: Sequence[Bucket],
+    run: Evaluate,
+    counted: Sequence[Bucket] | None = None,
+) -> list[Incident]:
+    """The incidents, each with its `timeline` (`counted`: the buckets as the incidents count
+    failures, an account's without those IP incidents hold; the same minutes)."""
+    return [replace(inc, steps=timeline(inc, buckets, run, counted)) for inc in found]
+
+
+def timeline(
+    inc: Incident, buckets: Sequence[Bucket], run: Evaluate, counted: Sequence[Bucket] | None = None
+) -> tuple[Step, ...]:
+    """The incident after each of its minutes, from the records of that minute and before only,
+    so that it is the same whether the records came as they happened or as one backlog.
+
+    Detection runs again over each prefix until the incident has all its rules (usually at
+    once: a brute force is one from its first hot minute); after that only the count grows.
+    A prefix costs O(buckets): O(n) per incident, and for a rule that joins late at most
+    64 prefixes before the rest is bisected (rules only join as records come)."""
+    lo, hi = minute_of(inc.first_seen), minute_of(inc.last_seen)
+    idx = [i for i, b in enumerate(buckets) if lo <= b.minute <= hi and not b.empty]
+    count = counted if counted is not None else buckets
+    steps: list[Step] = []
+    state: _State | None = None
+    evaluations, n = 0, 0
+
+    def exact(k: int) -> _State | None:
+        nonlocal evaluations
+        evaluations += 1
+        return _state(inc, run(buckets[: idx[k] + 1]), count, idx[k])
+
+    while n < len(idx):
+        if state is not None and state[1] != inc.rules and evaluations >= _LINEAR_STEPS:
+            first, last = n, len(idx)  # the first prefix whose rules differ from `state`'s
+            while first < last:
+                mid = (first + last) // 2
+                probe = exact(mid)
+                first, last = (
+                    (first, mid) if probe is None or probe[1] != state[1] else (mid + 1, last)
+                )
+            for k in range(n, first):
+                state = (state[0], state[1], state[2] + count[idx[k]].failures)
+                steps.append(Step(buckets[idx[k]].minute + MINUTE, *state))
+            n = first
+            if n == len(idx):
+                break
+        if state is not None and state[1] == inc.rules:
+            state = (state[0], state[1], state[2] + count[idx[n]].failures)
+        else:
+            state = exact(n)
+        if state is not None:
+            steps.append(Step(buckets[idx[n]].minute + MINUTE, *state))
+        n += 1
+    return tuple(steps)
+
+
+_State = tuple[Severity, tuple[str, ...], int]
+
+
+def _state(
+    inc: Incident, found: list[Incident], buckets: Sequence[Bucket], i: int
+) -> _State | None:
+    """Severity, rules and failures (from its first minute to bucket i's) of the prefix's
+    incident that this one grew from."""
+    minute = buckets[i].minute
+    mine = [f for f in found if f.last_seen >= inc.first_seen and f.first_seen < minute + MINUTE]
+    if not mine:
+        return None
+    f = mine[-1]
+    start = minute_of(f.first_seen)
+    failures = sum(b.failures for b in buckets[: i + 1] if b.minute >= start)
+    return f.severity, f.rules, failures
 
 
 def _total(

@@ -21,12 +21,15 @@ from typing import Any
 import orjson
 
 from . import layout, messages
-from .detection import Incident, Kind, Severity
+from .detection import MINUTE, Incident, Kind, Severity, Step, minute_of
 
 OPENED, ESCALATED, UPDATED = "opened", "escalated", "updated"
 OPEN, WITHDRAWN = "open", "withdrawn"
 #: Growth that is worth telling people about again (and at most once per interval).
 GROWTH = 1.5
+#: Notices a row holds for delivery at most (a backlog of a long attack owes many growth
+#: updates at once; beyond this the oldest updates are dropped, never an opening or escalation).
+MAX_OWED = 32
 #: Longest `Subject` kept in a row (the key holds a digest of the whole value).
 MAX_SUBJECT = 4096
 #: What detection decides; everything else in a row is delivery bookkeeping.
@@ -61,6 +64,11 @@ _NOTIFY_STATE = (
     "NotifiedFailures",
     "NotifiedAt",
     "UpdateDue",
+    "DueAt",
+    "Owed",
+    "ToldSeverity",
+    "ToldFailures",
+    "ToldAt",
 )
 
 
@@ -144,7 +152,7 @@ def plan(
         state = _inherit(ancestors, alert_id(inc), now, keep_id=bool(mine))
         new = {**content(inc, pk, rk), **state}
         told = new["Seq"]
-        _decide(new, now, interval)
+        _decide(new, steps_of(inc), now, interval)
         new["Status"] = status(new)
         same = next((r for r in mine if r["RowKey"] == rk), None)
         if same is None:
@@ -228,7 +236,7 @@ def settle_one(
     state = _inherit([old] if old is not None else [], alert_id(inc), now, keep_id=True)
     new = {**content(inc, *key), **state}
     told = new["Seq"]
-    _decide(new, now, interval)
+    _decide(new, steps_of(inc), now, interval)
     new["Status"] = status(new)
     moved = old is not None and (old["PartitionKey"], old["RowKey"]) != key
     if old is None or moved:
@@ -274,55 +282,175 @@ def _inherit(
     state["NotifiedSeverity"] = loudest.get("NotifiedSeverity", "")
     state["NotifiedFailures"] = max(int(r.get("NotifiedFailures") or 0) for r in rows)
     state["Seq"] = max(int(r.get("Seq") or 0) for r in rows)
+    told = [t for t in (_told(r) for r in rows) if t is not None]
+    if told:
+        rank_, failures, at = (
+            max(t[0] for t in told),
+            max(t[1] for t in told),
+            max(t[2] for t in told),
+        )
+        state.update(ToldSeverity=_SEVERITY_OF[rank_], ToldFailures=failures, ToldAt=at)
     if not keep_id:
         state["AlertId"] = new_id
     return state
 
 
-def _decide(row: dict[str, Any], now: datetime, interval: timedelta) -> None:
-    """Set `Pending` (and bump `Seq`) when people should hear about this incident now. Low
-    severity pages nobody: it reaches people in the daily digest."""
-    severity, told = rank(row["Severity"]), rank(row.get("NotifiedSeverity"))
-    pending = row.get("Pending") or ""
-    if severity < Severity.MEDIUM.rank:
-        return
-    if not pending:
-        if not told:
-            _pend(row, OPENED, now)
-        elif severity > told:
-            _pend(row, ESCALATED, now)
-        elif row["FailureCount"] >= GROWTH * max(int(row.get("NotifiedFailures") or 0), 1):
-            last = row.get("NotifiedAt")
-            if last is None or now - last >= interval:
-                _pend(row, UPDATED, now)
-            else:
-                row["UpdateDue"] = True
-    elif pending == UPDATED and severity > told:
-        _pend(row, ESCALATED, now)
+@dataclass(frozen=True)
+class Notice:
+    """One thing people are told about an incident, as of the event time `at`."""
+
+    event: str
+    at: datetime
+    severity: Severity
+    rules: tuple[str, ...]
+    failures: int
 
 
-def _pend(row: dict[str, Any], event: str, now: datetime) -> None:
-    """Owe people `event`; `PendingSince` is what redelivery and its horizon go by (not the
-    day of the events: a backfill's incident is as fresh as any)."""
-    row.update(
-        Pending=event,
-        PendingSince=now,
-        Seq=int(row.get("Seq") or 0) + 1,
-        DeliveredTo="",
-        Attempts=0,
-        LastError="",
-        UpdateDue=False,
-    )
+Told = tuple[int, int, datetime]  # severity rank, failures, event time of the last notice
+
+
+def steps_of(inc: Incident) -> tuple[Step, ...]:
+    """The incident's timeline; one without (a finding) is one step: as it is now."""
+    if inc.steps:
+        return inc.steps
+    return (Step(minute_of(inc.last_seen) + MINUTE, inc.severity, inc.rules, inc.failures),)
+
+
+def ledger(
+    steps: Sequence[Step], told: Told | None, interval: timedelta
+) -> tuple[list[Notice], datetime | None]:
+    """The notices owed after `told`, walking the incident's minutes in event time, and the
+    event time a growth update falls due, if one is deferred. A function of the records, not
+    of when they arrived: a backlog owes at once what live records owed one by one.
+
+    - opened: the first minute the incident is medium or worse (low goes to the digest);
+    - escalated: a minute it becomes more severe (a new rule, a flood), told at once, also
+      when its records come late, after a later notice;
+    - updated: once it grew by half since the last notice and `interval` of event time has
+      passed since that notice. Growth sooner falls due then: told by the next minute past
+      it, or by the redelivery timer once the clock reaches it and no record came since."""
+    out: list[Notice] = []
+    last = told
+    prev: Step | None = None
+    for step in steps:
+        rank_ = step.severity.rank
+        if last is not None and step.at < last[2]:  # before the last notice: only escalations
+            if rank_ > last[0] and rank_ >= Severity.MEDIUM.rank:
+                out.append(Notice(ESCALATED, step.at, step.severity, step.rules, step.failures))
+                last = (rank_, step.failures, last[2])
+            prev = step
+            continue
+        if last is not None and prev is not None and _grown(prev, last):
+            due = last[2] + interval
+            if due < step.at and prev.at <= due:
+                out.append(Notice(UPDATED, due, prev.severity, prev.rules, prev.failures))
+                last = (prev.severity.rank, prev.failures, due)
+        event = _event(step, last, interval)
+        if event:
+            out.append(Notice(event, step.at, step.severity, step.rules, step.failures))
+            last = (rank_, step.failures, step.at)
+        prev = step
+    if last is None or prev is None or not _grown(prev, last):
+        return out, None
+    return out, last[2] + interval
+
+
+def _event(step: Step, last: Told | None, interval: timedelta) -> str:
+    """What this minute, on or after the last notice, owes people, if anything."""
+    rank_ = step.severity.rank
+    if rank_ < Severity.MEDIUM.rank:
+        return ""
+    if last is None:
+        return OPENED
+    if rank_ > last[0]:
+        return ESCALATED
+    if _grown(step, last) and step.at - last[2] >= interval:
+        return UPDATED
+    return ""
+
+
+def _grown(step: Step, told: Told) -> bool:
+    return told[0] >= Severity.MEDIUM.rank and step.failures >= GROWTH * max(told[1], 1)
+
+
+def _told(row: dict[str, Any]) -> Told | None:
+    """What people were last told (decided; delivery may still be under way). Rows from before
+    event-time notices: what was delivered, at the time it was."""
+    if row.get("ToldSeverity"):
+        at = row.get("ToldAt") or row.get("UpdatedAt")
+        return rank(row["ToldSeverity"]), int(row.get("ToldFailures") or 0), _utc(at)
+    if row.get("NotifiedSeverity") or row.get("Pending"):
+        severity = row.get("NotifiedSeverity") or Severity.MEDIUM.value
+        at = row.get("NotifiedAt") or row.get("PendingSince") or row.get("UpdatedAt")
+        return rank(severity), int(row.get("NotifiedFailures") or 0), _utc(at)
+    return None
+
+
+def _utc(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return datetime.min.replace(tzinfo=UTC)
+
+
+_SEVERITY_OF = {s.rank: s.value for s in Severity}
+
+
+def _decide(row: dict[str, Any], steps: Sequence[Step], now: datetime, interval: timedelta) -> None:
+    """Owe people what the incident's minutes since the last notice call for (`ledger`), and
+    remember when a growth update falls due."""
+    notices, due = ledger(steps, _told(row), interval)
+    row["UpdateDue"] = due is not None
+    if due is not None:
+        row["DueAt"] = due
+    else:
+        row.pop("DueAt", None)
+    if notices:
+        _owe(row, notices, now)
+
+
+def _owe(row: dict[str, Any], notices: Sequence[Notice], now: datetime) -> None:
+    """Queue `notices` after what the row already owes; a new head starts its delivery afresh.
+    `PendingSince` is what redelivery and its horizon go by (not the day of the events: a
+    backfill's incident is as fresh as any)."""
+    queue = messages.owed(row)
+    seq = int(row.get("Seq") or 0)
+    for n in notices:
+        seq += 1
+        queue.append({"event": n.event, "seq": seq, "at": n.at.astimezone(UTC).isoformat(),
+                      "severity": n.severity.value, "rules": list(n.rules),
+                      "failures": n.failures})  # fmt: skip
+    while len(queue) > MAX_OWED:
+        drop = next((i for i, q in enumerate(queue[1:-1], 1) if q["event"] == UPDATED), 1)
+        del queue[drop]
+    last = notices[-1]
+    row.update(Seq=seq, Owed=orjson.dumps(queue).decode(), ToldSeverity=last.severity.value,
+               ToldFailures=last.failures, ToldAt=last.at)  # fmt: skip
+    if not row.get("Pending"):
+        row.update(Pending=queue[0]["event"], PendingSince=now, DeliveredTo="", Attempts=0,
+                   LastError="")  # fmt: skip
 
 
 def due_update(row: dict[str, Any], now: datetime, interval: timedelta) -> dict[str, Any] | None:
-    """The change that turns a deferred growth update into a pending notification, if due."""
-    last = row.get("NotifiedAt")
-    if row.get("Pending") or not row.get("UpdateDue") or (last and now - last < interval):
+    """The change that owes a deferred growth update, once its event time has come: the
+    incident as it is, which is as it was then (no record has come since, or the invocation
+    that stored it would have owed the update itself)."""
+    if not row.get("UpdateDue"):
         return None
-    change = {k: row.get(k) for k in ("Seq", "Pending")}
-    _pend(change, UPDATED, now)
-    change = {**_key(row), **change}
+    due = row.get("DueAt")
+    if due is None:  # rows from before event-time notices
+        last = row.get("NotifiedAt")
+        due = (last + interval) if isinstance(last, datetime) else now
+    if now < due:
+        return None
+    keep = ("Seq", "Pending", "Owed", "DeliveredTo", "Attempts", "LastError", "PendingSince",
+            "Severity", "Rule", "Rules", "FailureCount")  # fmt: skip
+    change = {k: row.get(k) for k in keep if k in row}
+    rules = tuple(r for r in str(row.get("Rules") or row.get("Rule") or "").split(",") if r)
+    severity = Severity(str(row["Severity"]))
+    _owe(change, [Notice(UPDATED, due, severity, rules, int(row["FailureCount"]))], now)
+    for k in ("Severity", "Rule", "Rules", "FailureCount"):
+        change.pop(k, None)
+    change = {**_key(row), **change, "UpdateDue": False}
     change["Status"] = "pending"
     return change
 

@@ -10,6 +10,7 @@ raw values (programs need them exact) beside the safe summary.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -24,6 +25,43 @@ _COLORS = {"critical": "Attention", "high": "Attention", "medium": "Warning", "l
 def _list(row: dict[str, Any], name: str) -> list[str]:
     value = orjson.loads(row.get(name) or "[]")
     return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def owed(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The notices a row owes people, oldest first (`Owed`: JSON written by `incidents`). A
+    row pending from before `Owed` existed owes one: its `Pending` about the row as it is."""
+    value = orjson.loads(row.get("Owed") or "[]")
+    if isinstance(value, list) and value:
+        return [v for v in value if isinstance(v, dict)]
+    if not row.get("Pending"):
+        return []
+    return [
+        {
+            "event": row["Pending"],
+            "seq": int(row.get("Seq") or 0),
+            "severity": row["Severity"],
+            "rules": [r for r in str(row.get("Rules") or row["Rule"]).split(",") if r],
+            "failures": int(row.get("FailureCount") or 0),
+        }
+    ]
+
+
+def current(row: dict[str, Any]) -> dict[str, Any]:
+    """The row as the notice now being delivered describes it: severity, rules and count of the
+    moment it tells of (a backlog owes several, each as it was then); the rest as now."""
+    notices = owed(row)
+    if not notices:
+        return row
+    head = notices[0]
+    rules = [str(r) for r in head.get("rules") or [row["Rule"]]]
+    shown = {**row, "Pending": head["event"], "Seq": head["seq"], "Severity": head["severity"]}
+    shown.update(Rule=rules[0], Rules=",".join(rules), FailureCount=head["failures"])
+    at = head.get("at")
+    end = row.get("LastSeen")
+    if isinstance(at, str) and isinstance(end, datetime):  # as far as the notice tells
+        shown["LastSeen"] = shown["WindowEnd"] = min(end, datetime.fromisoformat(at))
+    shown["Summary"] = summary(shown)
+    return shown
 
 
 def summary(row: dict[str, Any]) -> str:

@@ -145,6 +145,7 @@ class Snapshot:
     quarantine: dict[str, dict[str, Any]]
     queue_messages: int
     alert_ids: list[str]  # which invocation named an incident depends on timing
+    notices: int = 0  # decided for people, over all incidents (each is sent once)
 
     def incidents(self) -> list[str]:
         """Alerts without their row keys (which name the first finding, whoever found it)."""
@@ -190,6 +191,7 @@ def snapshot(p: Pipeline, blob_prefix: str = "") -> Snapshot:
         quarantine=quarantine,
         queue_messages=messages,
         alert_ids=sorted(r["AlertId"] for r in rows),
+        notices=sum(int(r.get("Seq") or 0) for r in rows),
     )
 
 

@@ -47,7 +47,7 @@ def stored(plan: incidents.Plan, delivered: bool = True) -> list[Row]:
             if delivered and row.get("Pending"):
                 row.update(Pending="", NotifiedSeverity=row["Severity"], NotifiedAt=NOW,
                            NotifiedFailures=row["FailureCount"], DeliveredTo="queue",
-                           Status="delivered")  # fmt: skip
+                           Status="delivered", Owed="[]")  # fmt: skip
             rows.append(Row(row))
     return rows
 
