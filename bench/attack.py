@@ -11,6 +11,11 @@
    several days with planted attacks, replayed through the app's ingest into Azurite in time
    order, shuffled, and grown in slices. Prints incidents per planted attack and false
    incidents. Target: shuffled and sliced give exactly the incidents of the time-ordered run.
+4. **Backlog** (`--backlog` runs only this): a trickle of 5 failures, a flood of 300, then the
+   campaign against 400 accounts ending in a sign-in, ingested as it happened (appended and
+   ingested minute by minute, the clock at each minute, the redelivery timer every 5 minutes)
+   and as one backlog a month late. Prints the notifications of each and the seconds spent.
+   Target: the same notifications (event, severity, failures, rules), apart from delivery time.
 
 Each part starts its own in-memory Azurite (loopback, free ports) and stops it.
 """
@@ -18,6 +23,7 @@ Each part starts its own in-memory Azurite (loopback, free ports) and stops it.
 from __future__ import annotations
 
 import argparse
+import base64
 import logging
 import random
 import statistics
@@ -27,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import time_machine
 from _common import settings
 
 from devtools import azurite, samples
@@ -231,13 +238,131 @@ def score(found: list[tuple[Any, ...]], episodes: list[Episode]) -> dict[str, An
     return {"per_kind": kinds, "false": len(found) - len(matched)}
 
 
+# -- 4. as it happened vs as one backlog ---------------------------------------------------------
+def backlog_records(accounts: int, failures: int) -> list[dict[str, Any]]:
+    start = DAY + timedelta(hours=9, minutes=55)
+    trickle = [start + timedelta(minutes=i, seconds=40) for i in range(5)]
+    flood = [start + timedelta(minutes=5, seconds=i / 10) for i in range(300)]
+    spread = [start + timedelta(minutes=6, seconds=50 * 60 * i / failures) for i in range(failures)]
+    out = [
+        samples.record(t, "admin", samples.FAIL, ATTACKER, port=i)
+        for i, t in enumerate(trickle + flood)
+    ]
+    out += [samples.record(t, f"acct{i % accounts:03d}", samples.FAIL, ATTACKER, port=i % 60000)
+            for i, t in enumerate(spread)]  # fmt: skip
+    out.append(samples.record(start + timedelta(minutes=57), "acct007", samples.OK, ATTACKER))
+    return out
+
+
+def _minutes(records: list[dict[str, Any]]) -> dict[datetime, list[bytes]]:
+    out: dict[datetime, list[bytes]] = {}
+    for r in records:
+        at = datetime.fromisoformat(r["time"]).replace(second=0, microsecond=0)
+        out.setdefault(at, []).append(orjson.dumps(r) + b"\n")
+    return out
+
+
+def _told(p: Pipeline) -> list[tuple[Any, ...]]:
+    queue = p.storage.queues.get_queue_client(p.settings.alert_queue)
+    out = []
+    while batch := list(queue.receive_messages(max_messages=32, visibility_timeout=600)):
+        for m in batch:
+            body = orjson.loads(base64.b64decode(m.content))
+            out.append((body["notification"], body["event"], body["severity"],
+                        body["failureCount"], tuple(body["rules"])))  # fmt: skip
+    return sorted(out)
+
+
+def backlog(accounts: int, failures: int) -> dict[str, Any]:
+    """Notifications and seconds, live (minute by minute) and as one backlog a month late."""
+    minutes = _minutes(backlog_records(accounts, failures))
+    out: dict[str, Any] = {}
+    with azurite.start() as emulator:
+        for mode in ("live", "backlog"):
+            p = Pipeline(settings(emulator.connection_string, mode[:1].upper()))
+            logs = p.storage.blobs.get_container_client(LOGS_CONTAINER)
+            if not logs.exists():
+                logs.create_container()
+            t0, invocations = time.perf_counter(), 0
+            if mode == "live":
+                invocations = _live(p, logs, minutes)
+            else:
+                invocations = _as_backlog(p, logs, minutes)
+            out[mode] = {"told": _told(p), "seconds": time.perf_counter() - t0,
+                         "invocations": invocations}  # fmt: skip
+            p.storage.close()
+            p.detector.close()
+    return out
+
+
+def _as_backlog(p: Pipeline, logs: Any, minutes: dict[datetime, list[bytes]]) -> int:
+    """Every hour's blob written and ingested at once, a month late; the timer 5 min later."""
+    late = max(minutes) + timedelta(days=30)
+    hours: dict[datetime, list[bytes]] = {}
+    for minute, data in sorted(minutes.items()):
+        hours.setdefault(minute.replace(minute=0), []).extend(data)
+    with time_machine.travel(late, tick=False):
+        for hour, data in hours.items():
+            blob = logs.get_blob_client("backlog/" + samples.blob_path("BH", hour))
+            blob.upload_blob(b"".join(data))
+            p.ingest(blob)
+    with time_machine.travel(late + timedelta(minutes=5), tick=False):
+        p.detector.deliverer.redeliver_pending()
+    return len(hours)
+
+
+def _live(p: Pipeline, logs: Any, minutes: dict[datetime, list[bytes]]) -> int:
+    """Each minute appended 30 s after it ends and ingested; the timer every 5 minutes."""
+    clock, end, invocations, made = min(minutes), max(minutes) + timedelta(hours=2), 0, set()
+    while clock <= end:
+        with time_machine.travel(clock + timedelta(minutes=1, seconds=30), tick=False):
+            if clock in minutes:
+                blob = logs.get_blob_client(
+                    "live/" + samples.blob_path("BH", clock.replace(minute=0))
+                )
+                if blob.blob_name not in made:
+                    blob.create_append_blob()
+                    made.add(blob.blob_name)
+                data = b"".join(minutes[clock])
+                for k in range(0, len(data), 4 * 1024 * 1024):  # an append block holds 4 MiB
+                    blob.append_block(data[k : k + 4 * 1024 * 1024])
+                p.ingest(blob)
+                invocations += 1
+            if clock.minute % 5 == 0:
+                p.detector.deliverer.redeliver_pending()
+        clock += timedelta(minutes=1)
+    return invocations
+
+
+def print_backlog(accounts: int, failures: int) -> bool:
+    print(
+        f"4. backlog: 5 failures, a flood of 300, {failures} against {accounts} accounts, a sign-in"
+    )
+    b = backlog(accounts, failures)
+    for mode in ("live", "backlog"):
+        r = b[mode]
+        print(f"   {mode:8s}: {r['invocations']:3d} invocations, {r['seconds']:6.1f} s, told:")
+        for seq, event, severity, n, rules in r["told"]:
+            print(f"      #{seq} {event:9s} {severity:8s} {n:5d} failures  {','.join(rules)}")
+    same = b["live"]["told"] == b["backlog"]["told"]
+    print(f"   same notifications: {str(same).lower()} (target: true); backlog/live seconds "
+          f"{b['backlog']['seconds'] / b['live']['seconds']:.2f}")  # fmt: skip
+    print(f"bench: backlog_same={str(same).lower()} notifications={len(b['live']['told'])} "
+          f"live_s={b['live']['seconds']:.1f} backlog_s={b['backlog']['seconds']:.1f}")  # fmt: skip
+    return same
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller campaign and population")
+    parser.add_argument("--backlog", action="store_true", help="only part 4: live vs backlog")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     big = not args.quick
     accounts, failures, days, people = (400, 6000, 4, 120) if big else (100, 1500, 2, 60)
+    if args.backlog:
+        print_backlog(accounts, failures)
+        return
     print(f"1. campaign: {failures} failures from one IP against {accounts} accounts, 12 appends")
     c = campaign(accounts, failures, 12)
     print(f"   notifications {c['notifications']} (target <= 3), incidents {c['incidents']},"
@@ -266,6 +391,7 @@ def main() -> None:
         f"eval_20k_s={seconds:.3f} replays_identical={str(identical).lower()} "
         f"false_incidents={score(runs['time-order'], episodes)['false']}"
     )
+    print_backlog(accounts, failures)
 
 
 if __name__ == "__main__":
