@@ -622,7 +622,21 @@ def incidents(
     marks: Sequence[Mark] = (),
 ) -> list[Incident]:
     """Group hot buckets (and folded compromises) into incidents and total each one."""
-    points: list[tuple[datetime, datetime, int, frozenset[str]]] = []  # start, end, bucket, rules
+    return [_total(kind, subject, g, buckets, marks) for g in _groups(kind, buckets, hot, t, marks)]
+
+
+_Point = tuple[datetime, datetime, int, frozenset[str]]  # start, end, bucket, rules
+
+
+def _groups(
+    kind: Kind,
+    buckets: Sequence[Bucket],
+    hot: dict[int, set[str]],
+    t: Thresholds,
+    marks: Sequence[Mark],
+) -> list[list[_Point]]:
+    """Hot buckets (and folded compromises) grouped into incidents, in time order."""
+    points: list[_Point] = []
     for i, rules in hot.items():
         b = buckets[i]
         times = [x for x in (b.first_failure, b.last_failure) if x is not None]
@@ -632,7 +646,7 @@ def incidents(
     for m in marks:
         points.append((m.time, m.time, -1, frozenset({"success_after_failures_user"})))
     points.sort(key=lambda p: (p[0], p[2]))
-    groups: list[list[tuple[datetime, datetime, int, frozenset[str]]]] = []
+    groups: list[list[_Point]] = []
     last_end: datetime | None = None
     slow = False  # the group holds slow guessing: its guesses may lie `slow_window` apart
     for point in points:
@@ -647,12 +661,19 @@ def incidents(
         else:
             groups.append([point])
             last_end, slow = point[1], bool(point[3] & SLOW)
-    return [_total(kind, subject, g, buckets, marks) for g in groups]
+    return groups
 
 
-Evaluate = Callable[[Sequence[Bucket]], list[Incident]]
+def _ranked(names: Iterable[str]) -> tuple[str, ...]:
+    """Rule names, most severe first (an incident is named after the first)."""
+    return tuple(sorted(names, key=lambda n: (-RULE_BY_NAME[n].severity.rank, n)))
+
+
+#: (first seen, last seen, rules most severe first) of each incident detection finds.
+Shape = tuple[datetime, datetime, tuple[str, ...]]
+Evaluate = Callable[[Sequence[Bucket]], list[Shape]]
 #: Prefix evaluations per incident before the rest of its minutes are found by bisection.
-_LINEAR_STEPS = 64
+_LINEAR_STEPS = 16
 
 
 def evaluator(
@@ -662,15 +683,21 @@ def evaluator(
     marks: Sequence[Mark] = (),
     covered: Covered | None = None,
 ) -> Evaluate:
-    """Detection over a prefix of an actor's buckets, as `detect` runs it over all of them."""
+    """What detection finds in a prefix of an actor's buckets, as `detect` runs it over all of
+    them, without totalling the incidents (their shape is all a timeline needs)."""
 
-    def run(prefix: Sequence[Bucket]) -> list[Incident]:
+    def run(prefix: Sequence[Bucket]) -> list[Shape]:
         end = prefix[-1].minute + MINUTE
         if covered is not None:
             own, _, hot = fold_user(subject, prefix, t, covered)
-            return incidents(kind, subject, own, hot, t)
-        mine = [m for m in marks if m.time < end]
-        return incidents(kind, subject, prefix, hot_rules(kind, prefix, t), t, mine)
+            groups = _groups(kind, own, hot, t, ())
+        else:
+            mine = [m for m in marks if m.time < end]
+            groups = _groups(kind, prefix, hot_rules(kind, prefix, t), t, mine)
+        return [
+            (min(p[0] for p in g), max(p[1] for p in g), _ranked(set().union(*(p[3] for p in g))))
+            for g in groups
+        ]
 
     return run
 
@@ -695,7 +722,7 @@ def timeline(
     Detection runs again over each prefix until the incident has all its rules (usually at
     once: a brute force is one from its first hot minute); after that only the count grows.
     A prefix costs O(buckets): O(n) per incident, and for a rule that joins late at most
-    64 prefixes before the rest is bisected (rules only join as records come)."""
+    16 prefixes before the rest is bisected (rules only join as records come)."""
     lo, hi = minute_of(inc.first_seen), minute_of(inc.last_seen)
     idx = [i for i, b in enumerate(buckets) if lo <= b.minute <= hi and not b.empty]
     count = counted if counted is not None else buckets
@@ -736,19 +763,17 @@ def timeline(
 _State = tuple[Severity, tuple[str, ...], int]
 
 
-def _state(
-    inc: Incident, found: list[Incident], buckets: Sequence[Bucket], i: int
-) -> _State | None:
+def _state(inc: Incident, found: list[Shape], count: Sequence[Bucket], i: int) -> _State | None:
     """Severity, rules and failures (from its first minute to bucket i's) of the prefix's
     incident that this one grew from."""
-    minute = buckets[i].minute
-    mine = [f for f in found if f.last_seen >= inc.first_seen and f.first_seen < minute + MINUTE]
+    minute = count[i].minute
+    mine = [f for f in found if f[1] >= inc.first_seen and f[0] < minute + MINUTE]
     if not mine:
         return None
-    f = mine[-1]
-    start = minute_of(f.first_seen)
-    failures = sum(b.failures for b in buckets[: i + 1] if b.minute >= start)
-    return f.severity, f.rules, failures
+    first, _, rules = mine[-1]
+    start = minute_of(first)
+    failures = sum(b.failures for b in count[: i + 1] if b.minute >= start)
+    return RULE_BY_NAME[rules[0]].severity, rules, failures
 
 
 def _total(
@@ -760,8 +785,7 @@ def _total(
 ) -> Incident:
     first = min(p[0] for p in group)
     last = max(p[1] for p in group)
-    names = set().union(*(p[3] for p in group))
-    rules = sorted(names, key=lambda n: (-RULE_BY_NAME[n].severity.rank, n))
+    rules = _ranked(set().union(*(p[3] for p in group)))
     inside = [b for b in buckets if minute_of(first) <= b.minute <= minute_of(last)]
     winners = [buckets[p[2]] for p in group if p[2] >= 0 and _COMPROMISE[kind] in p[3]]
     folded = [m for m in marks if first <= m.time <= last]
@@ -778,7 +802,7 @@ def _total(
         subject=subject,
         first_seen=first,
         last_seen=last,
-        rules=tuple(rules),
+        rules=rules,
         severity=RULE_BY_NAME[rules[0]].severity,
         failures=sum(b.failures for b in inside),
         successes=sum(b.successes for b in winners)

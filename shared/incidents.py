@@ -344,11 +344,11 @@ def ledger(
             due = last[2] + interval
             if due < step.at and prev.at <= due:
                 out.append(Notice(UPDATED, due, prev.severity, prev.rules, prev.failures))
-                last = (prev.severity.rank, prev.failures, due)
+                last = (max(last[0], prev.severity.rank), prev.failures, due)
         event = _event(step, last, interval)
         if event:
             out.append(Notice(event, step.at, step.severity, step.rules, step.failures))
-            last = (rank_, step.failures, step.at)
+            last = (max(last[0] if last else 0, rank_), step.failures, step.at)
         prev = step
     if last is None or prev is None or not _grown(prev, last):
         return out, None
@@ -422,8 +422,9 @@ def _owe(row: dict[str, Any], notices: Sequence[Notice], now: datetime) -> None:
     while len(queue) > MAX_OWED:
         drop = next((i for i, q in enumerate(queue[1:-1], 1) if q["event"] == UPDATED), 1)
         del queue[drop]
-    last = notices[-1]
-    row.update(Seq=seq, Owed=orjson.dumps(queue).decode(), ToldSeverity=last.severity.value,
+    last, before = notices[-1], _told(row)
+    loudest = max([n.severity.rank for n in notices] + ([before[0]] if before else []))
+    row.update(Seq=seq, Owed=orjson.dumps(queue).decode(), ToldSeverity=_SEVERITY_OF[loudest],
                ToldFailures=last.failures, ToldAt=last.at)  # fmt: skip
     if not row.get("Pending"):
         row.update(Pending=queue[0]["event"], PendingSince=now, DeliveredTo="", Attempts=0,
@@ -443,12 +444,14 @@ def due_update(row: dict[str, Any], now: datetime, interval: timedelta) -> dict[
     if now < due:
         return None
     keep = ("Seq", "Pending", "Owed", "DeliveredTo", "Attempts", "LastError", "PendingSince",
-            "Severity", "Rule", "Rules", "FailureCount")  # fmt: skip
+            "Severity", "Rule", "Rules", "FailureCount", "ToldSeverity", "ToldFailures", "ToldAt",
+            "NotifiedSeverity", "NotifiedFailures", "NotifiedAt", "UpdatedAt")  # fmt: skip
     change = {k: row.get(k) for k in keep if k in row}
     rules = tuple(r for r in str(row.get("Rules") or row.get("Rule") or "").split(",") if r)
     severity = Severity(str(row["Severity"]))
     _owe(change, [Notice(UPDATED, due, severity, rules, int(row["FailureCount"]))], now)
-    for k in ("Severity", "Rule", "Rules", "FailureCount"):
+    for k in ("Severity", "Rule", "Rules", "FailureCount", "NotifiedSeverity", "NotifiedFailures",
+              "NotifiedAt", "UpdatedAt"):  # fmt: skip
         change.pop(k, None)
     change = {**_key(row), **change, "UpdateDue": False}
     change["Status"] = "pending"
