@@ -34,7 +34,8 @@ logging.getLogger("urllib3").setLevel(logging.CRITICAL)
 SCHEMA = messages.SCHEMA
 #: Notifications younger than this are left to the invocation that decided them.
 REDELIVERY_GRACE = timedelta(minutes=2)
-#: How far back the daily digest looks for days whose digest failed to send.
+#: How far back the daily digest looks, at least, for days whose digest failed to send (the
+#: digest of a day becomes pending the next morning; `ALERT_RETRY_HOURS` when longer).
 DIGEST_RETRY_DAYS = 7
 _ATTEMPTS = 8
 #: State-table partition of the daily digests (RowKey: the UTC day).
@@ -201,7 +202,8 @@ class Deliverer:
         """Yesterday's digest, and again those of the days before whose delivery failed (the
         timer runs once a day: a webhook down that morning must not lose the day). Returns
         how many findings they held; raises if a channel still failed."""
-        lo = (date.fromisoformat(yesterday) - timedelta(days=DIGEST_RETRY_DAYS)).isoformat()
+        horizon = max(DIGEST_RETRY_DAYS, -(-self.settings.alert_retry_hours // 24))
+        lo = (date.fromisoformat(yesterday) - timedelta(days=horizon)).isoformat()
         params = {"pk": DIGEST_PARTITION, "lo": lo, "hi": yesterday}
         failed = [str(r["RowKey"]) for r in self.storage.state.seek(params, ["RowKey", "LastError"])
                   if r.get("LastError")]  # fmt: skip
