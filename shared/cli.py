@@ -36,7 +36,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import orjson
 
@@ -100,8 +100,17 @@ def count(raw: str) -> int:
     return int(raw)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), as every other error is;
+    `--help` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = f"{self.prog} --help shows the usage"
+        self.exit(2, f"error: {_printable(message)[:300]} ({hint})\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="python -m shared",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -157,7 +166,7 @@ def _commands(sub: Any) -> None:
 
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    args = parser().parse_args(argv)  # usage errors: argparse prints one line and exits 2
+    args = parser().parse_args(argv)  # usage errors: one line on stderr, SystemExit(2)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -324,7 +333,7 @@ def _quarantine(args: argparse.Namespace, out: TextIO) -> int:
 
     start, end = queries.parse_range({"from": args.start, "to": args.end}, datetime.now(UTC), 366)
     with _App() as storage:
-        items = queries.quarantine_items(storage, start, end, args.blob)
+        items = queries.quarantine_items(storage, start, end, _blob_name(args.blob, "--blob"))
         write(items, QUARANTINE_COLUMNS, args.format, out)
     return 0
 
@@ -351,13 +360,17 @@ def _ingest(args: argparse.Namespace, out: TextIO) -> int:
     from .ingest import Summary
     from .services import Services
 
+    if not args.source.strip():  # Path("") is the working folder: not what anyone means
+        raise Wrong("PATH_OR_BLOB_PREFIX is empty: name a file, a folder or a blob prefix")
+    _blob_name(args.prefix, "--prefix")
     with _App() as storage:
         container = storage.logs()
         local = Path(args.source)
         if local.exists():
             names = _upload(container, local, args.prefix, out)
         else:
-            names = [b.name for b in container.list_blobs(name_starts_with=args.source)]
+            prefix = _blob_name(args.source, "PATH_OR_BLOB_PREFIX")
+            names = [b.name for b in container.list_blobs(name_starts_with=prefix)]
         if not names:
             raise Failed(f"nothing to ingest: no *.json file or blob under {args.source!r}")
         services = Services.build(storage)
@@ -376,6 +389,17 @@ def _ingest(args: argparse.Namespace, out: TextIO) -> int:
             file=out,
         )
     return 0
+
+
+def _blob_name(value: str, what: str) -> str:
+    """A blob name or prefix the service can take: at most 1024 characters, no control
+    characters (Azure Monitor writes none; Azurite answers 500 to them)."""
+    if len(value) > 1024 or any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+        raise Wrong(
+            f"{what} must be part of a blob name (at most 1024 characters, no control "
+            f"characters), got {_printable(value[:40])!r}"
+        )
+    return value
 
 
 def _upload(container: Any, local: Path, prefix: str, out: TextIO) -> list[str]:
