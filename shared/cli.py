@@ -18,7 +18,9 @@ Times are ISO 8601 (2026-11-23, 2026-11-23T09:30Z) and UTC when no offset is giv
 without --user/--vm/--ip (31 with), alerts and quarantine at most 366.
 
 Exit codes: 0 done, 1 the operation failed (storage unreachable or refused, nothing found),
-2 the command or a setting is wrong. Errors are one line on stderr; --debug adds a traceback.
+2 the command, a value or a setting is wrong (a bad date or number, a file that cannot be
+written), 141 the reader of the output went away (`... | head -1`: nothing more is printed).
+Errors are one line on stderr; --debug (before or after the command) adds a traceback.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ import argparse
 import contextlib
 import csv
 import logging
+import os
+import re
 import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import orjson
 
@@ -76,25 +80,58 @@ QUARANTINE_COLUMNS = [
 ]
 
 
+DEBUG = "show tracebacks and storage requests"
+#: `... | head -1`: the reader went away. 128 + SIGPIPE, what `cat` or `git log` end with.
+BROKEN_PIPE = 141
+
+
 class Failed(Exception):
     """The operation failed for a reason the message explains (exit code 1)."""
 
 
+class Wrong(Exception):
+    """The command asked for something it cannot have, say a file it cannot write (exit 2)."""
+
+
+def count(raw: str) -> int:
+    """`--limit`: ASCII digits only (`int("٣")` is 3 and `"²".isdigit()` is true)."""
+    if not re.fullmatch(r"[0-9]{1,9}", raw):
+        raise argparse.ArgumentTypeError(f"not a whole number: {raw[:20]!r}")
+    return int(raw)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), as every other error is;
+    `--help` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = f"{self.prog} --help shows the usage"
+        self.exit(2, f"error: {_printable(message)[:300]} ({hint})\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="python -m shared",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    top.add_argument("--debug", action="store_true", help="show tracebacks and storage requests")
+    top.add_argument("--debug", action="store_true", help=DEBUG)
     sub = top.add_subparsers(dest="command", required=True)
+    _commands(sub)
+    for command in sub.choices.values():  # `activity --debug` as well as `--debug activity`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG)
+    return top
+
+
+def _commands(sub: Any) -> None:
+    """One sub-parser per command, with its options."""
     act = sub.add_parser("activity", help="who connected to what, in time order")
     act.add_argument("--user", help="user name or e-mail (compared without case)")
     act.add_argument("--vm", help="target VM name (compared without case)")
     act.add_argument("--ip", help="client IP address")
     act.add_argument("--outcome", help="Success, Failure or Other")
     _range_args(act, "at most 7 days, or 31 with --user/--vm/--ip")
-    act.add_argument("--limit", type=int, help="print at most this many events")
+    act.add_argument("--limit", type=count, help="print at most this many events")
     _format_arg(act)
     alr = sub.add_parser("alerts", help="incidents first seen in a time range")
     alr.add_argument("--status", help="pending, delivered or withdrawn")
@@ -125,26 +162,38 @@ def parser() -> argparse.ArgumentParser:
         "--since",
         help="look again from this day (after a backfill of records older than the retention)",
     )
-    return top
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    args = parser().parse_args(argv)  # usage errors: argparse prints one line and exits 2
+    args = parser().parse_args(argv)  # usage errors: one line on stderr, SystemExit(2)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return _COMMANDS[args.command](args, out)
+        code = _COMMANDS[args.command](args, out)
+        out.flush()  # a reader that went away shows here, not at exit
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        _silence(out)
+        return BROKEN_PIPE
     except Exception as exc:
         code, message = explain(exc)
         if args.debug:
             logging.getLogger(__name__).exception("traceback")
         print(f"error: {message}", file=sys.stderr)
         return code
+
+
+def _silence(out: TextIO) -> None:
+    """The standard way after a broken pipe (Python docs, "Note on SIGPIPE"): point stdout at
+    devnull, so the interpreter's last flush at exit does not fail again."""
+    if out is sys.stdout and out is sys.__stdout__:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
 
 
 def explain(exc: BaseException) -> tuple[int, str]:
@@ -163,8 +212,10 @@ def explain(exc: BaseException) -> tuple[int, str]:
 
     from .queries import BadQuery
 
-    if isinstance(exc, (BadQuery, SettingsError)):
-        return 2, str(exc)
+    if isinstance(exc, (BadQuery, SettingsError, Wrong)):
+        return 2, _first(exc)
+    if isinstance(exc, OSError) and exc.filename is not None:  # a local file of the command's
+        return 2, _printable(f"{exc.filename}: {exc.strerror or type(exc).__name__}"[:300])
     if isinstance(exc, Failed):
         return 1, str(exc)
     if isinstance(exc, ServiceRequestError):
@@ -222,7 +273,7 @@ class _App:
                 "local Azurite (make azurite), or a connection string"
             )
         try:
-            self.storage = Storage(settings)
+            self.storage = Storage(settings, connect_retries=0)  # refused: say so at once
         except ValueError as exc:  # the SDKs' word for a malformed connection string
             raise SettingsError(f"{CONNECTION} is not a usable connection string: {exc}") from None
         return self.storage
@@ -289,7 +340,7 @@ def _quarantine(args: argparse.Namespace, out: TextIO) -> int:
 
     start, end = queries.parse_range({"from": args.start, "to": args.end}, datetime.now(UTC), 366)
     with _App() as storage:
-        items = queries.quarantine_items(storage, start, end, args.blob)
+        items = queries.quarantine_items(storage, start, end, _blob_name(args.blob, "--blob"))
         write(items, QUARANTINE_COLUMNS, args.format, out)
     return 0
 
@@ -302,9 +353,13 @@ def _report(args: argparse.Namespace, out: TextIO) -> int:
         page = report.build(storage, start, end)
     if args.output == "-":
         out.write(page)
-    else:
+        return 0
+    try:
         Path(args.output).write_text(page, encoding="utf-8")
-        print(f"wrote {args.output}", file=out)
+    except (OSError, ValueError) as exc:  # no such folder, no right, a NUL in the name
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise Wrong(f"cannot write {args.output!r}: {reason}") from None
+    print(f"wrote {args.output}", file=out)
     return 0
 
 
@@ -312,13 +367,17 @@ def _ingest(args: argparse.Namespace, out: TextIO) -> int:
     from .ingest import Summary
     from .services import Services
 
+    if not args.source.strip():  # Path("") is the working folder: not what anyone means
+        raise Wrong("PATH_OR_BLOB_PREFIX is empty: name a file, a folder or a blob prefix")
+    _blob_name(args.prefix, "--prefix")
     with _App() as storage:
         container = storage.logs()
         local = Path(args.source)
         if local.exists():
             names = _upload(container, local, args.prefix, out)
         else:
-            names = [b.name for b in container.list_blobs(name_starts_with=args.source)]
+            prefix = _blob_name(args.source, "PATH_OR_BLOB_PREFIX")
+            names = [b.name for b in container.list_blobs(name_starts_with=prefix)]
         if not names:
             raise Failed(f"nothing to ingest: no *.json file or blob under {args.source!r}")
         services = Services.build(storage)
@@ -337,6 +396,17 @@ def _ingest(args: argparse.Namespace, out: TextIO) -> int:
             file=out,
         )
     return 0
+
+
+def _blob_name(value: str, what: str) -> str:
+    """A blob name or prefix the service can take: at most 1024 characters, no control
+    characters (Azure Monitor writes none; Azurite answers 500 to them)."""
+    if len(value) > 1024 or any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+        raise Wrong(
+            f"{what} must be part of a blob name (at most 1024 characters, no control "
+            f"characters), got {_printable(value[:40])!r}"
+        )
+    return value
 
 
 def _upload(container: Any, local: Path, prefix: str, out: TextIO) -> list[str]:
@@ -382,24 +452,42 @@ def _erase(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _retain(args: argparse.Namespace, out: TextIO) -> int:
-    from . import retention
     from .retain import Expirer
 
+    since = _since(args.since) if args.since is not None else None
     with _App() as storage:
-        if args.since:
-            from .queries import BadQuery
-
-            try:
-                before = retention.next_day(args.since[:10], -1)
-            except ValueError:
-                raise BadQuery(f"--since must be a day (2026-11-23), got {args.since!r}") from None
-            for kind in retention.CLASSES:  # only ever back: a day skipped would stay for ever
-                row = storage.state.get(retention.WATERMARK_PARTITION, kind)
-                if row is None or str(row["Through"]) > before:
-                    storage.state.put(retention.watermark(kind, before, {}))
-        removed = Expirer(storage).run()
+        expirer = Expirer(storage)
+        if since:
+            _look_back(storage, expirer, since)
+        removed = expirer.run()
     _counts("removed", removed, out)
     return 0
+
+
+def _look_back(storage: Any, expirer: Any, since: str) -> None:
+    """Move each class's watermark back to the day before `since`, never forward (a day
+    skipped would stay for ever) and never before the oldest day stored (nothing is there);
+    a class without a watermark starts at its oldest day anyway."""
+    from . import retention
+
+    for kind in retention.CLASSES:
+        row = storage.state.get(retention.WATERMARK_PARTITION, kind)
+        oldest = expirer.oldest(kind) if row is not None else None
+        if row is None or oldest is None:
+            continue
+        before = retention.next_day(max(since, oldest), -1)
+        if str(row["Through"]) > before:
+            storage.state.put(retention.watermark(kind, before, {}))
+
+
+def _since(raw: str) -> str:
+    """`retain --since`: a day (or a time, whose UTC day counts), not after today."""
+    from .queries import BadQuery, parse_time
+
+    day = parse_time(raw, "--since").date().isoformat()  # says what is wrong: form or range
+    if day > datetime.now(UTC).date().isoformat():
+        raise BadQuery(f"--since must not be after today, got {day}")
+    return day
 
 
 def _counts(verb: str, counts: Any, out: TextIO) -> None:

@@ -33,6 +33,7 @@ import base64
 import binascii
 import hashlib
 import heapq
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -113,16 +114,32 @@ class Page:
 
 
 # -- parsing (pure) -------------------------------------------------------------------------
+#: Times a query may name: Table Storage keeps no date before 1601, and a day of headroom at the
+#: end keeps every sum the queries make (`to` + a bucket, an hour) inside `datetime`.
+EARLIEST = datetime(1601, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+_DIGITS = re.compile(r"[0-9]{1,9}")
+
+
 def parse_time(text: str, name: str) -> datetime:
-    """ISO 8601 date or date-time; without an offset it is UTC."""
+    """ISO 8601 date or date-time; without an offset it is UTC. Between `EARLIEST` and
+    `LATEST` once in UTC, so `0001-01-01T00:00+05:00` is a 400, not an overflow."""
     try:
         when = ciso8601.parse_datetime(text.strip())
-    except ValueError:
+    except (ValueError, OverflowError):
         raise BadQuery(
             f"{name} {text[:40]!r} is not an ISO 8601 date or time "
             "(e.g. 2026-11-23 or 2026-11-23T09:30:00Z)"
         ) from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    try:
+        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except OverflowError:
+        when = EARLIEST - timedelta(days=1) if when.year < 5000 else LATEST + timedelta(days=1)
+    if not EARLIEST <= when <= LATEST:
+        raise BadQuery(
+            f"{name} {text[:40]!r} is out of range (from {EARLIEST.date()} to {LATEST.date()} UTC)"
+        )
+    return when
 
 
 def parse_range(
@@ -131,7 +148,7 @@ def parse_range(
     """`from`/`to` (defaults: the 24 hours before `to`, `to` = now), checked and bounded."""
     raw_from, raw_to = _param(params, "from"), _param(params, "to")
     end = parse_time(raw_to, "to") if raw_to else now
-    start = parse_time(raw_from, "from") if raw_from else end - DEFAULT_SPAN
+    start = parse_time(raw_from, "from") if raw_from else max(end - DEFAULT_SPAN, EARLIEST)
     if start >= end:
         raise BadQuery(f"from ({text.utc(start)}) must be before to ({text.utc(end)})")
     if end - start > timedelta(days=max_days):
@@ -142,10 +159,11 @@ def parse_range(
 
 
 def parse_limit(params: Mapping[str, str | None]) -> int:
+    """A whole number in ASCII digits (`"²".isdigit()` and `int("٣")` are no guide)."""
     raw = _param(params, "limit")
     if not raw:
         return MAX_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
         raise BadQuery(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {raw[:20]!r}")
     return int(raw)
 
@@ -204,8 +222,10 @@ def _decode_token(token: str, fingerprint: str) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("q") != fingerprint:
         raise BadQuery("continuation belongs to a different query (same filters and range needed)")
     table_token, after = state.get("t"), state.get("after")
+    segment = state.get("s", 0)
     if not (
-        isinstance(state.get("s", 0), int)
+        type(segment) is int
+        and 0 <= segment <= 100 * MAX_DAYS
         and (table_token is None or _strings(table_token, dict))
         and (after is None or (_strings(after, list) and len(after) == 3))
     ):

@@ -114,7 +114,7 @@ class Expirer:
             keep_from = retention.first_kept(self.policy.days(kind), now)
             row = self.storage.state.get(retention.WATERMARK_PARTITION, kind)
             through = str(row["Through"]) if row is not None else None
-            oldest = None if through else self._oldest(kind)
+            oldest = None if through else self.oldest(kind)
             days = retention.expiring(keep_from, through, oldest)
             for day in days:
                 if time.monotonic() > deadline:
@@ -131,7 +131,7 @@ class Expirer:
                 out["detection_retries"] += self._retries(keep_from)
         return out
 
-    def _oldest(self, kind: str) -> str | None:
+    def oldest(self, kind: str) -> str | None:
         """The oldest day a class holds (first run): one row read per partition range."""
         if kind == ALERTS:
             first = _first_partition(self.storage.alerts, *retention.ALERT_DAYS)

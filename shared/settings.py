@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -69,8 +71,89 @@ DEFAULTS: dict[str, str] = {
 }
 
 
+#: The timers' NCRONTAB schedules (the host reads them as `%SETTING%`; all are checked here).
+SCHEDULES = (
+    "SWEEP_SCHEDULE",
+    "ALERT_RETRY_SCHEDULE",
+    "HEALTH_SCHEDULE",
+    "DIGEST_SCHEDULE",
+    "RETENTION_SCHEDULE",
+)
+#: Azure's rules: tables 3-63 letters and digits, starting with a letter; queues and containers
+#: 3-63 lower-case letters, digits and single hyphens, starting and ending with a letter or digit.
+_TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}")
+_LOWER_NAME = re.compile(r"(?=.{3,63}\Z)[a-z0-9]+(?:-[a-z0-9]+)*")
+_NUMBER = re.compile(r"[0-9]{1,12}")
+#: NCRONTAB fields as the Functions host reads them: (name, lowest, highest, names).
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
+           "september", "october", "november", "december")  # fmt: skip
+_DAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
+_CRON_FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
+    ("second", 0, 59, ()),
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day", 1, 31, ()),
+    ("month", 1, 12, _MONTHS),
+    ("weekday", 0, 6, _DAYS),
+)
+_CRON_ITEM = re.compile(
+    r"(\*|([0-9]{1,4}|[A-Za-z]{3,9})(?:-([0-9]{1,4}|[A-Za-z]{3,9}))?)(?:/([0-9]{1,4}))?"
+)
+
+
 class SettingsError(ValueError):
     """A setting has a value we cannot use; raised at start-up, not mid-invocation."""
+
+
+def shown(value: str, limit: int = 60) -> str:
+    """A setting's value in a one-line message: quoted, escaped, cut."""
+    return repr(value if len(value) <= limit else value[: limit - 1] + "…")
+
+
+def cron_problem(expression: str) -> str | None:
+    """What is wrong with an NCRONTAB schedule (six fields, `second minute hour day month
+    weekday`, as the Functions timer takes it), or None when it is fine."""
+    fields = expression.split()
+    if len(fields) != len(_CRON_FIELDS):
+        return f"six fields (second minute hour day month weekday), got {len(fields)}"
+    for text, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        for item in text.split(","):
+            match = _CRON_ITEM.fullmatch(item)
+            if match is None:
+                return f"the {name} field {shown(text, 20)} is not NCRONTAB"
+            found = [_cron_value(v, names) for v in match.group(2, 3) if v is not None]
+            values = [v for v in found if v is not None and low <= v <= high]
+            step = int(match.group(4) or 1)
+            if len(values) < len(found) or values != sorted(values):
+                return f"the {name} field {shown(text, 20)} needs values {low}-{high}, low to high"
+            if not 1 <= step <= high - low + 1:
+                return f"the {name} field {shown(text, 20)} has a step outside 1-{high - low + 1}"
+    return None
+
+
+def _cron_value(text: str, names: tuple[str, ...]) -> int | None:
+    """A number, or a month or weekday name in full or in three letters (`Jan`, `monday`)."""
+    if text.isdigit():  # the pattern let ASCII digits only through
+        return int(text)
+    lowered = text.lower()
+    for i, name in enumerate(names):
+        if lowered in (name, name[:3]):
+            return i + (1 if names is _MONTHS else 0)
+    return None
+
+
+def url_problem(value: str) -> str | None:
+    """Why a value is not an `http://` or `https://` URL with a host, or None."""
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return "spaces or control characters"
+    try:
+        parts = urlsplit(value)
+        host, _ = parts.hostname, parts.port  # a bad port or bracket raises here
+    except ValueError:
+        return "not a URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "not http:// or https://"
+    return None if host else "no host"
 
 
 @dataclass(frozen=True)
@@ -140,25 +223,24 @@ class Settings:
         r = _Reader(env)
         source = r.choice("BLOB_TRIGGER_SOURCE", ("LogsAndContainerScan", "EventGrid"))
         api_auth = r.choice("API_AUTH", ("entra", "none"), lower=True)
-        max_hours = r.num("INCIDENT_MAX_HOURS", 1, 24)
-        if 24 % max_hours:
-            raise SettingsError(f"INCIDENT_MAX_HOURS must divide 24 (1, 2, 3, 4, 6, 8, 12 or 24), "
-                                f"got {max_hours}")  # fmt: skip
-        get, num = r.get, r.num
+        max_hours = r.divisor_of_day("INCIDENT_MAX_HOURS")
+        num = r.num
+        for timer in SCHEDULES:
+            r.schedule(timer)
         bastions, account = r.diagnostics()
         prefix = CONNECTION + "__"
         return cls(
             connection=env.get(CONNECTION, "").strip(),
             blob_trigger_source=source,
-            events_table=get("EVENTS_TABLE"),
-            index_table=get("INDEX_TABLE"),
-            state_table=get("STATE_TABLE"),
-            alerts_table=get("ALERTS_TABLE"),
-            quarantine_container=get("QUARANTINE_CONTAINER"),
-            alert_queue=get("ALERT_QUEUE"),
-            webhook_url=get("ALERT_WEBHOOK_URL"),
-            teams_webhook_url=get("ALERT_TEAMS_WEBHOOK_URL"),
-            slack_webhook_url=get("ALERT_SLACK_WEBHOOK_URL"),
+            events_table=r.table("EVENTS_TABLE"),
+            index_table=r.table("INDEX_TABLE"),
+            state_table=r.table("STATE_TABLE"),
+            alerts_table=r.table("ALERTS_TABLE"),
+            quarantine_container=r.lower_name("QUARANTINE_CONTAINER", "container"),
+            alert_queue=r.lower_name("ALERT_QUEUE", "queue"),
+            webhook_url=r.url("ALERT_WEBHOOK_URL", secret=True),
+            teams_webhook_url=r.url("ALERT_TEAMS_WEBHOOK_URL", secret=True),
+            slack_webhook_url=r.url("ALERT_SLACK_WEBHOOK_URL", secret=True),
             webhook_timeout_seconds=float(num("WEBHOOK_TIMEOUT_SECONDS", 1, 120)),
             webhook_max_attempts=num("WEBHOOK_MAX_ATTEMPTS", 1, 10),
             failure_threshold=num("FAILURE_THRESHOLD", 2, 10_000),
@@ -179,11 +261,11 @@ class Settings:
             slow_ips=num("SLOW_IP_THRESHOLD", 2, 1000),
             baseline_days=num("BASELINE_DAYS", 1, 90),
             silence_hours=num("SILENCE_HOURS", 1, 48),
-            health_schedule=get("HEALTH_SCHEDULE"),
+            health_schedule=r.schedule("HEALTH_SCHEDULE"),
             bastion_resource_ids=bastions,
             logs_storage_account_id=account,
-            arm_endpoint=get("ARM_ENDPOINT"),
-            digest_schedule=get("DIGEST_SCHEDULE"),
+            arm_endpoint=r.url("ARM_ENDPOINT"),
+            digest_schedule=r.schedule("DIGEST_SCHEDULE"),
             digest_webhooks=r.flag("DIGEST_WEBHOOKS"),
             api_auth=api_auth,
             api_reader_role=r.role("API_READER_ROLE"),
@@ -191,7 +273,7 @@ class Settings:
             retention_days=r.days("RETENTION_DAYS"),
             alert_retention_days=r.days("ALERT_RETENTION_DAYS"),
             quarantine_retention_days=r.days("QUARANTINE_RETENTION_DAYS"),
-            retention_schedule=get("RETENTION_SCHEDULE"),
+            retention_schedule=r.schedule("RETENTION_SCHEDULE"),
             platform_auth=env.get("WEBSITE_AUTH_ENABLED", "").strip().lower() == "true",
             connection_parts={k[len(prefix) :]: v for k, v in env.items() if k.startswith(prefix)},
         )
@@ -207,19 +289,72 @@ class _Reader:
         return self.env.get(name, DEFAULTS[name]).strip()
 
     def num(self, name: str, low: int, high: int) -> int:
+        """A whole number in ASCII digits (`int()` also takes `٣`, `1_000` and `+5`)."""
         raw = self.get(name)
-        try:
-            value = int(raw)
-        except ValueError:
-            raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+        if not _NUMBER.fullmatch(raw):
+            raise SettingsError(f"{name} must be an integer, got {shown(raw)}")
+        value = int(raw)
         if not low <= value <= high:
             raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
         return value
 
+    def divisor_of_day(self, name: str) -> int:
+        """Hours that divide a day, so periods align to UTC midnight."""
+        hours = self.num(name, 1, 24)
+        if 24 % hours:
+            raise SettingsError(f"{name} must divide 24 (1, 2, 3, 4, 6, 8, 12 or 24), got {hours}")
+        return hours
+
     def role(self, name: str) -> str:
         value = self.get(name)
-        if not value:
-            raise SettingsError(f"{name} must name an app role (callers hold it)")
+        if not value or any(c.isspace() or not c.isprintable() for c in value):
+            raise SettingsError(
+                f"{name} must name an app role (callers hold it; no spaces), got {shown(value)}"
+            )
+        return value
+
+    def table(self, name: str) -> str:
+        value = self.get(name)
+        if not _TABLE_NAME.fullmatch(value) or value.lower() == "tables":
+            raise SettingsError(
+                f"{name} must be an Azure table name (3-63 letters and digits, starting with a "
+                f"letter), got {shown(value)}"
+            )
+        return value
+
+    def lower_name(self, name: str, kind: str) -> str:
+        """A queue or container name (the same rules for both)."""
+        value = self.get(name)
+        if not _LOWER_NAME.fullmatch(value):
+            raise SettingsError(
+                f"{name} must be an Azure {kind} name (3-63 lower-case letters, digits and "
+                f"single hyphens, starting and ending with a letter or digit), got {shown(value)}"
+            )
+        return value
+
+    def schedule(self, name: str) -> str:
+        value = self.get(name)
+        problem = cron_problem(value)
+        if problem:
+            raise SettingsError(f"{name} must be an NCRONTAB schedule: {problem}")
+        return value
+
+    def url(self, name: str, secret: bool = False) -> str:
+        """An `http(s)://` URL with a host; a secret one may be empty and is never shown."""
+        value = self.get(name)
+        if secret and not value:
+            return ""
+        if secret and value.startswith("@Microsoft.KeyVault("):
+            raise SettingsError(
+                f"{name} is a Key Vault reference the platform could not resolve: let the app's "
+                "identity read the secret (the value is not shown)"
+            )
+        problem = url_problem(value)
+        if problem:
+            got = "the value is secret, not shown" if secret else f"got {shown(value)}"
+            raise SettingsError(
+                f"{name} must be an http:// or https:// URL with a host: {problem} ({got})"
+            )
         return value
 
     def days(self, name: str) -> int:
@@ -247,7 +382,7 @@ class _Reader:
     def choice(self, name: str, options: tuple[str, ...], lower: bool = False) -> str:
         value = self.get(name).lower() if lower else self.get(name)
         if value not in options:
-            raise SettingsError(f"{name} must be {' or '.join(options)}, got {value!r}")
+            raise SettingsError(f"{name} must be {' or '.join(options)}, got {shown(value)}")
         return value
 
     def networks(self, name: str) -> tuple[IPNetwork, ...]:
@@ -256,5 +391,5 @@ class _Reader:
             try:
                 out.append(ipaddress.ip_network(item, strict=False))
             except ValueError:
-                raise SettingsError(f"{name} entry {item!r} is not an IP or CIDR") from None
+                raise SettingsError(f"{name} entry {shown(item)} is not an IP or CIDR") from None
         return tuple(out)
