@@ -54,6 +54,8 @@ _SELECT_EVENT = [
 ]
 _COVER_SELECT = ["RowKey", "Subject", "SubjectKind", "FirstSeen", "LastSeen", "State", "ClientIps"]
 _ATTEMPTS = 8
+#: An actor's head row ETag per day, read before anything it decides from (None: no row yet).
+Heads = dict[str, str | None]
 
 
 @dataclass
@@ -274,7 +276,7 @@ class Detector:
     ) -> Result:
         for attempt in range(_ATTEMPTS):
             try:
-                return self._actor_once(actor, touch, now, coverage, rebuild, told)
+                return self._actor_once(actor, touch, now, coverage, rebuild, told, None)
             except CoverageChanged:
                 assert coverage is not None
                 self._refresh(coverage)
@@ -291,9 +293,16 @@ class Detector:
         coverage: Coverage | None,
         rebuild: bool,
         told: list[str],
+        heads: Heads | None,
     ) -> Result:
+        """Decide and write. Incidents are decided only from rows read after the actor's head
+        rows (`heads`), whose ETags then guard the write: an invocation that settled in between
+        makes this one decide again, so a stale view never overwrites a newer one."""
         t = self.t
         lo, hi = planning.changed_minutes(actor, touch, t)
+        days = layout.days_between(lo - t.reach, hi + t.reach)  # whose incidents can change
+        if heads is None and not rebuild:
+            heads = self._heads(actor, days)
         fresh: dict[datetime, Bucket] = {}
         writes: list[Op] = []
         if rebuild:
@@ -312,7 +321,10 @@ class Detector:
                     return Result(writes=writes)  # written with other accounts' in batches
             if planning.quiet(actor, around, fresh, (lo, hi), touch, coverage, t):
                 return Result(writes=writes)  # a typo, say: no incident can change
-        days = layout.days_between(lo - t.reach, hi + t.reach)  # whose incidents can change
+            if heads is None:  # hot: read the heads, then everything it decides from again
+                again = self._heads(actor, days)
+                return self._actor_once(actor, touch, now, coverage, rebuild, told, again)
+        assert heads is not None
         stored = self._read_days(actor, days, fresh)
         buckets = {b.minute: b for b in stored.buckets if not (rebuild and lo <= b.minute <= hi)}
         buckets.update(fresh)
@@ -320,7 +332,7 @@ class Detector:
         found, new_marks = self._incidents(actor, ordered, stored.marks, coverage, now, told)
         writes += [("upsert", layout.mark_entity(m), {}) for m in new_marks]
         self._write_buckets(writes)
-        self._settle_days(actor, days, found, coverage, now, told)
+        self._settle_days(actor, heads, found, coverage, now, told)
         return Result(new_marks)
 
     def _incidents(
@@ -350,7 +362,7 @@ class Detector:
     def _settle_days(
         self,
         actor: Actor,
-        days: Sequence[str],
+        heads: Heads,
         found: list[detection.Incident],
         coverage: Coverage | None,
         now: datetime,
@@ -359,9 +371,9 @@ class Detector:
         """Write the incidents of each day; check the coverage held; then notify."""
         bumped: set[str] = set()
         owed: list[tuple[str, str, str]] = []
-        for day in days:
+        for day, version in heads.items():
             mine = [i for i in found if layout.day_of(i.first_seen) == day]
-            if self._settle(actor, day, mine, now, owed):
+            if self._settle(actor, (day, version), mine, now, owed):
                 bumped.add(day)
         if bumped and actor.kind is Kind.IP:
             self._touch_cover(bumped, found)
@@ -402,13 +414,16 @@ class Detector:
     def _settle(
         self,
         actor: Actor,
-        day: str,
+        head_seen: tuple[str, str | None],
         found: list[detection.Incident],
         now: datetime,
         owed: list[tuple[str, str, str]],
     ) -> bool:
-        """Make the stored incidents of an actor's day match `found`; what is now owed a
-        notification goes to `owed` as (day, RowKey, AlertId). Returns whether it wrote."""
+        """Make the stored incidents of an actor's day match `found`, if its head row is still
+        the version read before deciding (else `Conflict`); what is now owed a notification
+        goes to `owed` as (day, RowKey, AlertId). Returns whether it wrote."""
+        planning.checkpoint("settle", actor.kind.value)
+        day = head_seen[0]
         prefix = layout.actor_prefix(actor.kind, actor.subject)
         rows = list(self.storage.alerts.seek({"pk": day, "lo": prefix, "hi": prefix + "~~"}))
         head_key = layout.head_key(actor.kind, actor.subject, day)
@@ -417,6 +432,8 @@ class Detector:
         plan = incidents.plan(found, stored, head, head_key, now, self.interval)
         if not plan.ops:
             return False
+        if _etag(head) != head_seen[1]:
+            raise Conflict("another invocation settled this actor's day since it decided")
         ops = list(plan.ops)
         if actor.kind is Kind.IP:  # the day's coverage changes with it, atomically
             ops.append(("upsert", {"PartitionKey": day, "RowKey": layout.COVER}, {}))
@@ -427,6 +444,7 @@ class Detector:
     # -- coverage -----------------------------------------------------------------------------
     def _coverage(self, touches: Iterable[Touch]) -> Coverage:
         """Open incidents of the days around these records (one read per day)."""
+        planning.checkpoint("coverage", "")
         days: set[str] = set()
         span = self.t.reach + self.t.linger + timedelta(days=1)
         for touch in touches:
@@ -458,6 +476,13 @@ class Detector:
             if (row.metadata["etag"] if row is not None else None) != version:
                 return True
         return False
+
+    def _heads(self, actor: Actor, days: Sequence[str]) -> Heads:
+        """The ETags of the actor's head rows of these days (None: no row yet)."""
+        heads = {d: _etag(self.storage.alerts.get(*layout.head_key(actor.kind, actor.subject, d)))
+                 for d in days}  # fmt: skip
+        planning.checkpoint("decide", actor.kind.value)  # what it decides from is read next
+        return heads
 
     def _touch_cover(self, bumped: set[str], found: Sequence[detection.Incident]) -> None:
         """An IP incident that runs past midnight covers the next day too: mark it changed."""
@@ -566,6 +591,10 @@ class Detector:
                 self.storage.state.delete(layout.RETRY_PARTITION, row["RowKey"])
                 done += 1
         return tried, done
+
+
+def _etag(row: Any) -> str | None:
+    return row.metadata["etag"] if row is not None else None
 
 
 def _collect(result: Result, marks: dict[str, list[Mark]]) -> None:

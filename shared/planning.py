@@ -16,6 +16,17 @@ from .detection import MINUTE, Bucket, Event, Kind, Mark, Thresholds
 from .entities import EventRow
 
 Op = tuple[str, dict[str, Any], dict[str, Any]]
+#: A point where an invocation has decided (or is about to) from rows another invocation may
+#: change before it writes: (point, detail). Production passes through at the cost of a call;
+#: `tests/reliability/test_interleavings.py` stops there to order two invocations step by step.
+Checkpoint = Callable[[str, str], None]
+
+
+def _go_on(point: str, detail: str) -> None:
+    """Production: nothing to wait for."""
+
+
+checkpoint: Checkpoint = _go_on
 
 
 @dataclass(frozen=True, order=True)

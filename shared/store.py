@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import layout, model, parse, quarantine
+from . import layout, model, parse, planning, quarantine
 from .entities import EventRow
 from .storage import Storage
 
@@ -64,7 +64,12 @@ def store(storage: Storage, blob_name: str, pieces: Iterable[parse.Piece]) -> St
         else:
             events[key] = entity
     rows = list(events.values())
-    storage.upsert((storage.events, rows), (storage.index, list(layout.index_rows(rows))))
+    # Index rows first, events after: an account (which reads events) then never sees a
+    # failure its address (which reads the index) cannot, or it could decide the attack is
+    # its own and tell people before the address's incident exists (docs/guarantees.md).
+    storage.upsert((storage.index, list(layout.index_rows(rows))))
+    planning.checkpoint("stored", "index")
+    storage.upsert((storage.events, rows))
     storage.quarantine(rejects)
     latest = max((r["TimeGenerated"] for r in rows), default=None)
     return Stored(rows, rejects.count, skipped, cut_at, latest)

@@ -89,6 +89,23 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 _TRAVEL = pytest.StashKey[Any]()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each selected test N times in one session (to show a flaky test is not)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`--repeat N`: each test N times, as `name[run1]` ... (pytest-repeat's `--count`)."""
+    runs = int(metafunc.config.getoption("repeat"))
+    if runs > 1:
+        metafunc.fixturenames.append("repeat_run")
+        metafunc.parametrize("repeat_run", range(1, runs + 1), ids=lambda n: f"run{n}")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark what needs Azurite (any test using the emulator, even through other fixtures)."""
     for item in items:

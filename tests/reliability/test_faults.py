@@ -87,11 +87,12 @@ def on_nth_call(
     return calls
 
 
-# (what is patched, its name, which call): table writes of the 1st and 2nd chunk, a
-# cursor advance, the start of incident bookkeeping, and alert delivery.
+# (what is patched, its name, which call): the 1st chunk's index writes, its event writes
+# (index rows stored, events not: the order `store` keeps), a cursor advance, the start of
+# incident bookkeeping, and alert delivery.
 STOP_POINTS = [
-    pytest.param(storage.Storage, "upsert", 1, id="table-write-1"),
-    pytest.param(storage.Storage, "upsert", 2, id="table-write-2"),
+    pytest.param(storage.Storage, "upsert", 1, id="index-write-1"),
+    pytest.param(storage.Storage, "upsert", 2, id="events-write-1"),
     pytest.param(storage.Storage, "quarantine", 1, id="quarantine-1"),
     pytest.param(storage.Storage, "write_cursor", 2, id="cursor-advance-2"),
     pytest.param(detect.Detector, "_settle", 2, id="incident-record-2"),
