@@ -292,7 +292,8 @@ def activity_filter(q: ActivityQuery) -> tuple[str, str, list[dict[str, Any]]]:
     accounts = q.accounts or (keys.user_key(q.user or "", ""),)
     if q.user and q.mode != "user":
         names = [f"u{i}" for i in range(len(accounts))]
-        clauses.append("(" + " or ".join(f"UserKey eq @{n}" for n in names) + ")")
+        # ( and ) stand apart: the SDK finds @parameters between spaces
+        clauses.append("( " + " or ".join(f"UserKey eq @{n}" for n in names) + " )")
         params |= dict(zip(names, accounts, strict=True))
     if q.ip and q.mode != "ip":
         clauses.append("ClientIpKey eq @ip")
