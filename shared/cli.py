@@ -173,6 +173,9 @@ def _commands(sub: Any) -> None:
         action="store_true",
         help="erase every account the name matched, when more than one holds records",
     )
+    era.add_argument(
+        "--exact", action="store_true", help="erase only the account of that very name"
+    )
     sub.add_parser(
         "aliases",
         help="index the e-mails and bare names of records stored before bastion-audit kept "
@@ -475,7 +478,7 @@ def _erase(args: argparse.Namespace, out: TextIO) -> int:
     with _App() as storage:
         eraser = Eraser(storage)
         try:
-            removed = eraser.erase(args.user, all_matches=args.all_matches)
+            removed = eraser.erase(args.user, all_matches=args.all_matches, exact=args.exact)
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
     if eraser.found.widened:

@@ -110,10 +110,10 @@ def status(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
 
 
 def _erase(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
-    """`POST ?user=NAME[&all=true]` -> `{"removed": {kind: count}}` (and `matchedAccounts`
-    when the name reached more than its literal account; 409 when it reached several that hold
-    records and `all` is not given): README, "Retention and erasure"; the eraser role is
-    required. Running it again removes nothing."""
+    """`POST ?user=NAME[&all=true][&exact=true]` -> `{"removed": {kind: count}}` (and
+    `matchedAccounts` when the name reached more than its literal account; 409 when it reached
+    several that hold records and neither `all` nor `exact` is given): README, "Retention and
+    erasure"; the eraser role is required. Running it again removes nothing."""
     from .retain import Eraser
     from .retention import Ambiguous
 
@@ -121,9 +121,10 @@ def _erase(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
     if len(user) > 1024:
         return _json({"error": "bad_request", "message": "user: at most 1024 characters"}, 400)
     eraser = Eraser(storage)
-    every = req.params.get("all", "").strip().casefold() in ("true", "1", "yes")
+    every, exact = (req.params.get(k, "").strip().casefold() in ("true", "1", "yes")
+                    for k in ("all", "exact"))  # fmt: skip
     try:
-        removed = eraser.erase(user, all_matches=every)
+        removed = eraser.erase(user, all_matches=every, exact=exact)
     except Ambiguous as exc:
         body = {"error": "ambiguous", "message": str(exc), "matchedAccounts": exc.found.matched()}
         return _json(body, 409)

@@ -218,15 +218,17 @@ class Eraser:
         self.storage = storage
 
     def erase(
-        self, name: str, now: datetime | None = None, all_matches: bool = False
+        self, name: str, now: datetime | None = None, all_matches: bool = False, exact: bool = False
     ) -> Counter[str]:
         """Remove the accounts the name reaches (`retention.accounts_to_erase`; `found` says
         which): their events, index rows, buckets and baselines, redact them in the alerts,
         then their `who` rows (last: they find the accounts again if this stops half-way).
-        What was removed or rewritten, by kind. Running it again changes nothing."""
+        `exact`: the account of that very name only. What was removed or rewritten, by kind.
+        Running it again changes nothing."""
         literal = retention.account(name)
         index = self.storage.index
-        self.found = layout.resolution(name, index.seek(layout.alias_seek(name), ["Account"]))
+        rows = () if exact else index.seek(layout.alias_seek(name), ["Account"])
+        self.found = layout.resolution(name, rows)
         stored, _ = self.storage.events.page(PK_RANGE, retention.event_range(literal), _KEYS, 1)
         accounts = retention.accounts_to_erase(self.found, bool(stored), all_matches)
         n: Counter[str] = Counter()

@@ -129,8 +129,8 @@ class Ambiguous(ValueError):
 
     def __init__(self, found: layout.Resolution) -> None:
         super().__init__(
-            f"{found.note()}; erase them all with --all-matches (all=true), or name one "
-            "account exactly (DOMAIN\\name, or the e-mail of records without a name)"
+            f"{found.note()}; erase them all with --all-matches (all=true), or only the "
+            "account of that very name with --exact (exact=true)"
         )
         self.found = found
 

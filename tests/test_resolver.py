@@ -222,10 +222,13 @@ def test_erasure_refuses_two_accounts_unless_asked(
     assert [m["account"] for m in answer["matchedAccounts"]] == ["bob", "contoso\\bob"]
     assert cli.main(["erase", "--user", "bob"], io.StringIO()) == 2
     out = io.StringIO()
-    assert cli.main(["erase", "--user", "bob", "--all-matches"], out) == 0
-    lines = out.getvalue().splitlines()
-    assert lines[0].startswith('matched: "bob" matched 2 accounts') and " events=6 " in lines[1]
-    assert post(user="bob", all="true").status_code == 200
+    assert cli.main(["erase", "--user", "bob", "--exact"], out) == 0  # the local bob alone
+    assert out.getvalue().startswith("erased: ") and " events=1 " in out.getvalue()
+    done = post(user="bob")  # the local bob is gone: CONTOSO\bob is the one left
+    assert done.status_code == 200
+    answer = orjson.loads(done.get_body())
+    assert answer["removed"]["events"] == BOB_EVENTS
+    assert answer["matchedAccounts"][1] == {"account": "contoso\\bob", "via": "name"}
 
 
 def test_backfill_lets_old_records_be_found_by_email(fresh: Pipeline) -> None:
@@ -240,3 +243,18 @@ def test_backfill_lets_old_records_be_found_by_email(fresh: Pipeline) -> None:
     assert store.backfill_aliases(s) >= 10
     assert len(list(queries.activity_rows(s, q))) == BOB_EVENTS
     assert len(list(queries.activity_rows(s, queries.ActivityQuery(q.start, end, "nina")))) == 1
+
+
+def test_erasure_of_all_matches_takes_every_account(fresh: Pipeline) -> None:
+    rec = samples.record(datetime(2026, 11, 23, 9, 5, tzinfo=UTC), "bob", samples.OK, "10.1.1.1")
+    logs = fresh.storage.blobs.get_container_client(LOGS_CONTAINER)
+    name = "extra/y=2026/m=11/d=23/h=09/PT1H.json"
+    logs.upload_blob(name, orjson.dumps(rec) + b"\n", overwrite=True)
+    fresh.ingest(logs.get_blob_client(name))
+    eraser = retain.Eraser(fresh.storage)
+    with pytest.raises(retention.Ambiguous):
+        eraser.erase("bob")
+    removed = eraser.erase("bob", all_matches=True)
+    assert removed["events"] == 1 + BOB_EVENTS and eraser.found.others == ("contoso\\bob",)
+    left = {r["Account"] for r in fresh.storage.index.partition(layout.ALIASES, ["Account"])}
+    assert not left & {"bob", "contoso\\bob"}
