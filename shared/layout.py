@@ -6,7 +6,9 @@ Events (events table): `<encoded user key>|<yyyy-MM-ddTHH>`, RowKey `<UTC time>Z
 Index table: per event, a row in `ip|<day>` and (with a target) `vm|<day>`, keyed
 `<encoded ip or vm>|<event RowKey>` and copying the fields a result shows (`INDEX_FIELDS`), so
 an IP or VM question is one RowKey-range seek per day and one invocation's index rows share a
-few partitions; `fail|<hour>` lists the users and IPs that failed in that hour.
+few partitions; `fail|<hour>` lists the users and IPs that failed in that hour; `who` holds
+one row per (alias, account), `<encoded alias>|<encoded account>` (`alias_rows`), so what a
+person types resolves to accounts with one RowKey seek (`resolution`).
 
 Cursors (state table): `cursor|<yyyy-MM-ddTHH>` for hour blobs (the sweep reads a few hours in
 one query each; retention drops old hours whole), `cursor` for any other blob name.

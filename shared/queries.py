@@ -7,9 +7,11 @@ parameter, never into the filter text, so `x' or PartitionKey ne '` is just a st
 
 What each activity query costs (one page; `limit` rows at most, `MAX_LIMIT` by default):
 
-* `user` (with or without `ip`, `outcome`): one PartitionKey range query on the events table,
-  `<user>|<first hour>` .. `<user>|<last hour>~`. Reads only that user's hour partitions, which
-  come back in time order; other filters are evaluated by the service inside that range.
+* `user` (with or without `ip`, `outcome`): one RowKey seek in the index's `who` partition
+  (`resolve`: the accounts the name reaches), then one PartitionKey range query per account on
+  the events table, `<account>|<first hour>` .. `<account>|<last hour>~`. Reads only those hour
+  partitions, which come back in time order (several accounts are merged, each read at most
+  `limit + 1` rows a page); other filters are evaluated by the service inside that range.
 * `vm` (with or without `user`, `ip`, `outcome`): one RowKey-range seek per day on the index
   table: partition `vm|<day>`, rows `<vm>|<event RowKey>` (index rows copy the fields a result
   shows), so a day costs one request whether or not the VM was used that day.
