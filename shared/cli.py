@@ -161,7 +161,21 @@ def _commands(sub: Any) -> None:
     _range_args(rep, "at most 7 days")
     rep.add_argument("--user", help="only this person (as activity --user; says which accounts)")
     rep.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
-    era = sub.add_parser("erase", help="erase one person's records (alerts keep a marker)")
+    _erase_args(sub.add_parser("erase", help="erase one person's records (alerts keep a marker)"))
+    sub.add_parser(
+        "aliases",
+        help="index the e-mails and bare names of records stored before bastion-audit kept "
+        "them, so --user finds those records by them too (once; harmless to repeat)",
+    )
+    ret = sub.add_parser("retain", help="delete now what is older than its retention")
+    ret.add_argument(
+        "--since",
+        help="look again from this day (after a backfill of records older than the retention)",
+    )
+
+
+def _erase_args(era: argparse.ArgumentParser) -> None:
+    """`erase`: whom, and what to do when the name reaches several accounts."""
     era.add_argument(
         "--user",
         required=True,
@@ -175,16 +189,6 @@ def _commands(sub: Any) -> None:
     )
     era.add_argument(
         "--exact", action="store_true", help="erase only the account of that very name"
-    )
-    sub.add_parser(
-        "aliases",
-        help="index the e-mails and bare names of records stored before bastion-audit kept "
-        "them, so --user finds those records by them too (once; harmless to repeat)",
-    )
-    ret = sub.add_parser("retain", help="delete now what is older than its retention")
-    ret.add_argument(
-        "--since",
-        help="look again from this day (after a backfill of records older than the retention)",
     )
 
 
