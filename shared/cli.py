@@ -7,6 +7,7 @@
   ingest      backfill: upload a local file or folder and ingest it, or ingest a blob prefix
   report      write the HTML activity report (--from --to --output)
   erase       erase one person: events, index rows, baseline; alerts keep a marker (--user)
+  aliases     backfill: let --user find records stored before e-mails and bare names were kept
   retain      delete now what is older than its retention (the daily timer does it too)
 
 Settings come from the environment, as the app's own (README, "Settings"); at least
@@ -126,7 +127,11 @@ def parser() -> argparse.ArgumentParser:
 def _commands(sub: Any) -> None:
     """One sub-parser per command, with its options."""
     act = sub.add_parser("activity", help="who connected to what, in time order")
-    act.add_argument("--user", help="user name or e-mail (compared without case)")
+    act.add_argument(
+        "--user",
+        help="user name, e-mail or DOMAIN\\name (compared without case; a bare name or e-mail "
+        "also finds the DOMAIN\\name accounts whose records carry it, and says which)",
+    )
     act.add_argument("--vm", help="target VM name (compared without case)")
     act.add_argument("--ip", help="client IP address")
     act.add_argument("--outcome", help="Success, Failure or Other")
@@ -154,13 +159,36 @@ def _commands(sub: Any) -> None:
     ing.add_argument("--prefix", default="", help="blob-name prefix for uploaded local files")
     rep = sub.add_parser("report", help="write the HTML activity report")
     _range_args(rep, "at most 7 days")
+    rep.add_argument("--user", help="only this person (as activity --user; says which accounts)")
     rep.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
-    era = sub.add_parser("erase", help="erase one person's records (alerts keep a marker)")
-    era.add_argument("--user", required=True, help="user name or e-mail (compared without case)")
+    _erase_args(sub.add_parser("erase", help="erase one person's records (alerts keep a marker)"))
+    sub.add_parser(
+        "aliases",
+        help="index the e-mails and bare names of records stored before bastion-audit kept "
+        "them, so --user finds those records by them too (once; harmless to repeat)",
+    )
     ret = sub.add_parser("retain", help="delete now what is older than its retention")
     ret.add_argument(
         "--since",
         help="look again from this day (after a backfill of records older than the retention)",
+    )
+
+
+def _erase_args(era: argparse.ArgumentParser) -> None:
+    """`erase`: whom, and what to do when the name reaches several accounts."""
+    era.add_argument(
+        "--user",
+        required=True,
+        help="user name, e-mail or DOMAIN\\name (compared without case; also the accounts "
+        "whose records carry it as e-mail or bare name)",
+    )
+    era.add_argument(
+        "--all-matches",
+        action="store_true",
+        help="erase every account the name matched, when more than one holds records",
+    )
+    era.add_argument(
+        "--exact", action="store_true", help="erase only the account of that very name"
     )
 
 
@@ -291,11 +319,20 @@ def _activity(args: argparse.Namespace, out: TextIO) -> int:
         raise queries.BadQuery("--limit must be at least 1")
     query = queries.parse_activity(params)
     with _App() as storage:
+        query, found = queries.resolved(storage, query)
+        if found is not None and found.widened:
+            _matched(found.note(), args.format, out)
         rows: Iterable[dict[str, Any]] = queries.activity_rows(storage, query)
         if args.limit is not None:
             rows = _take(rows, args.limit)
         write(rows, ACTIVITY_COLUMNS, args.format, out)
     return 0
+
+
+def _matched(note: str, fmt: str, out: TextIO) -> None:
+    """Which accounts a name reached: a header line above a table, on stderr beside JSON or
+    CSV (which stay machine-readable)."""
+    print(_printable(f"matched: {note}"), file=out if fmt == "table" else sys.stderr)
 
 
 def _alerts(args: argparse.Namespace, out: TextIO) -> int:
@@ -350,7 +387,7 @@ def _report(args: argparse.Namespace, out: TextIO) -> int:
 
     start, end = report.parse({"from": args.start, "to": args.end})
     with _App() as storage:
-        page = report.build(storage, start, end)
+        page = report.build(storage, start, end, (args.user or "").strip() or None)
     if args.output == "-":
         out.write(page)
         return 0
@@ -443,11 +480,23 @@ def _erase(args: argparse.Namespace, out: TextIO) -> int:
     from .retain import Eraser
 
     with _App() as storage:
+        eraser = Eraser(storage)
         try:
-            removed = Eraser(storage).erase(args.user)
+            removed = eraser.erase(args.user, all_matches=args.all_matches, exact=args.exact)
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
+    if eraser.found.widened:
+        print(_printable(f"matched: {eraser.found.note()}"), file=out)
     _counts("erased", removed, out)
+    return 0
+
+
+def _aliases(args: argparse.Namespace, out: TextIO) -> int:
+    from .store import backfill_aliases
+
+    with _App() as storage:
+        written = backfill_aliases(storage)
+    print(f"aliases: {written} (e-mail or bare name, account) row(s) written", file=out)
     return 0
 
 
@@ -503,6 +552,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
     "ingest": _ingest,
     "report": _report,
     "erase": _erase,
+    "aliases": _aliases,
     "retain": _retain,
 }
 

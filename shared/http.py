@@ -85,12 +85,16 @@ def alerts(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
 
 @signed_in
 def report_page(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
-    """`?from=&to=` -> the HTML report (at most `report.MAX_DAYS`)."""
+    """`?from=&to=&user=` -> the HTML report (at most `report.MAX_DAYS`; with `user`, only the
+    accounts that name reaches, listed on the page)."""
+    user = req.params.get("user", "").strip() or None
     try:
         start, end = report.parse(req.params)
+        if user and len(user) > 1024:
+            raise queries.BadQuery("user: at most 1024 characters")
+        page = report.build(storage, start, end, user)
     except queries.BadQuery as exc:
         return _bad(exc)
-    page = report.build(storage, start, end)
     headers = {**_HEADERS, "Content-Security-Policy": report.CSP}
     return func.HttpResponse(
         page, status_code=200, mimetype="text/html", charset="utf-8", headers=headers
@@ -106,18 +110,30 @@ def status(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
 
 
 def _erase(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
-    """`POST ?user=NAME` -> `{"removed": {kind: count}}`: the account erased (README,
-    "Retention and erasure"); the eraser role is required. Running it again removes nothing."""
+    """`POST ?user=NAME[&all=true][&exact=true]` -> `{"removed": {kind: count}}` (and
+    `matchedAccounts` when the name reached more than its literal account; 409 when it reached
+    several that hold records and neither `all` nor `exact` is given): README, "Retention and
+    erasure"; the eraser role is required. Running it again removes nothing."""
     from .retain import Eraser
+    from .retention import Ambiguous
 
     user = req.params.get("user", "")
     if len(user) > 1024:
         return _json({"error": "bad_request", "message": "user: at most 1024 characters"}, 400)
+    eraser = Eraser(storage)
+    every, exact = (req.params.get(k, "").strip().casefold() in ("true", "1", "yes")
+                    for k in ("all", "exact"))  # fmt: skip
     try:
-        removed = Eraser(storage).erase(user)
+        removed = eraser.erase(user, all_matches=every, exact=exact)
+    except Ambiguous as exc:
+        body = {"error": "ambiguous", "message": str(exc), "matchedAccounts": exc.found.matched()}
+        return _json(body, 409)
     except ValueError as exc:
         return _json({"error": "bad_request", "message": str(exc)}, 400)
-    return _json({"removed": dict(sorted(removed.items()))})
+    answer: dict[str, object] = {"removed": dict(sorted(removed.items()))}
+    if eraser.found.widened:
+        answer["matchedAccounts"] = eraser.found.matched()
+    return _json(answer)
 
 
 erase = signed_in(_erase, eraser=True)

@@ -63,6 +63,28 @@ def identity(name: str) -> str:
     return "".join(map(_fold, unicodedata.normalize("NFC", text).strip()))
 
 
+def aliases(user_name: str, user_email: str, account: str) -> list[str]:
+    """What else a person may type for the account a record is stored under: the e-mail the
+    record carries, the bare name of `DOMAIN\\name`, and the local part of an e-mail (of the
+    e-mail, or of a UPN-shaped name); each in the identity form, never the account itself."""
+    name, email = identity(user_name), identity(user_email)
+    found = [email]
+    if "\\" in name:
+        found.append(name.rsplit("\\", 1)[1].strip())
+    found += [part.rsplit("@", 1)[0].strip() for part in (name, email) if "@" in part]
+    return sorted({term for term in found if term and term != account})
+
+
+def alias_via(term: str, account: str) -> str:
+    """Why `term` reaches `account`, from the two alone (so stored rows need no more): the
+    account's e-mail, the bare name of its `DOMAIN\\name`, or the local part of an e-mail."""
+    if "@" in term:
+        return "e-mail"
+    if "\\" in account and account.rsplit("\\", 1)[1].strip() == term:
+        return "name"
+    return "local part"
+
+
 @lru_cache(maxsize=4096)
 def _fold(char: str) -> str:
     """Simple case folding of one character: its upper case when that is one character (else

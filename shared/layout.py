@@ -6,7 +6,9 @@ Events (events table): `<encoded user key>|<yyyy-MM-ddTHH>`, RowKey `<UTC time>Z
 Index table: per event, a row in `ip|<day>` and (with a target) `vm|<day>`, keyed
 `<encoded ip or vm>|<event RowKey>` and copying the fields a result shows (`INDEX_FIELDS`), so
 an IP or VM question is one RowKey-range seek per day and one invocation's index rows share a
-few partitions; `fail|<hour>` lists the users and IPs that failed in that hour.
+few partitions; `fail|<hour>` lists the users and IPs that failed in that hour; `who` holds
+one row per (alias, account), `<encoded alias>|<encoded account>` (`alias_rows`), so what a
+person types resolves to accounts with one RowKey seek (`resolution`).
 
 Cursors (state table): `cursor|<yyyy-MM-ddTHH>` for hour blobs (the sweep reads a few hours in
 one query each; retention drops old hours whole), `cursor` for any other blob name.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -293,6 +296,79 @@ def index_rows(events: Iterable[EventRow]) -> Iterator[dict[str, Any]]:
             "Kind": kind,
             "Subject": subject,
         }
+
+
+# -- identities: what a person types -> the accounts their records are stored under ---------
+ALIASES = "who"
+#: More accounts than this for one name is no longer a person: name one of them exactly.
+MAX_ACCOUNTS = 20
+
+
+def alias_rows(events: Iterable[EventRow]) -> Iterator[dict[str, Any]]:
+    """One `who` row per (alias, account) of stored events, each once (`keys.aliases`):
+    RowKey `<encoded alias>|<encoded account>`, so a name's accounts are one RowKey seek and
+    re-storing records rewrites the same rows."""
+    seen: set[tuple[str, str]] = set()
+    rows: dict[str, dict[str, Any]] = {}
+    for e in events:
+        pair = (e.get("UserName", ""), e.get("UserEmail", ""))
+        if pair in seen:
+            continue
+        seen.add(pair)
+        account = e["UserKey"]
+        for term in keys.aliases(*pair, account) if account else ():
+            rk = f"{keys.encode(term)}|{keys.encode(account)}"
+            rows[rk] = {"PartitionKey": ALIASES, "RowKey": rk, "Account": account}
+    yield from rows.values()
+
+
+def alias_seek(typed: str) -> dict[str, str]:
+    """`SEEK` parameters of the `who` rows of what a person typed (`}` follows `|`)."""
+    prefix = keys.encode(keys.identity(typed))
+    return {"pk": ALIASES, "lo": prefix + "|", "hi": prefix + "}"}
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The accounts a typed name reaches: the literal one (the identity rule) and those whose
+    records carry it as an e-mail, a bare name or a local part (`others`, sorted)."""
+
+    typed: str
+    literal: str
+    others: tuple[str, ...] = ()
+
+    @property
+    def accounts(self) -> tuple[str, ...]:
+        return (self.literal, *self.others)
+
+    @property
+    def widened(self) -> bool:
+        """More than the literal account was reached: the answer must say which."""
+        return bool(self.others)
+
+    @property
+    def ambiguous(self) -> bool:
+        """Two or more other accounts (two domains with one bare name, a shared account such
+        as `root` beside a person's own): shown, never silently merged or dropped."""
+        return len(self.others) > 1
+
+    def matched(self) -> list[dict[str, str]]:
+        return [{"account": self.literal, "via": "as typed"}] + [
+            {"account": a, "via": keys.alias_via(self.literal, a)} for a in self.others
+        ]
+
+    def note(self) -> str:
+        """One line for people: which accounts the name matched, and why."""
+        listed = ", ".join(f"{text.plain(m['account'], 80)} ({m['via']})" for m in self.matched())
+        what = "is ambiguous: it matched" if self.ambiguous else "matched"
+        return f'"{text.plain(self.typed, 80)}" {what} {len(self.accounts)} accounts: {listed}'
+
+
+def resolution(typed: str, rows: Iterable[Mapping[str, Any]]) -> Resolution:
+    """The accounts of what a person typed, from its `who` rows (`alias_seek`)."""
+    literal = keys.identity(typed)
+    others = sorted({str(r["Account"]) for r in rows} - {literal, ""})
+    return Resolution(typed, literal, tuple(others))
 
 
 def index_seek(

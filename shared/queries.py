@@ -7,9 +7,11 @@ parameter, never into the filter text, so `x' or PartitionKey ne '` is just a st
 
 What each activity query costs (one page; `limit` rows at most, `MAX_LIMIT` by default):
 
-* `user` (with or without `ip`, `outcome`): one PartitionKey range query on the events table,
-  `<user>|<first hour>` .. `<user>|<last hour>~`. Reads only that user's hour partitions, which
-  come back in time order; other filters are evaluated by the service inside that range.
+* `user` (with or without `ip`, `outcome`): one RowKey seek in the index's `who` partition
+  (`resolve`: the accounts the name reaches), then one PartitionKey range query per account on
+  the events table, `<account>|<first hour>` .. `<account>|<last hour>~`. Reads only those hour
+  partitions, which come back in time order (several accounts are merged, each read at most
+  `limit + 1` rows a page); other filters are evaluated by the service inside that range.
 * `vm` (with or without `user`, `ip`, `outcome`): one RowKey-range seek per day on the index
   table: partition `vm|<day>`, rows `<vm>|<event RowKey>` (index rows copy the fields a result
   shows), so a day costs one request whether or not the VM was used that day.
@@ -33,6 +35,7 @@ import base64
 import binascii
 import hashlib
 import heapq
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -79,6 +82,8 @@ class ActivityQuery:
     outcome: str | None = None
     limit: int = MAX_LIMIT
     continuation: str | None = None
+    #: The accounts `user` resolved to (`resolved`); empty: the literal one only.
+    accounts: tuple[str, ...] = ()
 
     @property
     def mode(self) -> str:
@@ -108,9 +113,14 @@ class AlertQuery:
 class Page:
     items: list[dict[str, Any]]
     continuation: str | None
+    matched: layout.Resolution | None = None  # a `user` that reached more than its literal
 
     def json(self) -> dict[str, Any]:
-        return {"items": self.items, "continuation": self.continuation}
+        body: dict[str, Any] = {"items": self.items, "continuation": self.continuation}
+        if self.matched is not None and self.matched.widened:
+            body["matchedAccounts"] = self.matched.matched()
+            body["ambiguous"] = self.matched.ambiguous
+        return body
 
 
 # -- parsing (pure) -------------------------------------------------------------------------
@@ -274,15 +284,19 @@ def alert_item(row: Mapping[str, Any]) -> dict[str, Any]:
 def activity_filter(q: ActivityQuery) -> tuple[str, str, list[dict[str, Any]]]:
     """(table kind, OData filter with @parameters, one parameter set per segment).
 
-    Segments are read in order: one for a user (a PartitionKey range) or a scan, one per day
-    partition of the index for a VM or an IP (a RowKey-range seek each).
+    Segments are read in order: one per account of a user (a PartitionKey range; several are
+    merged by time) or a scan, one per day partition of the index for a VM or an IP (a
+    RowKey-range seek each).
     """
     first, last = keys.hour_of(q.start.isoformat()), keys.hour_of(_last_instant(q.end))
     clauses = ["TimeGenerated ge @start", "TimeGenerated lt @end"]
     params: dict[str, Any] = {"start": q.start, "end": q.end}
+    accounts = q.accounts or (keys.user_key(q.user or "", ""),)
     if q.user and q.mode != "user":
-        clauses.append("UserKey eq @user")
-        params["user"] = keys.user_key(q.user, "")
+        names = [f"u{i}" for i in range(len(accounts))]
+        # ( and ) stand apart: the SDK finds @parameters between spaces
+        clauses.append("( " + " or ".join(f"UserKey eq @{n}" for n in names) + " )")
+        params |= dict(zip(names, accounts, strict=True))
     if q.ip and q.mode != "ip":
         clauses.append("ClientIpKey eq @ip")
         params["ip"] = model.ip_key(q.ip)
@@ -296,10 +310,10 @@ def activity_filter(q: ActivityQuery) -> tuple[str, str, list[dict[str, Any]]]:
             flt,
             [{**params, "pk": layout.IP_PREFIX + d} for d in keys.days(first, last)],
         )
-    if q.mode == "user":
-        lo, hi = keys.hour_range(keys.user_key(q.user or "", ""), first, last)
+    if q.mode == "user":  # one PartitionKey range per account (`activity` merges them)
         flt = " and ".join(["PartitionKey ge @lo", "PartitionKey lt @hi", *clauses])
-        return "events", flt, [{**params, "lo": lo, "hi": hi}]
+        ranges = [keys.hour_range(account, first, last) for account in accounts]
+        return "events", flt, [{**params, "lo": lo, "hi": hi} for lo, hi in ranges]
     if q.mode == "vm":
         prefix, subject = layout.VM_PREFIX, (q.vm or "").casefold()
     else:
@@ -329,8 +343,33 @@ def earliest_after(
 
 
 # -- queries (I/O) --------------------------------------------------------------------------
+def resolve(storage: Storage, typed: str) -> layout.Resolution:
+    """The accounts a typed name, e-mail or `DOMAIN\\name` reaches: one RowKey seek in the
+    index's `who` partition (`layout.alias_rows`). Records stored before those rows existed
+    are found by their literal account until `python -m shared aliases` backfills them."""
+    rows = storage.index.seek(layout.alias_seek(typed), ["Account"])
+    found = layout.resolution(typed, rows)
+    if len(found.others) > layout.MAX_ACCOUNTS:
+        raise BadQuery(
+            f"{text.plain(typed, 80)!r} matches {len(found.others)} accounts (more than "
+            f"{layout.MAX_ACCOUNTS}): name one exactly (DOMAIN\\name or its e-mail)"
+        )
+    return found
+
+
+def resolved(storage: Storage, q: ActivityQuery) -> tuple[ActivityQuery, layout.Resolution | None]:
+    """The query with its `user` resolved to accounts (unchanged without a user)."""
+    if not q.user:
+        return q, None
+    found = resolve(storage, q.user)
+    return replace(q, accounts=found.accounts), found
+
+
 def activity(storage: Storage, q: ActivityQuery) -> Page:
     """One page (at most `q.limit` events, in time order) and the token for the next one."""
+    found = None
+    if q.user and not q.accounts:
+        q, found = resolved(storage, q)
     fingerprint = q.fingerprint()
     state = _decode_token(q.continuation, fingerprint) if q.continuation else {}
     kind, flt, segments = activity_filter(q)
@@ -338,10 +377,27 @@ def activity(storage: Storage, q: ActivityQuery) -> Page:
     select = [*FIELDS, "PartitionKey", "RowKey"]
     if q.mode == "scan":
         return _scan_page(table, flt, segments, select, q.limit, state, fingerprint)
+    if q.mode == "user" and len(segments) > 1:
+        page = _merged_page(table, flt, segments, select, q.limit, state, fingerprint)
+        return replace(page, matched=found)
+    page = _segment_page(table, flt, segments, select, q.limit, state, fingerprint)
+    return replace(page, matched=found)
+
+
+def _segment_page(
+    table: Table,
+    flt: str,
+    segments: list[dict[str, Any]],
+    select: list[str],
+    limit: int,
+    state: dict[str, Any],
+    fingerprint: str,
+) -> Page:
+    """Segments one after the other, the service's token within one."""
     items: list[dict[str, Any]] = []
     segment, token = int(state.get("s", 0)), state.get("t")
-    while segment < len(segments) and len(items) < q.limit:
-        rows, token = table.page(flt, segments[segment], select, q.limit - len(items), token)
+    while segment < len(segments) and len(items) < limit:
+        rows, token = table.page(flt, segments[segment], select, limit - len(items), token)
         items.extend(activity_item(row) for row in rows)
         if not token:  # this segment is done (short pages happen: then ask for the rest)
             segment, token = segment + 1, None
@@ -371,6 +427,34 @@ def _scan_page(
     return _ordered_page(found, after, limit, "TimeGenerated", fingerprint, activity_item)
 
 
+def _merged_page(
+    table: Table,
+    flt: str,
+    segments: list[dict[str, Any]],
+    select: list[str],
+    limit: int,
+    state: dict[str, Any],
+    fingerprint: str,
+) -> Page:
+    """Several accounts' events in time order: each account's hour partitions come back in
+    time order, so a page merges them and reads at most `limit + 1` rows of each."""
+    after = state.get("after")
+    if after:  # start each range at the hour of the last row shown
+        since = parse_time(after[0], "continuation")
+        hour = keys.hour_of(since.isoformat())
+        segments = [{**p, "start": max(p["start"], since),
+                     "lo": max(p["lo"], p["lo"].rsplit("|", 1)[0] + "|" + hour)}
+                    for p in segments]  # fmt: skip
+
+    def key(row: dict[str, Any]) -> list[str]:
+        return [row["TimeGenerated"].isoformat(), row["PartitionKey"], row["RowKey"]]
+
+    streams = [table.query(flt, params, select) for params in segments]
+    merged = (r for r in heapq.merge(*streams, key=key) if after is None or key(r) > after)
+    return _ordered_page(itertools.islice(merged, limit + 1), after, limit, "TimeGenerated",
+                         fingerprint, activity_item)  # fmt: skip
+
+
 def _ordered_page(
     rows: Iterable[dict[str, Any]],
     after: list[str] | None,
@@ -392,6 +476,8 @@ def _ordered_page(
 
 def activity_rows(storage: Storage, q: ActivityQuery) -> Iterator[dict[str, Any]]:
     """Every event of a query, page after page (for the CLI and exports)."""
+    if q.user and not q.accounts:
+        q = resolved(storage, q)[0]
     return _all_pages(activity, storage, q)
 
 
@@ -442,6 +528,29 @@ def report_events(storage: Storage, start: datetime, end: datetime) -> Iterator[
             {"pk": layout.IP_PREFIX + day, "start": start, "end": end},
             REPORT_FIELDS,
         )
+
+
+def person_events(
+    storage: Storage, accounts: Iterable[str], start: datetime, end: datetime
+) -> Iterator[dict[str, Any]]:
+    """A person's events in `[start, end)` for the report: each account's hour partitions
+    (one PartitionKey range query per account, as `activity --user`)."""
+    first, last = keys.hour_of(start.isoformat()), keys.hour_of(_last_instant(end))
+    flt = "PartitionKey ge @lo and PartitionKey lt @hi and TimeGenerated ge @start and " \
+          "TimeGenerated lt @end"  # fmt: skip
+    for account in accounts:
+        lo, hi = keys.hour_range(account, first, last)
+        params = {"lo": lo, "hi": hi, "start": start, "end": end}
+        yield from storage.events.query(flt, params, REPORT_FIELDS)
+
+
+def names_any(item: Mapping[str, Any], accounts: Iterable[str]) -> bool:
+    """Whether an alert (`alert_item` shape) is about one of these accounts or lists one."""
+    wanted = set(accounts)
+    names = [*item.get("users", ()), *item.get("compromisedUsers", ())]
+    if item.get("subjectKind") == "user":
+        names.append(item.get("subject", ""))
+    return any(keys.identity(str(n)) in wanted for n in names)
 
 
 def quarantine_items(

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import detection, queries, text
+from .layout import Resolution
 from .storage import Storage
 
 #: Longest range a report covers (one bar per hour; it reads each day's events whole).
@@ -50,6 +51,7 @@ class ReportData:
     connections: list[Connection] = field(default_factory=list)
     resolved_ips: list[tuple[str, int]] = field(default_factory=list)  # typos then a sign-in
     quarantined: list[tuple[str, int]] = field(default_factory=list)  # reason, pieces
+    person: Resolution | None = None  # a report about one person: the accounts it covers
 
 
 def esc(value: object) -> str:
@@ -423,6 +425,16 @@ def _quarantine(data: ReportData) -> str:
                   "Nothing was quarantined in this range.")  # fmt: skip
 
 
+def _person(data: ReportData) -> str:
+    """The line that says whose report this is and which accounts it covers."""
+    found = data.person
+    if found is None:
+        return ""
+    if not found.widened:
+        return f'<p id="person">Only the account {esc(found.literal)}.</p>'
+    return f'<p id="person">Accounts: {esc(found.note())}.</p>'
+
+
 def render(data: ReportData, generated: datetime | None = None) -> str:
     generated = generated or datetime.now(UTC)
     period = f"{data.start:%Y-%m-%d %H:%M} – {data.end:%Y-%m-%d %H:%M} UTC"
@@ -433,7 +445,8 @@ def render(data: ReportData, generated: datetime | None = None) -> str:
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Bastion activity {esc(period)}</title><style>{STYLE}</style></head>
-<body><header><h1>Azure Bastion activity</h1><p>{esc(period)} (all times UTC)</p></header><main>
+<body><header><h1>Azure Bastion activity</h1><p>{esc(period)} (all times UTC)</p>
+{_person(data)}</header><main>
 <div class="cards">{_cards(data)}</div>
 <section><h2>Connections per hour (UTC)</h2>{outcomes}{hourly_chart(data)}</section>
 <section><h2>Who connected, from where, to what</h2>{_connections(data)}</section>
@@ -456,16 +469,21 @@ same address (outside a burst) raise nothing and are counted apart below.</p>
 """
 
 
-def build(storage: Storage, start: datetime, end: datetime) -> str:
-    """Read the events (one scan, see `queries`), incidents and quarantine in range; render."""
+def build(storage: Storage, start: datetime, end: datetime, user: str | None = None) -> str:
+    """Read the events (one scan, see `queries`), incidents and quarantine in range; render.
+    With `user`, only the accounts it resolves to (`queries.resolve`) and the incidents that
+    name them; quarantined raw text is nobody's in particular, so it is left out."""
     alert_query = queries.AlertQuery(start, end, limit=queries.MAX_LIMIT)
-    data = aggregate(
-        queries.report_events(storage, start, end),
-        queries.alert_rows(storage, alert_query),
-        start,
-        end,
-        queries.quarantine_items(storage, start, end, by_source_hour=True),
-    )
+    alerts: Iterable[Mapping[str, Any]] = queries.alert_rows(storage, alert_query)
+    if not user:
+        events = queries.report_events(storage, start, end)
+        quarantined = queries.quarantine_items(storage, start, end, by_source_hour=True)
+        return render(aggregate(events, alerts, start, end, quarantined))
+    found = queries.resolve(storage, user)
+    events = queries.person_events(storage, found.accounts, start, end)
+    alerts = (a for a in alerts if queries.names_any(a, found.accounts))
+    data = aggregate(events, alerts, start, end)
+    data.person = found
     return render(data)
 
 

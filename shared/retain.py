@@ -212,17 +212,34 @@ class Expirer:
 
 
 class Eraser:
-    """Erasure of one account from every table: `erase(name)`."""
+    """Erasure of a person from every table: `erase(name)`, each account the name reaches."""
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
 
-    def erase(self, name: str, now: datetime | None = None) -> Counter[str]:
-        """Remove the account's events, index rows, buckets and baseline, redact it in the
-        alerts; what was removed or rewritten, by kind. Running it again changes nothing."""
-        user = retention.account(name)
+    def erase(
+        self, name: str, now: datetime | None = None, all_matches: bool = False, exact: bool = False
+    ) -> Counter[str]:
+        """Remove the accounts the name reaches (`retention.accounts_to_erase`; `found` says
+        which): their events, index rows, buckets and baselines, redact them in the alerts,
+        then their `who` rows (last: they find the accounts again if this stops half-way).
+        `exact`: the account of that very name only. What was removed or rewritten, by kind.
+        Running it again changes nothing."""
+        literal = retention.account(name)
+        index = self.storage.index
+        rows = () if exact else index.seek(layout.alias_seek(name), ["Account"])
+        self.found = layout.resolution(name, rows)
+        stored, _ = self.storage.events.page(PK_RANGE, retention.event_range(literal), _KEYS, 1)
+        accounts = retention.accounts_to_erase(self.found, bool(stored), all_matches)
+        n: Counter[str] = Counter()
         with Deleter(self.storage) as self.d:
-            return self._erase(user, now)
+            for user in accounts:
+                n.update(self._erase(user, now))
+            for user in accounts:
+                mine = {"pk": layout.ALIASES, "account": user}
+                n["aliases"] += self.d.drop(index, "PartitionKey eq @pk and Account eq @account",
+                                            mine)  # fmt: skip
+        return n
 
     def _erase(self, user: str, now: datetime | None) -> Counter[str]:
         mark = retention.marker(layout.day_of(now or datetime.now(UTC)))

@@ -14,7 +14,8 @@ A watermark row per class in the state table (`retention`, `<class>`) says throu
 everything is gone, so a daily run removes just the day that expired since the last one: its cost
 follows the data expiring, not the data kept. The first run starts at the oldest day stored.
 
-Erasure of one account: its events are a PartitionKey range (`<account>|` .. `<account>|~`);
+Erasure of a person: the name resolves to accounts (`layout.Resolution`), each erased alone. An
+account's events are a PartitionKey range (`<account>|` .. `<account>|~`);
 what derives from them (index rows, failure rows, detection buckets) is keyed from the events
 themselves, so it is removed before them; alerts keep their row with the account replaced by a
 marker (`[erased <day>]`) and a note of the erasure.
@@ -121,6 +122,30 @@ def account(name: str) -> str:
     if not key:
         raise ValueError("name the account to erase (--user / ?user=): it is empty")
     return key
+
+
+class Ambiguous(ValueError):
+    """The name reaches more than one stored account: erasing them all must be asked for."""
+
+    def __init__(self, found: layout.Resolution) -> None:
+        super().__init__(
+            f"{found.note()}; erase them all with --all-matches (all=true), or only the "
+            "account of that very name with --exact (exact=true)"
+        )
+        self.found = found
+
+
+def accounts_to_erase(
+    found: layout.Resolution, literal_stored: bool, all_matches: bool
+) -> tuple[str, ...]:
+    """The accounts an erasure of a typed name removes: the literal one (a no-op when nothing
+    is stored under it) and the others the name reaches. More than one account that holds
+    records (two domains' `bob`, a shared `root` beside a person's own account) is refused
+    unless `all_matches`: one person's erasure must not take another's evidence."""
+    holding = len(found.others) + (1 if literal_stored else 0)
+    if holding > 1 and not all_matches:
+        raise Ambiguous(found)
+    return found.accounts
 
 
 def event_range(user: str) -> dict[str, str]:

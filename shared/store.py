@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 from . import layout, model, parse, planning, quarantine
 from .entities import EventRow
@@ -67,9 +68,27 @@ def store(storage: Storage, blob_name: str, pieces: Iterable[parse.Piece]) -> St
     # Index rows first, events after: an account (which reads events) then never sees a
     # failure its address (which reads the index) cannot, or it could decide the attack is
     # its own and tell people before the address's incident exists (docs/guarantees.md).
-    storage.upsert((storage.index, list(layout.index_rows(rows))))
+    storage.upsert((storage.index, [*layout.index_rows(rows), *layout.alias_rows(rows)]))
     planning.checkpoint("stored", "index")
     storage.upsert((storage.events, rows))
     storage.quarantine(rejects)
     latest = max((r["TimeGenerated"] for r in rows), default=None)
     return Stored(rows, rejects.count, skipped, cut_at, latest)
+
+
+def backfill_aliases(storage: Storage, batch: int = 5000) -> int:
+    """Write the `who` rows (`layout.alias_rows`) of events stored before they existed: one
+    read of the events table (three columns), once; upserts make a re-run harmless. How many
+    (alias, account) rows were written."""
+    select = ["PartitionKey", "RowKey", "UserName", "UserEmail", "UserKey"]
+    seen: set[str] = set()
+    pending: list[dict[str, object]] = []
+    for row in storage.events.client.list_entities(select=select):
+        event = cast(EventRow, {"UserName": "", "UserEmail": "", **dict(row)})
+        pending += [r for r in layout.alias_rows([event]) if r["RowKey"] not in seen]
+        seen.update(str(r["RowKey"]) for r in pending)
+        if len(pending) >= batch:
+            storage.upsert((storage.index, pending))
+            pending = []
+    storage.upsert((storage.index, pending))
+    return len(seen)

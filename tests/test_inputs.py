@@ -49,9 +49,9 @@ PROPERTY = settings(
 ROUTES = {
     "http_activity": ("user", "vm", "ip", "from", "to", "outcome", "limit", "continuation"),
     "http_alerts": ("status", "from", "to", "limit", "continuation"),
-    "http_report": ("from", "to"),
+    "http_report": ("from", "to", "user"),
     "http_status": (),
-    "http_erase": ("user",),
+    "http_erase": ("user", "all", "exact"),
 }
 #: Every command's options (checked against the parser below); `ingest` also takes its source.
 COMMANDS = {
@@ -60,8 +60,9 @@ COMMANDS = {
     "status": ("--format",),
     "quarantine": ("--blob", "--from", "--to", "--format"),
     "ingest": ("--prefix",),
-    "report": ("--from", "--to", "--output"),
-    "erase": ("--user",),
+    "report": ("--from", "--to", "--output", "--user"),
+    "erase": ("--user", "--all-matches", "--exact"),
+    "aliases": (),
     "retain": ("--since",),
 }
 #: Found by hand or by Hypothesis: each answered 500 or "unexpected ...Error" once.
@@ -143,10 +144,10 @@ def call(
 
 def answered(response: func.HttpResponse) -> None:
     """An answer the API documents: a 400 is JSON with a one-line reason."""
-    assert response.status_code in (200, 400, 401, 403, 404), response.status_code
-    if response.status_code == 400:
+    assert response.status_code in (200, 400, 401, 403, 404, 409), response.status_code
+    if response.status_code in (400, 409):  # 409: an erasure of several accounts, not asked
         body = orjson.loads(response.get_body())
-        assert body["error"] == "bad_request"
+        assert body["error"] == ("bad_request" if response.status_code == 400 else "ambiguous")
         assert one_line(body["message"]) and "unexpected" not in body["message"], body
 
 
@@ -308,7 +309,7 @@ def option_values(command: str) -> st.SearchStrategy[list[str]]:
     return argv
 
 
-@pytest.mark.parametrize("command", sorted(set(COMMANDS) - {"status"}))
+@pytest.mark.parametrize("command", sorted(set(COMMANDS) - {"status", "aliases"}))
 @settings(PROPERTY, max_examples=BUDGET["cli"])
 @given(data=st.data())
 def test_every_option_of_every_command_gets_an_answer(
