@@ -1,5 +1,6 @@
 """Is it working? Per Bastion host: what arrived last, how far ingest is behind, what was
-stored, quarantined and skipped in the last 24 hours, and a verdict a person can act on.
+stored, quarantined and skipped in the last 24 hours (and how much of it had an undocumented
+message or no identity), and a verdict a person can act on; every undocumented message by text.
 
 Read from the cursors of the last 24 hours (one query per hour), one listing per host and day
 (current blob sizes), the alerts still pending delivery, the detection retries queued and the
