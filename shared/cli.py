@@ -69,6 +69,8 @@ STATUS_COLUMNS = [
     ("bytesBehind", "Bytes behind"),
     ("stored24h", "Stored 24h"),
     ("quarantined24h", "Quarantined 24h"),
+    ("other24h", "Other 24h"),
+    ("noIdentity24h", "No identity 24h"),
     ("why", "Why"),
 ]
 QUARANTINE_COLUMNS = [
@@ -369,7 +371,17 @@ def _status(args: argparse.Namespace, out: TextIO) -> int:
                 f"{stuck['attempts']} attempt(s), last error: {stuck['lastError'] or '-'}",
                 file=out,
             )
+        _print_others(body, out)
     return 0
+
+
+def _print_others(body: dict[str, Any], out: TextIO) -> None:
+    """One line per message that is no documented outcome (text already neutralised), so a
+    value Bastion starts writing is seen the day it appears."""
+    for item in body["otherMessages24h"]:
+        print(f'other message, 24h: {item["count"]} x "{item["message"]}"', file=out)
+    if body["otherMessagesUnlisted24h"]:
+        print(f"other messages not listed, 24h: {body['otherMessagesUnlisted24h']}", file=out)
 
 
 def _quarantine(args: argparse.Namespace, out: TextIO) -> int:

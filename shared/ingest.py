@@ -187,6 +187,8 @@ class Pipeline:
             stored=cursor.stored + stored.stored,
             quarantined=cursor.quarantined + stored.quarantined,
             skipped=cursor.skipped + stored.skipped,
+            others=stored.others(cursor.others),
+            no_identity=cursor.no_identity + stored.no_identity,
             sealed=sealed,
             last_time=max(filter(None, (cursor.last_time, stored.latest)), default=None),
         )

@@ -42,9 +42,27 @@ def encode(value: str) -> str:
     return _encode_short(value) if len(value) <= CACHE_KEY_CHARS else _encode(value)
 
 
+#: The account of a record with neither a user name nor an e-mail (Bastion writes a blank
+#: `userName` for Entra ID sign-ins through the native client). `identity` folds every ASCII
+#: letter to lower case, so no name or e-mail can produce this key; people see `NO_IDENTITY_LABEL`.
+NO_IDENTITY = "(NO IDENTITY)"
+NO_IDENTITY_LABEL = "(no identity)"
+
+
 def user_key(user_name: str, user_email: str) -> str:
-    """Who a record is about: the name, else the e-mail; '' if neither (see `identity`)."""
-    return identity(user_name) or identity(user_email)
+    """Who a record is about: the name, else the e-mail, else `NO_IDENTITY` (see `identity`)."""
+    return identity(user_name) or identity(user_email) or NO_IDENTITY
+
+
+def identified(user: str) -> bool:
+    """Is this account a person's? Not for `NO_IDENTITY` (nor '', the key before it existed):
+    per-account rules and baselines skip those; per-address rules still count them."""
+    return bool(user) and user != NO_IDENTITY
+
+
+def shown(user_name: str, user: str) -> str:
+    """How people see a record's account: the verbatim name, else the key, `(no identity)`."""
+    return (user_name or user) if identified(user) else NO_IDENTITY_LABEL
 
 
 def identity(name: str) -> str:

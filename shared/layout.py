@@ -287,7 +287,8 @@ def index_rows(events: Iterable[EventRow]) -> Iterator[dict[str, Any]]:
             vm_prefix = keys.subject_prefix(e["TargetVMName"].casefold())
             yield {**row, "PartitionKey": VM_PREFIX + day, "RowKey": vm_prefix + event_key}
         if e["Outcome"] == Outcome.FAILURE.value:
-            fails.add((hour, "user", e["UserKey"]))
+            if keys.identified(e["UserKey"]):  # no identity: no account to detect over
+                fails.add((hour, "user", e["UserKey"]))
             fails.add((hour, "ip", e["ClientIpKey"]))
     for hour, kind, subject in sorted(fails):
         yield {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache
@@ -203,19 +203,50 @@ def _extra_text(extra: dict[str, Any]) -> str:
     return text
 
 
+#: The messages Bastion documents, trimmed and case-folded, and what each means. Any other
+#: message is `Other`: stored and counted for people (`status`, the report), never taken as a
+#: sign-in or a failure, so "Connection failed: target VM unreachable" is no guessed password.
+OUTCOMES = {
+    "successfully connected.": Outcome.SUCCESS,
+    "login failed": Outcome.FAILURE,
+}
+#: An `Other` message is counted per text cut to this many characters, at most
+#: `MAX_OTHER_TEXTS` texts per blob (the rest counted together under `None`).
+MAX_OTHER_CHARS = 120
+MAX_OTHER_TEXTS = 20
+
+
 def outcome(message: str) -> Outcome:
-    """Only "Successfully Connected." and "Login Failed" are documented; be generous with both."""
+    """The outcome `OUTCOMES` gives the message (trimmed, case-folded); `Other` otherwise."""
     return _outcome(message) if len(message) <= _SHORT else _outcome.__wrapped__(message)
 
 
 @lru_cache(maxsize=1024)
 def _outcome(message: str) -> Outcome:
-    text = message.strip().casefold()
-    if text.startswith("successfully connected"):
-        return Outcome.SUCCESS
-    if "fail" in text:
-        return Outcome.FAILURE
-    return Outcome.OTHER
+    return OUTCOMES.get(message.strip().casefold(), Outcome.OTHER)
+
+
+def other_text(message: str) -> str:
+    """The text an `Other` message is counted under: trimmed and cut (shown neutralised); a
+    lone surrogate as `\\udcxx`, so the count can be written as JSON."""
+    cut = message.strip()[:MAX_OTHER_CHARS]
+    return cut if cut.isascii() else cut.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def count_others(
+    counts: Iterable[tuple[str | None, int]], rows: Iterable[EventRow]
+) -> tuple[tuple[str | None, int], ...]:
+    """`counts` plus the `Other` messages of `rows`, per text; a text beyond the first
+    `MAX_OTHER_TEXTS` is counted under `None`, so a flood of new texts stays one row's worth."""
+    out = dict(counts)
+    for row in rows:
+        if row["Outcome"] != Outcome.OTHER.value:
+            continue
+        key: str | None = other_text(row["Message"])
+        if key not in out and sum(k is not None for k in out) >= MAX_OTHER_TEXTS:
+            key = None
+        out[key] = out.get(key, 0) + 1
+    return tuple(out.items())
 
 
 def ip_key(address: str) -> str:

@@ -55,6 +55,8 @@ def touched(rows: Iterable[EventRow], allowed: Callable[[str], bool]) -> dict[Ac
         when: datetime = row["TimeGenerated"]
         ip = row["ClientIpKey"]
         for actor in (Actor(Kind.USER, row["UserKey"]), Actor(Kind.IP, ip)):
+            if actor.kind is Kind.USER and not keys.identified(actor.subject):
+                continue  # no identity: a pseudo-account, for the per-address rules only
             if not actor.subject or (actor.kind is Kind.IP and allowed(ip)):
                 continue
             touch = out.get(actor)

@@ -27,7 +27,7 @@ from typing import Any
 
 from azure.data.tables import TableEntity
 
-from . import baseline, incidents, layout, model
+from . import baseline, incidents, keys, layout, model
 from .alerting import Deliverer
 from .baseline import Finding, Sighting
 from .detection import Kind, Thresholds
@@ -69,8 +69,8 @@ class Profiler:
         failures: dict[str, list[datetime]] = {}
         for row in rows:
             user = row.get("UserKey", "")
-            if not user:
-                continue
+            if not keys.identified(user):
+                continue  # no identity: no account whose habits these are
             outcome = row.get("Outcome")
             if outcome == model.Outcome.SUCCESS.value:
                 successes.setdefault(user, []).append(_sighting(row))

@@ -258,7 +258,7 @@ def activity_item(row: Mapping[str, Any]) -> dict[str, Any]:
     when = row.get("TimeGenerated")
     return {
         "time": text.utc(when),
-        "user": row.get("UserName") or row.get("UserKey", ""),
+        "user": keys.shown(row.get("UserName", ""), row.get("UserKey", "")),
         "userKey": row.get("UserKey", ""),
         "clientIp": row.get("ClientIpAddress", ""),
         "clientPort": row.get("ClientPort"),

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import detection, queries, text
+from . import detection, keys, model, queries, text
 from .layout import Resolution
 from .storage import Storage
 
@@ -52,6 +52,9 @@ class ReportData:
     resolved_ips: list[tuple[str, int]] = field(default_factory=list)  # typos then a sign-in
     quarantined: list[tuple[str, int]] = field(default_factory=list)  # reason, pieces
     person: Resolution | None = None  # a report about one person: the accounts it covers
+    others: list[tuple[str, int]] = field(default_factory=list)  # `Other` message, records
+    #: host, records with no identity, all its records (a rising share is worth knowing)
+    no_identity: list[tuple[str, int, int]] = field(default_factory=list)
 
 
 def esc(value: object) -> str:
@@ -86,7 +89,7 @@ def aggregate(
         outcome = e.get("Outcome") or "Other"
         per_hour.setdefault(_hour(e["TimeGenerated"]), Counter())[outcome] += 1
         totals[outcome] += 1
-        user = e.get("UserName") or e.get("UserKey") or "(unknown)"
+        user = keys.shown(e.get("UserName") or "", e.get("UserKey") or "")
         ip = e.get("ClientIpAddress") or "(none)"
         cell = by_user[user][e.get("TargetVMName") or "(unknown)"]
         if outcome == "Failure":
@@ -115,7 +118,27 @@ def aggregate(
         connections=connections,
         resolved_ips=_top(resolved_ips),
         quarantined=sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])),
+        others=_others(rows),
+        no_identity=_no_identity(rows),
     )
+
+
+def _others(rows: list[Mapping[str, Any]]) -> list[tuple[str, int]]:
+    """The most frequent messages that are no documented outcome, per text (as `status`)."""
+    other = model.Outcome.OTHER.value
+    texts = (model.other_text(e.get("Message") or "") for e in rows if e.get("Outcome") == other)
+    return _top(Counter(texts), 2 * TOP)
+
+
+def _no_identity(rows: list[Mapping[str, Any]]) -> list[tuple[str, int, int]]:
+    """Per host with any: records with no user name and no e-mail, and all its records."""
+    total: Counter[str] = Counter()
+    anonymous: Counter[str] = Counter()
+    for e in rows:
+        host = str(e.get("BastionHostName") or "(unknown)")
+        total[host] += 1
+        anonymous[host] += not keys.identified(str(e.get("UserKey") or ""))
+    return [(h, n, total[h]) for h, n in sorted(anonymous.items()) if n]
 
 
 def _hours(start: datetime, end: datetime) -> list[datetime]:
@@ -164,8 +187,8 @@ def _typos(rows: list[Mapping[str, Any]]) -> set[int]:
     return out
 
 
-def _top(counts: Counter[str]) -> list[tuple[str, int]]:
-    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP]
+def _top(counts: Counter[str], limit: int = TOP) -> list[tuple[str, int]]:
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
 
 
 # -- SVG ------------------------------------------------------------------------------------
@@ -435,6 +458,26 @@ def _person(data: ReportData) -> str:
     return f'<p id="person">Accounts: {esc(found.note())}.</p>'
 
 
+def _census(data: ReportData) -> str:
+    """Messages that are no documented outcome, and records with no identity per host."""
+    others = [[esc(text.plain(m, model.MAX_OTHER_CHARS)), str(n)] for m, n in data.others]
+    hosts = [
+        [esc(h), str(n), str(total), f"{100 * n / total:.0f}%"] for h, n, total in data.no_identity
+    ]
+    note = (
+        '<p class="note">Messages Bastion does not document as a sign-in or a failure: '
+        "stored, never counted as either.</p>"
+    )
+    other_heads = [("Message", False), ("Records", True)]
+    host_heads = [("Bastion host", False), ("Records", True), ("Of", True), ("Share", True)]
+    return (
+        note
+        + _table("other-messages", other_heads, others, "No other message in this range.")
+        + "<h3>Records with no identity (no user name, no e-mail), per host</h3>"
+        + _table("no-identity", host_heads, hosts, "Every record in this range named its user.")
+    )
+
+
 def render(data: ReportData, generated: datetime | None = None) -> str:
     generated = generated or datetime.now(UTC)
     period = f"{data.start:%Y-%m-%d %H:%M} – {data.end:%Y-%m-%d %H:%M} UTC"
@@ -462,6 +505,7 @@ same address (outside a burst) raise nothing and are counted apart below.</p>
 <section><h2>Incidents</h2>{severities}{alerts_timeline(data)}
 {_alerts_table(data)}</section>
 <section><h2>Targets per user</h2>{_targets(data)}</section>
+<section><h2>Other messages and records with no identity</h2>{_census(data)}</section>
 <section><h2>Quarantined (set aside, with the reason: <code>python -m shared quarantine</code>)</h2>
 {_quarantine(data)}</section>
 </main><footer>Generated {esc(f"{generated:%Y-%m-%d %H:%M:%S} UTC")} by bastion-audit.</footer>

@@ -1,5 +1,6 @@
 """Is it working? Per Bastion host: what arrived last, how far ingest is behind, what was
-stored, quarantined and skipped in the last 24 hours, and a verdict a person can act on.
+stored, quarantined and skipped in the last 24 hours (and how much of it had an undocumented
+message or no identity), and a verdict a person can act on; every undocumented message by text.
 
 Read from the cursors of the last 24 hours (one query per hour), one listing per host and day
 (current blob sizes), the alerts still pending delivery, the detection retries queued and the
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +20,7 @@ import orjson
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
-from . import incidents, layout, text
+from . import incidents, layout, model, text
 from .storage import Cursor, Storage
 from .sweep import host_folders
 
@@ -44,6 +45,8 @@ class HostStatus:
     stored: int = 0
     quarantined: int = 0
     skipped: int = 0
+    other: int = 0  # records whose message is no documented outcome
+    no_identity: int = 0  # records with no user name and no e-mail
     poisoned: int = 0
     verdict: str = OK
     why: str = ""
@@ -59,6 +62,8 @@ class HostStatus:
             "stored24h": self.stored,
             "quarantined24h": self.quarantined,
             "skipped24h": self.skipped,
+            "other24h": self.other,
+            "noIdentity24h": self.no_identity,
             "poisonMessages": self.poisoned,
         }
 
@@ -72,6 +77,9 @@ class Status:
     undelivered: list[dict[str, Any]] = field(default_factory=list)
     detection_retries: int = 0
     poison_messages: int | None = None  # None: the queue could not be read
+    #: `Other` messages of the window per text (every host), so a new one is seen the day it
+    #: appears (`None`: texts a blob had no room to name, see `model.count_others`).
+    others: Counter[str | None] = field(default_factory=Counter)
 
     def json(self) -> dict[str, Any]:
         return {
@@ -81,7 +89,21 @@ class Status:
             "alertsPastRetryHorizon": self.undelivered,
             "detectionRetries": self.detection_retries,
             "poisonMessages": self.poison_messages,
+            **other_messages(self.others),
         }
+
+
+def other_messages(counts: Counter[str | None]) -> dict[str, Any]:
+    """The most frequent `Other` messages, neutralised (`text.plain`), and how many records
+    the rest hold (texts past `LISTED`, and those no blob had room to name)."""
+    named = sorted(
+        ((t, n) for t, n in counts.items() if t is not None), key=lambda x: (-x[1], x[0])
+    )
+    listed = [
+        {"message": text.plain(t, model.MAX_OTHER_CHARS), "count": n} for t, n in named[:LISTED]
+    ]
+    rest = counts[None] + sum(n for _, n in named[LISTED:])
+    return {"otherMessages24h": listed, "otherMessagesUnlisted24h": rest}
 
 
 def verdict(h: HostStatus, now: datetime) -> tuple[str, str]:
@@ -106,6 +128,7 @@ def collect(storage: Storage, logs: ContainerClient, now: datetime | None = None
     cursors = storage.cursors(hours)
     for name, cursor in cursors.items():
         _add_cursor(hosts, name, cursor)
+        out.others.update(dict(cursor.others))
     for folder in sorted(set(host_folders(logs))):
         host = hosts.setdefault(_host_of(folder), HostStatus(_host_of(folder)))
         for day in {now.date(), (now - WINDOW).date()}:
@@ -134,6 +157,8 @@ def _add_cursor(hosts: dict[str, HostStatus], name: str, cursor: Cursor) -> None
     host.stored += cursor.stored
     host.quarantined += cursor.quarantined
     host.skipped += cursor.skipped
+    host.other += sum(n for _, n in cursor.others)
+    host.no_identity += cursor.no_identity
     if cursor.last_time is not None:
         last = cursor.last_time.astimezone(UTC)
         if host.last_record is None or last > host.last_record:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
+import orjson
 from azure.core import MatchConditions
 from azure.core.exceptions import (
     HttpResponseError,
@@ -102,6 +103,9 @@ class Cursor:
     size: int = 0  # the blob's size then
     sealed: int = 0  # size at which a cut last line was taken as final (0: none)
     last_time: datetime | None = None  # the latest record time stored from this blob
+    #: Records whose message is no documented outcome, per text (`model.count_others`).
+    others: tuple[tuple[str | None, int], ...] = ()
+    no_identity: int = 0  # records stored with no user name and no e-mail
 
 
 def blob_etag(value: object) -> str:
@@ -131,7 +135,16 @@ def cursor_from(row: TableEntity) -> Cursor:
         size=int(row.get("Size", 0)),
         sealed=int(row.get("Sealed", 0)),
         last_time=row.get("LastTime"),
+        others=_others_from(row.get("Others")),
+        no_identity=int(row.get("NoIdentity", 0)),
     )
+
+
+def _others_from(value: object) -> tuple[tuple[str | None, int], ...]:
+    """A cursor's `Others` property (a JSON list of [text or null, count]) read back."""
+    if not isinstance(value, str) or not value:
+        return ()
+    return tuple((t if isinstance(t, str) else None, int(n)) for t, n in orjson.loads(value))
 
 
 class Table:
@@ -345,6 +358,10 @@ class Storage:
         }
         if new.last_time is not None:
             row["LastTime"] = new.last_time
+        if new.others:
+            row["Others"] = orjson.dumps(new.others).decode()
+        if new.no_identity:
+            row["NoIdentity"] = new.no_identity
         client = self.state.client
         try:
             if old.etag is None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from . import layout, model, parse, planning, quarantine
+from . import keys, layout, model, parse, planning, quarantine
 from .entities import EventRow
 from .storage import Storage
 
@@ -25,6 +25,13 @@ class Stored:
     skipped: int  # the same record twice in the chunk: stored once
     cut_at: int | None  # offset of a last line quarantined as cut short, if any
     latest: datetime | None  # the latest record time stored
+    no_identity: int = 0  # records stored with no user name and no e-mail
+
+    def others(
+        self, counts: Iterable[tuple[str | None, int]]
+    ) -> tuple[tuple[str | None, int], ...]:
+        """`counts` plus this chunk's `Other` messages (see `model.count_others`)."""
+        return model.count_others(counts, self.rows)
 
     @property
     def stored(self) -> int:
@@ -73,7 +80,8 @@ def store(storage: Storage, blob_name: str, pieces: Iterable[parse.Piece]) -> St
     storage.upsert((storage.events, rows))
     storage.quarantine(rejects)
     latest = max((r["TimeGenerated"] for r in rows), default=None)
-    return Stored(rows, rejects.count, skipped, cut_at, latest)
+    anonymous = sum(not keys.identified(r["UserKey"]) for r in rows)
+    return Stored(rows, rejects.count, skipped, cut_at, latest, anonymous)
 
 
 def backfill_aliases(storage: Storage, batch: int = 5000) -> int:

@@ -78,7 +78,8 @@ def test_keys_are_injective_and_case_insensitive() -> None:
 def test_user_falls_back_to_email_then_unknown() -> None:
     assert normalize(doc_record(userName=""), "b", 0, 0)["UserKey"] == "alice@contoso.com"
     none = normalize(doc_record(userName="", userEmail=""), "b", 0, 0)
-    assert none["UserKey"] == "" and none["PartitionKey"] == "|2026-11-24T10"
+    assert none["UserKey"] == keys.NO_IDENTITY
+    assert none["PartitionKey"] == "(NO IDENTITY)|2026-11-24T10"
 
 
 def test_same_record_gets_same_keys_whatever_blob_or_position() -> None:
@@ -131,10 +132,13 @@ def test_numeric_strings_and_numbers_are_coerced() -> None:
     ("message", "expected"),
     [
         ("Successfully Connected.", Outcome.SUCCESS),
-        ("successfully connected", Outcome.SUCCESS),
+        (" successfully connected.", Outcome.SUCCESS),
         ("Login Failed", Outcome.FAILURE),
         (" LOGIN FAILED ", Outcome.FAILURE),
         ("Session Disconnected", Outcome.OTHER),
+        ("Connection failed: target VM unreachable", Outcome.OTHER),
+        ("Login Failed for 3 users", Outcome.OTHER),
+        ("successfully connected", Outcome.OTHER),
         ("", Outcome.OTHER),
     ],
 )
