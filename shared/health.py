@@ -19,10 +19,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import activity, incidents, keys, layout
+from . import activity, incidents, layout
 from .alerting import Deliverer
 from .detection import Incident, Kind, Severity
 from .diagnostics import Check
@@ -31,6 +32,22 @@ from .storage import Storage
 
 log = logging.getLogger(__name__)
 _REMEMBERED = 50_000
+
+
+@dataclass
+class KnownHost:
+    """A host the timer watches: its resource ID, its blobs' folder, its activity partitions
+    (the ID's, plus a name-keyed one written before issue 23) and how people see it."""
+
+    host_id: str
+    folder: str
+    partitions: list[str] = field(default_factory=list)
+    label: str = ""
+
+
+def _host_id(row: EventRow) -> str:
+    """The host of a stored event: from its blob's folders, else the record's resource ID."""
+    return layout.host_id_of_blob(row.get("SourceBlob", "")) or row.get("BastionResourceId", "")
 
 
 class Health:
@@ -44,21 +61,17 @@ class Health:
         self._written: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self.checker: Any = None  # an `arm.Checker`, made on first use (tests give their own)
-        self._folders: dict[str, str] = {}
 
     # -- ingest -------------------------------------------------------------------------------
     def record(self, rows: Sequence[EventRow]) -> None:
-        """Remember the hours each host wrote records in (idempotent upserts)."""
-        hours = {
-            (row["BastionHostName"], f"{row['TimeGenerated'].astimezone(UTC):%Y-%m-%dT%H}")
-            for row in rows
-            if row.get("BastionHostName")
-        }
-        folders = {
-            row["BastionHostName"]: layout.host_folder(row.get("SourceBlob", ""))
-            for row in rows
-            if row.get("BastionHostName")
-        }
+        """Remember the hours each host wrote records in (idempotent upserts), keyed by the
+        host's resource ID: two hosts of one name are two hosts."""
+        hours, folders = set(), {}
+        for row in rows:
+            host_id = _host_id(row)
+            if host_id:
+                hours.add((host_id, f"{row['TimeGenerated'].astimezone(UTC):%Y-%m-%dT%H}"))
+                folders[host_id] = layout.host_folder(row.get("SourceBlob", ""))
         with self._lock:
             new = sorted(hours - self._written)
         if not new:
@@ -82,31 +95,45 @@ class Health:
             self._diagnostic(check, now, told)
         return told
 
-    def hosts(self) -> list[str]:
-        return sorted(str(r["Host"]) for r in self.storage.index.partition(layout.HOSTS, ["Host"]))
+    def hosts(self) -> list[KnownHost]:
+        """Every host seen, by resource ID. A row written before issue 23 (keyed by name, no
+        `HostId`) is read as the host its folder names, its activity partition added to that
+        host's: no migration is written, and those rows expire with retention."""
+        found: dict[str, KnownHost] = {}
+        for r in self.storage.index.partition(layout.HOSTS, ["RowKey", "Host", "HostId", "Folder"]):
+            folder = str(r.get("Folder") or "")
+            host_id = str(r.get("HostId") or "") or layout.host_id_of_blob(folder) or str(r["Host"])
+            host = found.setdefault(host_id.casefold(), KnownHost(host_id, folder))
+            host.partitions.append(layout.HOST_PREFIX + str(r["RowKey"]))
+            host.folder = host.folder or folder
+        labels = layout.host_labels(h.host_id for h in found.values())
+        for host in found.values():
+            host.label = labels[host.host_id]
+        return sorted(found.values(), key=lambda h: (h.label, h.host_id))
 
-    def active_hours(self, host: str, since: datetime) -> set[datetime]:
-        params = {"pk": layout.host_partition(host), "lo": f"{since:%Y-%m-%dT%H}", "hi": "~"}
-        return {
-            datetime.fromisoformat(str(r["RowKey"]) + ":00+00:00")
-            for r in self.storage.index.seek(params, ["RowKey"])
-        }
+    def active_hours(self, host: KnownHost, since: datetime) -> set[datetime]:
+        out: set[datetime] = set()
+        for pk in sorted(set(host.partitions)):
+            params = {"pk": pk, "lo": f"{since:%Y-%m-%dT%H}", "hi": "~"}
+            out |= {datetime.fromisoformat(str(r["RowKey"]) + ":00+00:00")
+                    for r in self.storage.index.seek(params, ["RowKey"])}  # fmt: skip
+        return out
 
-    def _silence(self, host: str, now: datetime, told: list[str]) -> None:
+    def _silence(self, host: KnownHost, now: datetime, told: list[str]) -> None:
         s = self.settings
         since = activity.hour_of(now) - timedelta(days=activity.HISTORY_DAYS + 1)
         active = self.active_hours(host, since)
         found = activity.silence(active, now, timedelta(days=s.baseline_days), s.silence_hours)
-        if found is None or self._unread(host, found):
+        if found is None or self._unread(host.folder, found):
             return
-        key = (layout.day_of(found.since), layout.silence_key(host, found.since))
-        inc = incidents.single(Kind.HOST, host, ("host_silent",), Severity.MEDIUM, found.since,
-                               found.until, found.hours, hosts=(host,))  # fmt: skip
+        key = (layout.day_of(found.since), layout.silence_key(host.host_id, found.since))
+        inc = incidents.single(Kind.HOST, host.label, ("host_silent",), Severity.MEDIUM,
+                               found.since, found.until, found.hours,
+                               hosts=(host.label,))  # fmt: skip
         self._settle(inc, key, now, told)
 
-    def _unread(self, host: str, found: activity.Silence) -> bool:
+    def _unread(self, folder: str, found: activity.Silence) -> bool:
         """Blobs of the host's silent hours that hold bytes: we are behind, it is not silent."""
-        folder = self._folders.get(host) or self._folder(host)
         if not folder:
             return False
         logs = self.storage.logs()
@@ -118,12 +145,6 @@ class Health:
                 if when and found.since <= when <= found.until and int(blob.size or 0) > 0:
                     return True
         return False
-
-    def _folder(self, host: str) -> str:
-        row = self.storage.index.get(layout.HOSTS, keys.encode(host.casefold()))
-        folder = str(row.get("Folder", "")) if row is not None else ""
-        self._folders[host] = folder
-        return folder
 
     def _checks(self) -> list[Check]:
         s = self.settings
@@ -144,8 +165,10 @@ class Health:
     def _diagnostic(self, check: Check, now: datetime, told: list[str]) -> None:
         if not check.is_finding:
             return
-        host = check.host
-        key = (layout.day_of(now), layout.diagnostic_key(host, check.verdict.value))
+        host = layout.host_labels(self.settings.bastion_resource_ids).get(
+            check.bastion_id, check.host
+        )
+        key = (layout.day_of(now), layout.diagnostic_key(check.bastion_id, check.verdict.value))
         old = self.storage.alerts.get(*key)
         first = layout.utc(old["FirstSeen"]) if old is not None else now
         inc = incidents.single(Kind.HOST, host, ("diagnostic_setting_changed",), Severity.HIGH,

@@ -237,18 +237,60 @@ HOSTS = "hosts"  # one row per Bastion host seen (index table)
 HOST_PREFIX = "host|"
 
 
-def host_partition(host: str) -> str:
+def host_key(host_id: str) -> str:
+    """A host's key: its resource ID, case-folded (two hosts of one name in two subscriptions
+    or resource groups are two hosts). Rows written before issue 23 used the bare name, which
+    cannot collide with an ID (an ID starts with '/')."""
+    return keys.encode(host_id.casefold())
+
+
+def host_partition(host_id: str) -> str:
     """A host's active hours: one row per UTC hour with records (`yyyy-MM-ddTHH`)."""
-    return HOST_PREFIX + keys.encode(host.casefold())
+    return HOST_PREFIX + host_key(host_id)
 
 
-def host_hour_entity(host: str, hour: str) -> dict[str, Any]:
-    return {"PartitionKey": host_partition(host), "RowKey": hour, "Host": host}
+def host_hour_entity(host_id: str, hour: str) -> dict[str, Any]:
+    return {"PartitionKey": host_partition(host_id), "RowKey": hour,
+            "Host": host_name(host_id)}  # fmt: skip
 
 
-def host_entity(host: str, folder: str) -> dict[str, Any]:
-    return {"PartitionKey": HOSTS, "RowKey": keys.encode(host.casefold()), "Host": host,
-            "Folder": folder}  # fmt: skip
+def host_entity(host_id: str, folder: str) -> dict[str, Any]:
+    return {"PartitionKey": HOSTS, "RowKey": host_key(host_id), "Host": host_name(host_id),
+            "HostId": host_id, "Folder": folder}  # fmt: skip
+
+
+def host_name(host_id: str) -> str:
+    """The name part of a host's resource ID (the ID itself if it has no '/')."""
+    return host_id.rstrip("/").rpartition("/")[2]
+
+
+def host_labels(host_ids: Iterable[str]) -> dict[str, str]:
+    """How people see each host: its name, or, where two hosts share the name, the name with
+    its subscription (shortened while that tells them apart) and resource group."""
+    by_name: dict[str, list[str]] = {}
+    for host_id in sorted(set(host_ids)):
+        by_name.setdefault(host_name(host_id).casefold(), []).append(host_id)
+    out: dict[str, str] = {}
+    for same in by_name.values():
+        if len(same) == 1:
+            out[same[0]] = host_name(same[0])
+            continue
+        short = {h: _host_label(h, 4) for h in same}
+        full = len(set(short.values())) < len(same)
+        out.update({h: _host_label(h, 0) for h in same} if full else short)
+    return out
+
+
+def _host_label(host_id: str, digits: int) -> str:
+    parts = host_id.split("/")
+    upper = [p.upper() for p in parts]
+
+    def after(word: str) -> str:
+        return parts[upper.index(word) + 1] if word in upper[:-1] else "?"
+
+    sub = after("SUBSCRIPTIONS")
+    sub = sub[:digits] + "\u2026" if digits and len(sub) > digits else sub
+    return f"{host_name(host_id)} (sub {sub}, {after('RESOURCEGROUPS')})"
 
 
 def host_folder(blob_name: str) -> str:
@@ -395,6 +437,19 @@ def hour_of_blob(blob_name: str) -> str:
     """`yyyy-MM-ddTHH` of an hour blob's folders, '' for any other name."""
     match = HOUR_PATH.search("/" + blob_name)
     return "" if not match else "{}-{}-{}T{}".format(*match.groups())
+
+
+def host_id_of_blob(blob_name: str) -> str:
+    """The resource ID of the Bastion host a blob (or host folder) is under, from its folders
+    (`/SUBSCRIPTIONS/<sub>/RESOURCEGROUPS/<rg>/PROVIDERS/MICROSOFT.NETWORK/BASTIONHOSTS/<host>`,
+    the last `SUBSCRIPTIONS` before the host), else '': the host's key, not its name."""
+    parts = blob_name.split("/")
+    upper = [p.upper() for p in parts]
+    if "BASTIONHOSTS" not in upper[:-1] or not parts[upper.index("BASTIONHOSTS") + 1]:
+        return ""
+    end = upper.index("BASTIONHOSTS") + 2
+    start = max((i for i in range(end) if upper[i] == "SUBSCRIPTIONS"), default=end - 2)
+    return "/" + "/".join(parts[start:end])
 
 
 def host_of_blob(blob_name: str) -> str:
