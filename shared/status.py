@@ -37,7 +37,8 @@ OK, BEHIND, SILENT, FAILING = "ok", "behind", "silent", "failing"
 
 @dataclass
 class HostStatus:
-    host: str
+    host: str  # how people see it: the name, with subscription and group if two share it
+    host_id: str = ""  # the key: its resource ID from the blobs' folders ('' for "(other)")
     last_record: datetime | None = None
     last_blob: str = ""
     behind_bytes: int = 0
@@ -54,6 +55,7 @@ class HostStatus:
     def json(self) -> dict[str, Any]:
         return {
             "host": self.host,
+            "hostId": self.host_id,
             "verdict": self.verdict,
             "why": self.why,
             "lastRecord": text.utc(self.last_record) or None,
@@ -130,7 +132,7 @@ def collect(storage: Storage, logs: ContainerClient, now: datetime | None = None
         _add_cursor(hosts, name, cursor)
         out.others.update(dict(cursor.others))
     for folder in sorted(set(host_folders(logs))):
-        host = hosts.setdefault(_host_of(folder), HostStatus(_host_of(folder)))
+        host = _host(hosts, folder)
         for day in {now.date(), (now - WINDOW).date()}:
             prefix = f"{folder}y={day:%Y}/m={day:%m}/d={day:%d}/"
             for blob in logs.list_blobs(name_starts_with=prefix):
@@ -141,11 +143,13 @@ def collect(storage: Storage, logs: ContainerClient, now: datetime | None = None
                 _add_size(host, blob.name, int(blob.size), blob.last_modified, read, now, limit)
     poisoned, out.poison_messages = _poison(storage)
     for name, count in poisoned.items():
-        host = hosts.setdefault(_host_of(name), HostStatus(_host_of(name)))
+        host = _host(hosts, name)
         host.poisoned += count
+    labels = layout.host_labels(h.host_id for h in hosts.values() if h.host_id)
     for h in hosts.values():
+        h.host = labels.get(h.host_id, h.host)
         h.verdict, h.why = verdict(h, now)
-    out.hosts = sorted(hosts.values(), key=lambda h: h.host)
+    out.hosts = sorted(hosts.values(), key=lambda h: (h.host, h.host_id))
     out.pending_alerts, out.undelivered = _pending(storage, now)
     retries = storage.state.partition(layout.RETRY_PARTITION, ["RowKey"])
     out.detection_retries = sum(1 for _ in retries)
@@ -153,7 +157,7 @@ def collect(storage: Storage, logs: ContainerClient, now: datetime | None = None
 
 
 def _add_cursor(hosts: dict[str, HostStatus], name: str, cursor: Cursor) -> None:
-    host = hosts.setdefault(_host_of(name), HostStatus(_host_of(name)))
+    host = _host(hosts, name)
     host.stored += cursor.stored
     host.quarantined += cursor.quarantined
     host.skipped += cursor.skipped
@@ -246,8 +250,13 @@ def _pending(storage: Storage, now: datetime) -> tuple[int, list[dict[str, Any]]
     return count, stuck[:LISTED]
 
 
-def _host_of(name: str) -> str:
-    return layout.host_of_blob(name) or "(other)"
+def _host(hosts: dict[str, HostStatus], name: str) -> HostStatus:
+    """The host a blob (or folder) is under, keyed by its resource ID: two hosts of one name
+    in two subscriptions or resource groups are two rows."""
+    host_id = layout.host_id_of_blob(name)
+    if host_id.casefold() not in hosts:
+        hosts[host_id.casefold()] = HostStatus(layout.host_name(host_id) or "(other)", host_id)
+    return hosts[host_id.casefold()]
 
 
 def _iso(value: datetime | None) -> str | None:
