@@ -2,7 +2,7 @@
 timer that raises `host_silent` and `diagnostic_setting_changed`. The deciding is pure
 (`shared.activity`, `shared.diagnostics`, `shared.incidents`).
 
-Ingest upserts one row per host and UTC hour that has records (`host|<host>` partitions of
+Ingest upserts one row per host and UTC hour that has records (`host|<resource ID>` partitions of
 the index table, plus one `hosts` row per host so the timer knows them); a worker remembers
 what it wrote, so a busy hour costs one upsert per worker. The timer reads each host's last
 `activity.HISTORY_DAYS` days (one range read), and before it calls a host silent it lists the
