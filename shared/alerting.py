@@ -275,7 +275,7 @@ class Deliverer:
                     continue  # someone else is handling it
                 row.update(change)
                 row.metadata["etag"] = new_etag
-            elif not row.get("Pending") or row["UpdatedAt"] > now - REDELIVERY_GRACE:
+            elif not row.get("Pending") or not settled:
                 continue  # nothing owed, or left to the invocation that decided it
             tried += 1
             completed += self.deliver(row)

@@ -422,10 +422,14 @@ def _owe(row: dict[str, Any], notices: Sequence[Notice], now: datetime) -> None:
     while len(queue) > MAX_OWED:
         drop = next((i for i, q in enumerate(queue[1:-1], 1) if q["event"] == UPDATED), 1)
         del queue[drop]
+    # What was told, as `ledger` carries it on: the loudest severity, the latest count, and
+    # the latest notice's time (a late escalation tells of an earlier minute, and must not
+    # move it back: the minutes in between were decided already).
     last, before = notices[-1], _told(row)
     loudest = max([n.severity.rank for n in notices] + ([before[0]] if before else []))
+    at = max(n.at for n in notices) if before is None else max(before[2], *(n.at for n in notices))
     row.update(Seq=seq, Owed=orjson.dumps(queue).decode(), ToldSeverity=_SEVERITY_OF[loudest],
-               ToldFailures=last.failures, ToldAt=last.at)  # fmt: skip
+               ToldFailures=last.failures, ToldAt=at)  # fmt: skip
     if not row.get("Pending"):
         row.update(Pending=queue[0]["event"], PendingSince=now, DeliveredTo="", Attempts=0,
                    LastError="")  # fmt: skip

@@ -108,3 +108,16 @@ def test_live_prefixes_owe_what_the_whole_timeline_owes(minutes: list[tuple[int,
     assert [(n.event, n.at, n.failures) for n in live] == [
         (n.event, n.at, n.failures) for n in whole
     ]
+
+
+def test_a_late_escalation_does_not_move_what_was_told_back_in_time() -> None:
+    """The row remembers what the ledger carries on: after a late escalation, the minutes
+    between it and the last notice stay decided (no growth update is owed for them again)."""
+    row = {"ToldSeverity": "medium", "ToldFailures": 10, "ToldAt": T0 + 2 * HOUR, "Seq": 1}
+    late = [Step(T0 + HOUR, Severity.CRITICAL, ("success_after_failures_ip",), 8)]
+    incidents._decide(row, late, T0 + 3 * HOUR, HOUR)
+    assert (row["ToldSeverity"], row["ToldAt"], row["Pending"]) == (
+        "critical",
+        T0 + 2 * HOUR,
+        "escalated",
+    )
