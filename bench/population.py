@@ -10,9 +10,12 @@ The population, per region (time zone, office NAT address, VPN pool, Bastion hos
   Friday local, about one day in seven away), 1-5 sessions a day from the office NAT (shared by
   everyone in that office), the regional VPN pool or their home address (10 % IPv6), mostly to
   their own 1-3 machines, now and then (`Config.new_vm`) to a machine they never used;
+- clients: each person works from one device (a browser and OS drawn from a mixed fleet,
+  `CLIENTS`), a fifth of them from a second one now and then; service accounts from a script;
 - typos: 5 % of sessions start with one or two `Login Failed` and then succeed, same address;
-  one in 1,000 sessions follows a forgotten or changed password: 3-6 failures over 2-12
-  minutes, then the sign-in (benign, and the hardest benign case for failure rules);
+  three in 1,000 sessions follow a forgotten or changed password: 3-9 failures over 2-12
+  minutes on the usual device, then the sign-in (benign, and the hardest benign case for
+  failure rules: from the office NAT it is the shape of a colleague guessing);
 - off hours: a fifth of the staff are on call and work outside their hours about one day in six
   (weekends included); everyone else about one day in 400;
 - travel: about one person-day in 250 starts a 1-3 day trip; every session then comes from a
@@ -31,6 +34,11 @@ Episodes, all after the learning days (`Config.learn_days`):
 - `campaign_win`: one new address, 120 failures on 30 real accounts, then a sign-in to one;
 - `slow_brute`: one new address, one account, a failure every 4-6 min for 3-6 h (ip, user);
 - `slow_distributed`: one account, 12-20 new addresses, one failure each, over 3-6 h (user);
+- `insider_guess`: a colleague in the same office, behind the same NAT, on their own device,
+  guesses an armed account's password (5-9 failures over minutes, fewer than
+  `PERSON_RETRY_FAILURES`) and signs in to one of the victim's usual machines (user);
+  the colleague's client differs from every client the victim used: an insider on a device
+  of the victim's make and browser is not told apart by these records (docs say so);
 - `stolen_credentials`: an armed account (history in the learning days) signs in from a network
   nobody used, at a local hour it never worked, to a machine it never touched; 1-3 sign-ins and
   no failure (user, ip);
@@ -64,7 +72,31 @@ KINDS = (
     "slow_brute",
     "slow_distributed",
     "stolen_credentials",
+    "insider_guess",
     "host_silence",
+)
+#: A mixed fleet: (user agent, share). Family and OS are what the app calls a client.
+CLIENTS = (
+    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+     "Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0", 0.35),
+    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+     "Chrome/131.0.0.0 Safari/537.36", 0.25),
+    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+     "Chrome/131.0.0.0 Safari/537.36", 0.12),
+    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+     "Version/18.1 Safari/605.1.15", 0.08),
+    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0", 0.08),
+    ("Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0", 0.07),
+    ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+     "Chrome/131.0.0.0 Safari/537.36", 0.05),
+)  # fmt: skip
+SCRIPT = "python-requests/2.32.3"
+ATTACKER_AGENTS = (
+    "python-requests/2.31.0",
+    "curl/8.5.0",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:115.0) Gecko/20100101 Firefox/115.0",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36",
 )
 NOT_IN_RECORDS = ("diagnostic_setting_removed",)
 GENERIC = (
@@ -153,7 +185,8 @@ class Config:
     seed: int = 16
     # Benign behaviour (rates are guesses; vary them to see what the rules do):
     typo: float = 0.05  # sessions that start with 1-2 failures, then the right password
-    forgetful: float = 0.001  # sessions with 3-6 failures over 2-12 min before the sign-in
+    forgetful: float = 0.003  # sessions with 3-9 failures over 2-12 min before the sign-in
+    second_device: float = 0.2  # people with a second device (used in a fifth of sessions)
     new_vm: float = 0.003  # sessions to a machine the person never used
     ops_share: float = 0.2  # staff on call, who work outside their hours now and then
     ops_off_hours: float = 1 / 6  # per day, for staff on call
@@ -174,6 +207,7 @@ class Rec:
     host: str
     port: int
     episode: int = -1  # index of the episode that made it, -1 for benign
+    agent: str = SCRIPT
 
 
 @dataclass(frozen=True)
@@ -199,6 +233,7 @@ class Person:
     on_call: bool
     vms: tuple[str, ...]
     hired: int  # first day with activity
+    agents: tuple[str, ...] = (SCRIPT,)  # the usual device first
     visited: set[str] = field(default_factory=set)
     local_hours: set[int] = field(default_factory=set)  # local hours of its sessions
     ips: set[str] = field(default_factory=set)
@@ -236,7 +271,8 @@ class World:
 
 def _line(r: Rec) -> bytes:
     message = samples.OK if r.ok else samples.FAIL
-    return orjson.dumps(samples.record(r.time, r.user, message, r.ip, r.vm, r.host, r.port)) + b"\n"
+    return orjson.dumps(samples.record(r.time, r.user, message, r.ip, r.vm, r.host, r.port,
+                                       agent=r.agent)) + b"\n"  # fmt: skip
 
 
 class _Addresses:
@@ -306,23 +342,32 @@ def simulate(config: Config) -> World:
                 on_call=rng.random() < config.ops_share,
                 vms=tuple(rng.sample(vms, rng.randint(1, 3))),
                 hired=hired,
+                agents=tuple(
+                    dict.fromkeys(
+                        rng.choices([a for a, _ in CLIENTS], [w for _, w in CLIENTS])[0]
+                        for _ in range(2 if rng.random() < config.second_device else 1)
+                    )
+                ),
             )
         )
     records: list[Rec] = []
     active: set[tuple[str, int]] = set()
 
     def session(p: Person, when: datetime, ip: str, vm: str, day: int) -> None:
+        agent = p.agents[-1] if len(p.agents) > 1 and rng.random() < 0.2 else p.agents[0]
         roll = rng.random()
         if roll < config.typo:  # a typo (or two), then the right password
             for k in range(1 if rng.random() < 0.8 else 2):
                 typo = when - timedelta(seconds=rng.randint(20, 90) * (k + 1))
-                records.append(Rec(typo, p.name, ip, False, vm, p.region.host, next(ports)))
+                records.append(Rec(typo, p.name, ip, False, vm, p.region.host, next(ports),
+                                   agent=agent))  # fmt: skip
         elif roll < config.typo + config.forgetful:  # a forgotten or changed password
             span = rng.uniform(120, 720)
-            for _ in range(rng.randint(3, 6)):
+            for _ in range(rng.randint(3, 9)):
                 miss = when - timedelta(seconds=rng.uniform(10, span))
-                records.append(Rec(miss, p.name, ip, False, vm, p.region.host, next(ports)))
-        records.append(Rec(when, p.name, ip, True, vm, p.region.host, next(ports)))
+                records.append(Rec(miss, p.name, ip, False, vm, p.region.host, next(ports),
+                                   agent=agent))  # fmt: skip
+        records.append(Rec(when, p.name, ip, True, vm, p.region.host, next(ports), agent=agent))
         p.visited.add(vm)
         p.local_hours.add(_local_hour(when, p.region.tz))
         p.ips.add(ip)
@@ -393,7 +438,8 @@ def simulate(config: Config) -> World:
 
     def plant(kind: str, recs: list[Rec], actors: set[tuple[str, str]], label: str) -> None:
         index = len(episodes)
-        records.extend(Rec(r.time, r.user, r.ip, r.ok, r.vm, r.host, r.port, index) for r in recs)
+        records.extend(Rec(r.time, r.user, r.ip, r.ok, r.vm, r.host, r.port, index,
+                           r.agent) for r in recs)  # fmt: skip
         times = [r.time for r in recs]
         folded = frozenset((k, s.casefold()) for k, s in actors)
         episodes.append(Episode(kind, folded, min(times), max(times), label))
@@ -502,10 +548,36 @@ def simulate(config: Config) -> World:
         ip = addresses.take("foreign")
         vm = rng.choice([v for v in vms if v not in p.visited])
         host = host_for(t0, 1)
+        agent = rng.choice(ATTACKER_AGENTS)
         recs = [Rec(t0 + timedelta(minutes=12 * i + rng.uniform(0, 5)), p.name, ip, True, vm, host,
-                    next(ports)) for i in range(rng.randint(1, 3))]  # fmt: skip
+                    next(ports), agent=agent) for i in range(rng.randint(1, 3))]  # fmt: skip
         plant("stolen_credentials", recs, {("user", p.name), ("ip", ip)},
               f"{p.name} from a new network at {hour:02d}h local to {vm}")  # fmt: skip
+
+        # Inside the NAT: a colleague on their own device guesses, then signs in to a machine
+        # the victim uses, at an hour the victim works.
+        office = [v for v in armed if v.region.office in v.ips]
+        while True:
+            p = rng.choice(office)
+            mates = [q for q in people if q.region == p.region and q is not p and q.hired == 0
+                     and q.agents[0] not in p.agents]  # fmt: skip
+            day = eval_start + timedelta(days=rng.randrange(config.days - config.learn_days))
+            t0 = _utc(day, p.start_hour + rng.uniform(1, p.hours - 1), p.region.tz)
+            busy = any(h == p.region.host and s <= t0 + HOUR and t0 < e for h, s, e in silences)
+            if mates and t0.weekday() < 5 and t0 < START + timedelta(days=config.days) - HOUR \
+                    and not busy:  # fmt: skip
+                break
+        q, n = rng.choice(mates), rng.randint(5, 9)
+        vm = rng.choice(sorted(p.visited & set(p.vms)) or [p.vms[0]])
+        span = rng.uniform(120, 480)
+        offsets = sorted(rng.uniform(0, span) for _ in range(n))
+        recs = [Rec(t0 + timedelta(seconds=o), p.name, p.region.office, False, vm, p.region.host,
+                    next(ports), agent=q.agents[0]) for o in offsets]  # fmt: skip
+        recs.append(Rec(t0 + timedelta(seconds=span + rng.uniform(20, 90)), p.name,
+                        p.region.office, True, vm, p.region.host, next(ports),
+                        agent=q.agents[0]))  # fmt: skip
+        plant("insider_guess", recs, {("user", p.name), ("ip", p.region.office)},
+              f"{q.name} guesses {p.name} x{n} from the office NAT, signs in to {vm}")  # fmt: skip
 
     def silenced(r: Rec) -> bool:
         return any(r.host == h and s <= r.time < e for h, s, e in silences)

@@ -54,6 +54,7 @@ def record(
     port: int = 50000,
     email: str | None = None,
     protocol: str | None = None,
+    agent: str = USER_AGENT,
 ) -> dict[str, Any]:
     """One record shaped like the documentation's example."""
     proto = protocol or ("rdp" if vm.startswith("WIN") else "ssh")
@@ -69,7 +70,7 @@ def record(
         "location": "westeurope",
         "properties": {
             "userName": user,
-            "userAgent": USER_AGENT,
+            "userAgent": agent,
             "clientIpAddress": ip,
             "clientPort": port,
             "protocol": proto,
