@@ -72,7 +72,7 @@ def collect(p: Pipeline) -> list[dict[str, Any]]:
     return [messages.message(r) for r in rows if "FirstSeen" in r and r.get("State") == "open"]
 
 
-def replay(config: Config, mode: str) -> dict[str, Any]:
+def replay(config: Config, mode: str, trusted: str = pop.TRUSTED) -> dict[str, Any]:
     """Ingest the world's blobs through the app in `mode` order; its incidents and the time."""
     logging.basicConfig(level=logging.ERROR)
     world = pop.simulate(config)
@@ -82,7 +82,8 @@ def replay(config: Config, mode: str) -> dict[str, Any]:
         random.Random(config.seed + 1).shuffle(names)
     started = time.perf_counter()
     with azurite.start() as emulator:
-        p = Pipeline(settings(emulator.connection_string, mode[:1].upper()))
+        p = Pipeline(settings(emulator.connection_string, mode[:1].upper(),
+                              TRUSTED_NETWORKS=trusted))  # fmt: skip
         logs = p.storage.blobs.get_container_client(LOGS_CONTAINER)
         logs.create_container()
         clock: datetime | None = None
@@ -332,6 +333,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--jobs", type=int, default=2, help="replays run in parallel")
     parser.add_argument("--modes", default="time-order,shuffled")
+    parser.add_argument("--untrusted", action="store_true",
+                        help="no TRUSTED_NETWORKS (offices and VPN pools not listed)")  # fmt: skip
     args = parser.parse_args()
     people = args.people or (100 if args.quick else 600)
     per_kind = args.episodes or (3 if args.quick else 6)
@@ -347,8 +350,10 @@ def main() -> None:
           f"dropped by host silences; {info['user_days']} benign user-days to score; "
           f"{len(world.episodes)} episodes", flush=True)  # fmt: skip
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    print(f"TRUSTED_NETWORKS={'' if args.untrusted else pop.TRUSTED}", flush=True)
     with ProcessPoolExecutor(max_workers=max(1, min(args.jobs, len(modes)))) as ex:
-        runs = {r["mode"]: r for r in ex.map(replay, [config] * len(modes), modes)}
+        trusted = [""] * len(modes) if args.untrusted else [pop.TRUSTED] * len(modes)
+        runs = {r["mode"]: r for r in ex.map(replay, [config] * len(modes), modes, trusted)}
     for mode, run in runs.items():
         print(f"  app, {mode:10s}: {len(run['incidents'])} incidents, {run['seconds']:.0f} s "
               f"for {run['blobs']} blobs", flush=True)  # fmt: skip
@@ -362,15 +367,28 @@ def main() -> None:
     for line in table(world, scores):
         print(line)
     ours = scores["ours"]
-    if ours.false_examples:
-        print("\nfalse incidents of ours (first 10):")
-        for inc in ours.false_examples[:10]:
+    pages = [i for i in ours.false_examples if str(i["severity"]).casefold() in HIGH_MEDIUM]
+    lows = [i for i in ours.false_examples if i not in pages]
+    for title, shown in (("false pages of ours (all)", pages), ("false lows of ours (first 10)",
+                                                                   lows[:10])):  # fmt: skip
+        if shown:
+            print(f"\n{title}:")
+        for inc in shown:
             print(f"  {inc['severity']:8s} {','.join(inc['rules']):40s} {inc['subjectKind']}:"
                   f"{inc['subject']} {inc['firstSeen']}..{inc['lastSeen']}")  # fmt: skip
     missed = [ep for ep, h in zip(world.episodes, ours.hits, strict=True) if not h]
     if missed:
-        kinds = Counter(ep.kind for ep in missed)
-        print("\nmissed by ours: " + ", ".join(f"{k} {n}" for k, n in kinds.items()))
+        print("\nmissed by ours:")
+        for ep in missed:
+            print(f"  {ep.kind}: {ep.label}, {_iso(ep.start)}..{_iso(ep.end)}")
+    if not identical:
+        print(f"\nincidents that differ from {modes[0]} (+ only in, - missing from):")
+        base = Counter(canonical(first))
+        for mode, run in runs.items():
+            other = Counter(canonical(run["incidents"]))
+            for sign, rows in (("+", other - base), ("-", base - other)):
+                for row in sorted(rows):
+                    print(f"  {sign} {mode}: {' '.join(row[:6])}")
     ms, f2b = scores["ms"], scores["f2b"]
     print(
         f"\nbench: recall={ours.recall():.3f} precision={ours.precision:.3f} "

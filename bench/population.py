@@ -172,6 +172,10 @@ REGIONS = (
            0.15),
 )  # fmt: skip
 HUB = "BASTION-HUB"
+#: The organisation's own egress (office NATs, VPN pools), as an operator lists it in
+#: `TRUSTED_NETWORKS`.
+TRUSTED = ",".join(sorted({f"{r.office}/32" for r in REGIONS} | {f"{r.vpn[0][:-2]}.0/24"
+                                                                 for r in REGIONS}))  # fmt: skip
 HOSTS = (*sorted({r.host for r in REGIONS}), HUB)
 
 

@@ -81,6 +81,9 @@ param alertSlackWebhookUrl string = ''
 @description('Comma-separated IPs/CIDRs whose failures never raise alerts (IP_ALLOWLIST).')
 param ipAllowlist string = ''
 
+@description('Comma-separated CIDRs of your own egress (office NAT, VPN pools): a sign-in after failures from them is not from a new network (TRUSTED_NETWORKS).')
+param trustedNetworks string = ''
+
 @description('Put the app in a virtual network and reach its host storage only through private endpoints (the storage firewall then denies public access). Needs outbound internet from the subnet (docs/deploy.md).')
 param privateNetworking bool = false
 
@@ -285,6 +288,7 @@ var bastionAuditSettings = union(logsTables, {
   INCIDENT_MAX_HOURS: '24'
   NOTIFY_INTERVAL_MINUTES: '60'
   IP_ALLOWLIST: ipAllowlist
+  TRUSTED_NETWORKS: trustedNetworks
   // Every minute in Azure: Event Grid fires when the hourly blob is created, not on appends.
   SWEEP_SCHEDULE: '0 * * * * *'
   SWEEP_LOOKBACK_HOURS: string(sweepLookbackHours)
@@ -296,6 +300,7 @@ var bastionAuditSettings = union(logsTables, {
   SLOW_FAILURE_THRESHOLD: '10'
   SLOW_WINDOW_MINUTES: '180'
   SLOW_IP_THRESHOLD: '8'
+  PERSON_RETRY_FAILURES: '10'
   BASELINE_DAYS: '7'
   SILENCE_HOURS: '3'
   HEALTH_SCHEDULE: '0 */15 * * * *'

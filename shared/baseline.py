@@ -1,10 +1,11 @@
 """Per-account baselines and the findings they support. Pure code.
 
 For each account the app remembers its first successful sign-in, and the first successful
-sign-in from each source network (IPv4 /24, IPv6 /48), to each target machine and in each hour
-of the day (UTC). Every value is a *first sighting*: a minimum over events, ties broken by the
-event's key. Folding the same events again, or in any order, gives the same baseline, so a
-replay, an out-of-order blob or a backfill changes nothing it should not.
+sign-in from each source network (IPv4 /24, IPv6 /48), with each client (browser family and OS,
+`shared.clients`), to each target machine and in each hour of the day (UTC). Every value is a
+*first sighting*: a minimum over events, ties broken by the event's key. Folding the same
+events again, or in any order, gives the same baseline, so a replay, an out-of-order blob or
+a backfill changes nothing it should not.
 
 A finding is a function of the baseline (and of the failures stored just before a sign-in),
 evaluated again whenever either changes:
@@ -17,6 +18,10 @@ evaluated again whenever either changes:
   account's first sign-in to that machine) and `failures_before` (more failed sign-ins from
   that address in the window before than typos explain, fewer than the threshold: more is the
   compromise rule's incident). One piece is low, two medium, three high.
+
+Detection asks the baseline one more question (`known`): was a sign-in after failures made from
+a network and with a client the account had signed in from before, to a machine it had used?
+Then the failures read as a person who forgot a password, not as somebody guessing.
 
 An account keeps at most `MAX_ROWS` rows; beyond that nothing new is learned and nothing new is
 found (an account with thousands of networks has no baseline worth the name).
@@ -33,12 +38,12 @@ from . import keys
 from .detection import Severity
 
 ACCOUNT = "acct"
-NET, TARGET, HOUR = "net|", "vm|", "hr|"
+NET, TARGET, HOUR, CLIENT = "net|", "vm|", "hr|", "ua|"
 #: Shortest run of never-used hours of the day that counts as an account's night.
 NIGHT = 6
 MAX_ROWS = 2000
 #: Row fields of a first sighting (the finding pointer lives on network rows).
-FIELDS = ("First", "FirstKey", "Ip", "Target", "Host")
+FIELDS = ("First", "FirstKey", "Ip", "Target", "Host", "Client")
 #: Severity by how many context rules hold beside the new network: one is low (the digest
 #: tells people), two make it medium (stolen credentials: a new network, at an hour the
 #: account never works, to a machine it never touched), three high.
@@ -54,6 +59,7 @@ class Sighting:
     ip: str
     target: str = ""
     host: str = ""
+    client: str | None = None  # `clients.client_of` its agent; None: not recorded (old rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +102,24 @@ def row_keys(s: Sighting) -> list[str]:
     out = [ACCOUNT, NET + keys.encode(network(s.ip)), f"{HOUR}{s.time.hour:02d}"]
     if s.target:
         out.append(TARGET + keys.encode(s.target.casefold()))
+    if s.client is not None:
+        out.append(CLIENT + keys.encode(s.client))
     return out
+
+
+def known(rows: Mapping[str, Sighting], s: Sighting, trusted: bool = False) -> bool:
+    """Had the account signed in before `s` from its network (or is it `trusted`: the
+    organisation's own egress), with its client and (if named) to its machine? A sign-in whose
+    client was not recorded is not known."""
+    if s.client is None:
+        return False
+    for rk in row_keys(s):
+        if rk == ACCOUNT or rk.startswith(HOUR) or (trusted and rk.startswith(NET)):
+            continue
+        first = rows.get(rk)
+        if first is None or (first.time, first.key) >= (s.time, s.key):
+            return False
+    return True
 
 
 def fold(rows: Mapping[str, Sighting], new: Iterable[Sighting]) -> dict[str, Sighting]:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import detection, incidents, keys, layout, model, planning
+from . import baseline, clients, detection, incidents, keys, layout, model, planning
 from .alerting import Deliverer
 from .detection import MINUTE, Bucket, Event, Kind, Mark, Thresholds
 from .entities import EventRow
@@ -51,6 +51,7 @@ _SELECT_EVENT = [
     "Outcome",
     "TargetVMName",
     "BastionHostName",
+    "UserAgent",
 ]
 _COVER_SELECT = ["RowKey", "Subject", "SubjectKind", "FirstSeen", "LastSeen", "State", "ClientIps"]
 _ATTEMPTS = 8
@@ -102,6 +103,7 @@ def thresholds(settings: Settings) -> Thresholds:
         slow_failures=settings.slow_failures,
         slow_window=timedelta(minutes=settings.slow_window_minutes),
         slow_ips=settings.slow_ips,
+        retry_failures=settings.person_retry_failures,
     )
 
 
@@ -137,6 +139,7 @@ class Detector:
         arm = timedelta(days=storage.settings.baseline_days)
         self.profiler = Profiler(storage, thresholds, arm, notify_interval, deliverer, pool)
         self.health = Health(storage, deliverer)
+        self.trusted = storage.settings.trusted_networks
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -153,10 +156,14 @@ class Detector:
         it happens, so a later fault (the host retries) cannot hide what people were told."""
         now = now or datetime.now(UTC)
         out = out if out is not None else Outcome()
-        actors = planning.touched(rows, self.allowed)
-        wanted = self._wanted(actors)
-        self._detect({a: actors[a] for a in sorted(wanted)}, now, out)
-        self.profiler.run(rows, now, out.notified)
+        # Baselines first: detection asks them whether a sign-in after failures is usual.
+        relooks = self.profiler.run(rows, now, out.notified)
+        for actors in [
+            planning.touched(rows, self.allowed),
+            *planning.relook(relooks, self.allowed),
+        ]:
+            wanted = self._wanted(actors)
+            self._detect({a: actors[a] for a in sorted(wanted)}, now, out)
         self.health.record(rows)
         return out
 
@@ -311,7 +318,10 @@ class Detector:
             # reaches `reach` around the changed minutes: enough to tell whether any is hot.
             around = self._read_buckets(actor, lo - t.reach, hi + t.reach)
             events = self._read_events(actor, *planning.event_span(actor, lo, hi, t))
-            fresh = {b.minute: b for b in detection.build_buckets(actor.kind, events, t, lo, hi)}
+            known = self._known_sign_ins()
+            fresh = {
+                b.minute: b for b in detection.build_buckets(actor.kind, events, t, lo, hi, known)
+            }
             writes = planning.bucket_writes(actor, lo, hi, fresh, around)
             if not touch.failures and not writes:
                 return Result()  # sign-ins no rule looks at
@@ -539,6 +549,22 @@ class Detector:
             )
         return [_event(row) for row in rows if row["Outcome"] != model.Outcome.OTHER.value]
 
+    def _known_sign_ins(self) -> detection.Known:
+        """Is a sign-in from its account's usual network, client and machine? Each account's
+        baseline is read once per evaluation, and only if a sign-in just after failures asks."""
+        read: dict[str, dict[str, baseline.Sighting]] = {}
+
+        def known(e: Event) -> bool:
+            if e.agent is None:
+                return False
+            rows = read.get(e.user)
+            if rows is None:
+                rows = read[e.user] = self.profiler.rows(e.user)
+            s = baseline.Sighting(e.time, e.key, e.ip, e.target, e.host, clients.client_of(e.agent))
+            return baseline.known(rows, s, allowed(e.ip, self.trusted))
+
+        return known
+
     def _write_buckets(self, writes: list[Op]) -> None:
         by_partition: dict[str, list[Op]] = {}
         for op in writes:
@@ -611,4 +637,5 @@ def _event(row: Any) -> Event:
         success=row["Outcome"] == model.Outcome.SUCCESS.value,
         target=row.get("TargetVMName") or "",
         host=row.get("BastionHostName") or "",
+        agent=row.get("UserAgent"),
     )

@@ -63,6 +63,7 @@ class Event:
     success: bool  # otherwise a failure (other outcomes are not passed in)
     target: str = ""
     host: str = ""
+    agent: str | None = None  # the record's userAgent; None: not recorded (older index rows)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class Thresholds:
     slow_failures: int = 10  # low and slow: this many failures for one account ...
     slow_window: timedelta = timedelta(hours=3)  # ... within this long, from any addresses
     slow_ips: int = 8  # or failures from this many distinct addresses within `slow_window`
+    retry_failures: int = 10  # most failures a person retrying a forgotten password explains
 
     @property
     def linger(self) -> timedelta:
@@ -111,6 +113,9 @@ class Bucket:
     ips: list[tuple[str, int]] = field(default_factory=list)  # failing IPs, most first
     targets: list[str] = field(default_factory=list)
     hosts: list[str] = field(default_factory=list)
+    #: Failures that this minute's sign-ins explain as a person retrying (see `recovered`),
+    #: when a sign-in explained at least the failure threshold: a low finding, not a page.
+    retried: int = 0
 
     @property
     def empty(self) -> bool:
@@ -218,23 +223,113 @@ def resolved(events: Sequence[Event], window: timedelta, most: int, threshold: i
     return out
 
 
+#: Is a sign-in from its account's usual network and client, to a machine it used before?
+Known = Callable[[Event], bool]
+
+
+def _unknown(e: Event) -> bool:
+    return False
+
+
+def recovered(
+    events: Sequence[Event], kind: Kind, t: Thresholds, known: Known = _unknown
+) -> tuple[set[str], dict[str, int]]:
+    """Failures a person retrying a forgotten password explains, and who explained how many.
+
+    A sign-in explains its account's own failures in the window before it, from its address and
+    with its exact user agent, when all of these hold (otherwise they count, and a sign-in after
+    the threshold pages):
+    - the sign-in is `known`: the account had signed in before from that network,
+      with that client, to that machine (`shared.baseline.known`); somebody guessing from the
+      same NAT uses their own device, a client new to the account;
+    - they are at most `t.retry_failures` (more is not a person retrying);
+    - for an address: failures of other accounts in the window, not explained by their own
+      sign-in by then, are fewer than the threshold and come from fewer than two accounts
+      (failures spread over accounts are guessing, whoever signs in after).
+    Sorted events in; returns the failures' keys and, per sign-in that explained at least the
+    threshold, the count (`RetriedSignIn` makes it a low finding). Uses the window of events
+    before each sign-in only (see `build_buckets`)."""
+    fails = [e for e in events if not e.success]
+    times = [f.time for f in fails]
+    own: dict[tuple[str, str], list[Event]] = {}
+    oks: dict[str, list[datetime]] = {}
+    for e in events:
+        if e.success:
+            oks.setdefault(e.user, []).append(e.time)
+        else:
+            own.setdefault((e.user, e.ip), []).append(e)
+
+    def spread(ok: Event) -> bool:
+        start = bisect.bisect_left(times, ok.time - t.window)
+        return _spread(fails[start : bisect.bisect_left(times, ok.time)], oks, ok, t.failures)
+
+    out: set[str] = set()
+    retried: dict[str, int] = {}
+    own_times: dict[tuple[str, str], list[datetime]] = {}
+    for ok in events:
+        if not ok.success or ok.agent is None:
+            continue
+        mine = own.get((ok.user, ok.ip), [])
+        at = own_times.setdefault((ok.user, ok.ip), [f.time for f in mine])
+        lo = bisect.bisect_left(at, ok.time - t.window)
+        hi = bisect.bisect_left(at, ok.time)
+        before = mine[lo:hi]
+        if not 0 < len(before) <= t.retry_failures:
+            continue
+        if any(f.agent != ok.agent for f in before) or (kind is Kind.IP and spread(ok)):
+            continue
+        if not known(ok):  # asked last: it reads the account's baseline
+            continue
+        new = [f.key for f in before if f.key not in out]
+        out.update(new)
+        if len(before) >= t.failures and new:
+            retried[ok.key] = len(new)
+    return out, retried
+
+
+def _spread(
+    fails: Sequence[Event], oks: dict[str, list[datetime]], ok: Event, threshold: int
+) -> bool:
+    """Are the failures before `ok` spread over other accounts: `threshold` of them, or two
+    accounts, that their own sign-in by then does not explain?"""
+    others: set[str] = set()
+    count = 0
+    for f in fails:
+        if f.user == ok.user:
+            continue
+        mine = oks.get(f.user, [])
+        i = bisect.bisect_right(mine, f.time)
+        if i < len(mine) and mine[i] <= ok.time:
+            continue  # that account signed in after it: its own retry
+        count += 1
+        others.add(f.user)
+        if count >= threshold or len(others) >= 2:
+            return True
+    return False
+
+
 def build_buckets(
     kind: Kind,
     events: Iterable[Event],
     t: Thresholds,
     first: datetime | None = None,
     last: datetime | None = None,
+    known: Known = _unknown,
 ) -> list[Bucket]:
     """Buckets of the minutes in [first, last] (all minutes if not given) that detection keeps.
 
     A bucket is kept if it counts failures, or sign-ins that follow a failure within the window
     (the only sign-ins a rule looks at): which buckets exist is then a function of the events,
     whichever invocation happened to see them. `events` must hold every event from `t.window`
-    before `first` (and, for an IP, to `t.window` after `last`: a later sign-in resolves a
-    typo); then the buckets equal those built from all events (a property test checks this).
+    before `first` and to `t.window` after `last` (a later sign-in explains a typo or a
+    retried password); then the buckets equal those built from all events (a property test
+    checks this). `known`: is a sign-in from its account's usual network, client and
+    machine (see `recovered`)? Asked only of sign-ins just after a few failures.
     """
     unique = sorted({e.key: e for e in events}.values(), key=_order)
     skip = resolved(unique, t.window, t.resolve_max, t.failures) if kind is Kind.IP else set()
+    retried_keys, retried = recovered(unique, kind, t, known)
+    skip |= retried_keys
     lo = minute_of(first) if first else None
     hi = minute_of(last) if last else None
     buckets: dict[datetime, Bucket] = {}
@@ -253,13 +348,14 @@ def build_buckets(
         if b is None:
             b = buckets[minute] = Bucket(minute)
         _count(b, e)
+        b.retried += retried.get(e.key, 0)
     kept: list[Bucket] = []
     failures = sorted(failed_at)
     span = _minutes(t.window) * MINUTE
     for minute in sorted(buckets):
         b = buckets[minute]
         before = bisect.bisect_right(failures, minute)
-        if not b.failures and (not before or minute - failures[before - 1] >= span):
+        if not (b.failures or b.retried) and (not before or minute - failures[before - 1] >= span):
             continue  # sign-ins with no failure before them: no rule looks at them
         if (lo is not None and minute < lo) or (hi is not None and minute > hi):
             continue
@@ -450,6 +546,19 @@ class HighVolume:
         return out
 
 
+class RetriedSignIn:
+    """A sign-in after at least the failure threshold that a person retrying explains (see
+    `recovered`): from the account's usual network and client, to a machine it uses, with
+    few failures, none from elsewhere. The shape of a forgotten password; a low finding that
+    the digest lists, never a page."""
+
+    kind, severity, name = Kind.USER, Severity.LOW, "sign_in_after_retries"
+    description = "User {subject} signed in after failed attempts from its usual network and client"
+
+    def hot(self, buckets: Sequence[Bucket], t: Thresholds) -> Iterable[int]:
+        return [i for i, b in enumerate(buckets) if b.retried]
+
+
 #: How many times the usual a minute's failures must be to make it a flood.
 HIGH_VOLUME_FACTOR = 10
 
@@ -463,6 +572,7 @@ RULES: tuple[Rule, ...] = (
     PasswordSpray(),
     SuccessAfterFailures(Kind.USER),
     SuccessAfterFailures(Kind.IP),
+    RetriedSignIn(),
 )
 RULE_BY_NAME: dict[str, Rule] = {r.name: r for r in RULES}
 
@@ -640,10 +750,15 @@ def _groups(
     for i, rules in hot.items():
         b = buckets[i]
         times = [x for x in (b.first_failure, b.last_failure) if x is not None]
-        if _COMPROMISE[kind] in rules and b.first_success and b.last_success:
+        if (_COMPROMISE[kind] in rules or not times) and b.first_success and b.last_success:
             times += [b.first_success, b.last_success]
         points.append((min(times), max(times), i, frozenset(rules)))
+    hot_minutes = sorted(buckets[i].minute for i in hot)
+    span = (_minutes(t.window) - 1) * MINUTE
     for m in marks:
+        i = bisect.bisect_left(hot_minutes, m.minute - span)
+        if i == len(hot_minutes) or hot_minutes[i] > m.minute:
+            continue  # the address's attack it was folded into is gone (explained since)
         points.append((m.time, m.time, -1, frozenset({"success_after_failures_user"})))
     points.sort(key=lambda p: (p[0], p[2]))
     groups: list[list[_Point]] = []
@@ -745,13 +860,17 @@ def timeline(
                     (first, mid) if probe is None or probe[1] != state[1] else (mid + 1, last)
                 )
             for k in range(n, first):
-                state = (state[0], state[1], state[2] + count[idx[k]].failures)
+                state = (
+                    state[0],
+                    state[1],
+                    state[2] + count[idx[k]].failures + count[idx[k]].retried,
+                )
                 steps.append(Step(buckets[idx[k]].minute + MINUTE, *state))
             n = first
             if n == len(idx):
                 break
         if state is not None and state[1] == inc.rules:
-            state = (state[0], state[1], state[2] + count[idx[n]].failures)
+            state = (state[0], state[1], state[2] + count[idx[n]].failures + count[idx[n]].retried)
         else:
             state = exact(n)
         if state is not None:
@@ -772,7 +891,7 @@ def _state(inc: Incident, found: list[Shape], count: Sequence[Bucket], i: int) -
         return None
     first, _, rules = mine[-1]
     start = minute_of(first)
-    failures = sum(b.failures for b in count[: i + 1] if b.minute >= start)
+    failures = sum(b.failures + b.retried for b in count[: i + 1] if b.minute >= start)
     return RULE_BY_NAME[rules[0]].severity, rules, failures
 
 
@@ -804,7 +923,7 @@ def _total(
         last_seen=last,
         rules=rules,
         severity=RULE_BY_NAME[rules[0]].severity,
-        failures=sum(b.failures for b in inside),
+        failures=sum(b.failures + b.retried for b in inside),
         successes=sum(b.successes for b in winners)
         + sum(1 for m in folded if m.minute not in {b.minute for b in winners}),
         users=users,

@@ -69,3 +69,4 @@ class IndexRow(Keyed, total=False):
     Message: str
     Outcome: str
     BastionHostName: str
+    UserAgent: str

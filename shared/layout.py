@@ -55,6 +55,7 @@ INDEX_FIELDS = (
     "Message",
     "Outcome",
     "BastionHostName",
+    "UserAgent",  # detection tells a person retrying from somebody guessing by it
 )
 CURSOR_PARTITION = "cursor"
 #: Actors whose detection failed alone, for the retry timer (state table).
@@ -123,6 +124,8 @@ def bucket_entity(kind: Kind, subject: str, b: Bucket) -> dict[str, Any]:
     ):
         if value is not None:
             entity[name] = value
+    if b.retried:
+        entity["R"] = b.retried
     if b.user_hashes:
         entity["Hashes"] = struct.pack(f">{len(b.user_hashes)}Q", *b.user_hashes)
     return entity
@@ -162,6 +165,7 @@ def bucket_from(row: dict[str, Any]) -> Bucket:
         ips=[(ip, int(n)) for ip, n in orjson.loads(row.get("Ips") or "[]")],
         targets=orjson.loads(row.get("Targets") or "[]"),
         hosts=orjson.loads(row.get("Hosts") or "[]"),
+        retried=int(row.get("R", 0)),
     )
 
 

@@ -70,10 +70,29 @@ def touched(rows: Iterable[EventRow], allowed: Callable[[str], bool]) -> dict[Ac
     return out
 
 
+def relook(
+    relooks: Iterable[tuple[str, str, datetime]], allowed: Callable[[str], bool]
+) -> list[dict[Actor, Touch]]:
+    """The sign-ins that stopped being first sightings (`shared.profile.Relook`) as rounds of
+    actors to look at again (the account and its address, at that minute): one sign-in per
+    actor a round, so a look spans minutes, never the days between two of them."""
+    rounds: list[dict[Actor, Touch]] = []
+    for user, ip, when in sorted(set(relooks), key=lambda r: (r[2], r[0], r[1])):
+        for actor in (Actor(Kind.USER, user), Actor(Kind.IP, ip)):
+            if not actor.subject or (actor.kind is Kind.IP and allowed(ip)):
+                continue
+            free = next((r for r in rounds if actor not in r), None)
+            if free is None:
+                free = {}
+                rounds.append(free)
+            free[actor] = Touch(when, when, successes=1)
+    return rounds
+
+
 def changed_minutes(actor: Actor, touch: Touch, t: Thresholds) -> tuple[datetime, datetime]:
     """Minutes whose buckets the new records change: theirs, sign-ins up to a window after new
-    failures, and for an IP with new sign-ins the minutes whose typos they explain."""
-    back = t.window if actor.kind is Kind.IP and touch.successes else timedelta(0)
+    failures, and with new sign-ins the minutes whose typos or retries they explain."""
+    back = t.window if touch.successes else timedelta(0)
     ahead = t.window if touch.failures else timedelta(0)
     return detection.minute_of(touch.lo - back), detection.minute_of(touch.hi + ahead)
 
@@ -82,9 +101,9 @@ def event_span(
     actor: Actor, lo: datetime, hi: datetime, t: Thresholds
 ) -> tuple[datetime, datetime]:
     """Events that decide the buckets of minutes [lo, hi]: a window before (is a sign-in
-    preceded by a failure?) and for an IP a window after (the sign-in that explains a typo);
-    `detection.build_buckets` is exact given these (a property test checks it)."""
-    return lo - t.window, hi + MINUTE + (t.window if actor.kind is Kind.IP else timedelta(0))
+    preceded by a failure?) and a window after (the sign-in that explains a typo or a retried
+    password); `detection.build_buckets` is exact given these (a property test checks it)."""
+    return lo - t.window, hi + MINUTE + t.window
 
 
 def wanted_hours(touch: Touch, t: Thresholds) -> list[str]:

@@ -12,6 +12,12 @@ account and the network; its network row points at it. When anything the finding
 changes (a row of the baseline, failures just before its sign-in), it is evaluated again and
 its row written, moved, or withdrawn; the baseline rows are written last, under their ETags,
 so a concurrent writer makes this one start over and the outcome is the serial one.
+
+Detection reads baselines too (is a sign-in after failures from the account's usual network
+and client?), so the profiler runs first in an invocation, and says which earlier decisions a
+late record may change: when a row's first sighting moves earlier, the sign-in that was the
+first one (and only it) stops being new. Its row keeps that sign-in (`Was`, `WasIp`) so that a
+retried invocation asks for the same second look (`Relook`).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 
 from azure.data.tables import TableEntity
 
-from . import baseline, incidents, keys, layout, model
+from . import baseline, clients, incidents, keys, layout, model
 from .alerting import Deliverer
 from .baseline import Finding, Sighting
 from .detection import Kind, Thresholds
@@ -40,6 +46,11 @@ _CACHED_ACCOUNTS = 20_000
 #: How long a worker trusts what it remembers of a baseline: rows only move earlier, but an
 #: erasure (`python -m shared erase`) removes them all, and must be relearned soon after.
 _CACHE_SECONDS = 3600.0
+#: Rows whose novelty a detection decision may rest on (the others only feed findings).
+_DECIDING = (baseline.NET, baseline.CLIENT, baseline.TARGET)
+#: (account, address, time) of a sign-in that stopped being the first of something: detection
+#: looks at that account and address there again.
+Relook = tuple[str, str, datetime]
 
 
 class Profiler:
@@ -63,8 +74,14 @@ class Profiler:
         self._known: OrderedDict[str, tuple[float, dict[str, datetime]]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def run(self, rows: Sequence[EventRow], now: datetime, notified: list[str]) -> None:
-        """Fold the stored records' sign-ins into their accounts' baselines."""
+    def rows(self, user: str) -> dict[str, Sighting]:
+        """An account's baseline as stored now (detection asks it; never the cache)."""
+        pk = layout.profile_partition(user)
+        return {r["RowKey"]: _from_row(r) for r in self.storage.index.partition(pk) if "First" in r}
+
+    def run(self, rows: Sequence[EventRow], now: datetime, notified: list[str]) -> list[Relook]:
+        """Fold the stored records' sign-ins into their accounts' baselines; the sign-ins that
+        stopped being first sightings (detection looks there again)."""
         successes: dict[str, list[Sighting]] = {}
         failures: dict[str, list[datetime]] = {}
         for row in rows:
@@ -88,15 +105,19 @@ class Profiler:
         raised = next((e for e in errors if e is not None), None)
         if raised is not None:
             raise raised
+        return sorted({r for job in jobs for r in job.result()})
 
-    def _guarded(self, user: str, mine: list[Sighting], now: datetime, notified: list[str]) -> None:
+    def _guarded(
+        self, user: str, mine: list[Sighting], now: datetime, notified: list[str]
+    ) -> list[Relook]:
         """One account (accounts are independent partitions, so they run side by side)."""
         try:
-            self._account(user, mine, now, notified)
+            return self._account(user, mine, now, notified)
         except Exception as exc:
             if transient(exc):
                 raise  # the host retries the invocation; every write here is idempotent
             log.exception("baseline of an account failed; it is looked at again next time")
+            return []
 
     def _may_change(self, user: str, mine: list[Sighting], failed: list[datetime]) -> bool:
         """False when the worker's memory of this baseline shows the records change nothing:
@@ -112,19 +133,20 @@ class Profiler:
         for s in mine:
             for rk in baseline.row_keys(s):
                 first = known.get(rk)
-                if first is None or s.time < first:
+                if first is None or s.time <= first:  # equal: maybe a retry, ask for its relook
                     return True
         nets = [t for rk, t in known.items() if rk.startswith(baseline.NET)]
         return any(0 < (t - f).total_seconds() <= self.t.window.total_seconds()
                    for f in failed for t in nets)  # fmt: skip
 
-    def _account(self, user: str, mine: list[Sighting], now: datetime, notified: list[str]) -> None:
+    def _account(
+        self, user: str, mine: list[Sighting], now: datetime, notified: list[str]
+    ) -> list[Relook]:
         if self._first_rows(user, mine):
-            return
+            return []
         for attempt in range(_ATTEMPTS):
             try:
-                self._account_once(user, mine, now, notified)
-                return
+                return self._account_once(user, mine, now, notified)
             except Conflict:
                 log.info("baseline of an account changed under us (attempt %d)", attempt + 1)
         raise Conflict("baseline rows kept changing; the host retries")
@@ -157,12 +179,18 @@ class Profiler:
 
     def _account_once(
         self, user: str, mine: list[Sighting], now: datetime, notified: list[str]
-    ) -> None:
+    ) -> list[Relook]:
         pk = layout.profile_partition(user)
         stored = {row["RowKey"]: row for row in self.storage.index.partition(pk)}
         rows = {rk: _from_row(r) for rk, r in stored.items() if "First" in r}
         changed = baseline.fold(rows, mine)
         merged = {**rows, **changed}
+        displaced = {rk: rows[rk] for rk in changed if rk in rows and rk.startswith(_DECIDING)}
+        relooks = {(user, d.ip, d.time) for d in displaced.values()}
+        keys_ = {s.key for s in mine}
+        for rk, row in stored.items():  # moved by an earlier try of these records
+            if row.get("FirstKey") in keys_ and row.get("Was") and rk.startswith(_DECIDING):
+                relooks.add((user, str(row.get("WasIp", "")), layout.utc(row["Was"])))
         counted: dict[str, int] = {}
 
         def failures(first: Sighting) -> int:
@@ -177,11 +205,12 @@ class Profiler:
             pointer = self._settle(user, rk, found.get(rk), stored.get(rk), now, owed)
             if pointer is not None:
                 pointers[rk] = pointer
-        self._write(pk, user, stored, changed, merged, pointers)
+        self._write(pk, user, stored, changed, merged, pointers, displaced)
         self._remember(user, merged)
         for day, rk, alert_id in owed:
             notified.append(alert_id)
             self.deliverer.deliver_incident(day, rk)
+        return sorted(relooks)
 
     def _settle(
         self,
@@ -234,6 +263,7 @@ class Profiler:
         changed: dict[str, Sighting],
         merged: dict[str, Sighting],
         pointers: dict[str, dict[str, Any]],
+        displaced: dict[str, Sighting],
     ) -> None:
         """The baseline rows that changed, ETag-guarded, in transactions of at most 100."""
         ops: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
@@ -241,6 +271,8 @@ class Profiler:
             entity: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk, "Account": user}
             entity.update(_to_row(merged[rk]))
             entity.update(pointers.get(rk, {}))
+            if rk in displaced:
+                entity.update(Was=displaced[rk].time, WasIp=displaced[rk].ip)
             old = stored.get(rk)
             if old is None:
                 ops.append(("create", entity, {}))
@@ -264,18 +296,24 @@ def _sighting(row: EventRow) -> Sighting:
         row.get("ClientIpKey", ""),
         row.get("TargetVMName", ""),
         row.get("BastionHostName", ""),
+        clients.client_of(row.get("UserAgent", "")),
     )
 
 
 def _from_row(row: TableEntity) -> Sighting:
+    client = row.get("Client")
     return Sighting(
         layout.utc(row["First"]),
         str(row.get("FirstKey", "")),
         str(row.get("Ip", "")),
         str(row.get("Target", "")),
         str(row.get("Host", "")),
+        str(client) if client is not None else None,
     )
 
 
 def _to_row(s: Sighting) -> dict[str, Any]:
-    return {"First": s.time, "FirstKey": s.key, "Ip": s.ip, "Target": s.target, "Host": s.host}
+    row = {"First": s.time, "FirstKey": s.key, "Ip": s.ip, "Target": s.target, "Host": s.host}
+    if s.client is not None:
+        row["Client"] = s.client
+    return row

@@ -43,6 +43,7 @@ DEFAULTS: dict[str, str] = {
     "INCIDENT_MAX_HOURS": "24",
     "NOTIFY_INTERVAL_MINUTES": "60",
     "IP_ALLOWLIST": "",
+    "TRUSTED_NETWORKS": "",
     "SWEEP_SCHEDULE": "0 * * * * *",
     "SWEEP_LOOKBACK_HOURS": "3",
     "ALERT_RETRY_SCHEDULE": "0 */5 * * * *",
@@ -53,6 +54,7 @@ DEFAULTS: dict[str, str] = {
     "SLOW_FAILURE_THRESHOLD": "10",
     "SLOW_WINDOW_MINUTES": "180",
     "SLOW_IP_THRESHOLD": "8",
+    "PERSON_RETRY_FAILURES": "10",
     "BASELINE_DAYS": "7",
     "SILENCE_HOURS": "3",
     "HEALTH_SCHEDULE": "0 */15 * * * *",
@@ -183,6 +185,8 @@ class Settings:
     #: How long a notification that failed is retried, from when it became pending.
     alert_retry_hours: int = 72
     ip_allowlist: tuple[IPNetwork, ...] = ()
+    #: The organisation's own egress: a sign-in from it is on no new network (retried sign-ins).
+    trusted_networks: tuple[IPNetwork, ...] = ()
     sweep_lookback_hours: int = 3
     max_record_bytes: int = 32768
     read_chunk_bytes: int = 4 * 1024 * 1024
@@ -190,6 +194,8 @@ class Settings:
     slow_failures: int = 10
     slow_window_minutes: int = 180
     slow_ips: int = 8
+    #: Most failures before a sign-in that a person retrying a forgotten password explains.
+    person_retry_failures: int = 10
     baseline_days: int = 7
     silence_hours: int = 3
     health_schedule: str = "0 */15 * * * *"
@@ -252,6 +258,7 @@ class Settings:
             notify_interval_minutes=num("NOTIFY_INTERVAL_MINUTES", 1, 7 * 24 * 60),
             alert_retry_hours=num("ALERT_RETRY_HOURS", 1, 90 * 24),
             ip_allowlist=r.networks("IP_ALLOWLIST"),
+            trusted_networks=r.networks("TRUSTED_NETWORKS"),
             sweep_lookback_hours=num("SWEEP_LOOKBACK_HOURS", 1, 48),
             max_record_bytes=num("MAX_RECORD_BYTES", 1024, 32768),
             read_chunk_bytes=num("READ_CHUNK_BYTES", 64 * 1024, 64 * 1024 * 1024),
@@ -259,6 +266,7 @@ class Settings:
             slow_failures=num("SLOW_FAILURE_THRESHOLD", 2, 10_000),
             slow_window_minutes=num("SLOW_WINDOW_MINUTES", 15, 24 * 60),
             slow_ips=num("SLOW_IP_THRESHOLD", 2, 1000),
+            person_retry_failures=num("PERSON_RETRY_FAILURES", 1, 1000),
             baseline_days=num("BASELINE_DAYS", 1, 90),
             silence_hours=num("SILENCE_HOURS", 1, 48),
             health_schedule=r.schedule("HEALTH_SCHEDULE"),

@@ -165,7 +165,7 @@ def snapshot(p: Pipeline, blob_prefix: str = "") -> Snapshot:
     s = p.settings
 
     def keyed(table: str) -> dict[tuple[str, str], dict[str, Any]]:
-        return {(r["PartitionKey"], r["RowKey"]): dict(r) for r in _rows(p, table)}
+        return {(r["PartitionKey"], r["RowKey"]): _answer(r) for r in _rows(p, table)}
 
     rows = [r for r in keyed(s.alerts_table).values() if "FirstSeen" in r]  # not head rows
     alerts = {(r["PartitionKey"], r["RowKey"]): _alert_fields(r) for r in rows}
@@ -193,6 +193,15 @@ def snapshot(p: Pipeline, blob_prefix: str = "") -> Snapshot:
         alert_ids=sorted(r["AlertId"] for r in rows),
         notices=sum(int(r.get("Seq") or 0) for r in rows),
     )
+
+
+#: Bookkeeping of arrival, not answers: a baseline row's `Was` names the sign-in its first
+#: sighting displaced (which one depends on the order records came in; `shared.profile`).
+ARRIVAL_FIELDS = ("Was", "WasIp")
+
+
+def _answer(row: Any) -> dict[str, Any]:
+    return {k: v for k, v in dict(row).items() if k not in ARRIVAL_FIELDS}
 
 
 def quarantine_lines(p: Pipeline) -> dict[str, dict[str, Any]]:

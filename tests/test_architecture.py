@@ -19,7 +19,7 @@ DOC = ROOT / "docs" / "architecture.md"
 #: Pure core: decides, formats and names things; never touches a client, a socket or a clock
 #: it was not given.
 PURE = {
-    "activity", "auth", "baseline", "detection", "diagnostics", "digest", "entities", "incidents",
+    "activity", "auth", "baseline", "clients", "detection", "diagnostics", "digest", "entities", "incidents",
     "keys", "layout", "messages", "model", "parse", "planning", "quarantine", "retention",
     "settings", "text",
 }  # fmt: skip

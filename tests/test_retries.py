@@ -1,0 +1,250 @@
+"""Issue 23.1: a sign-in after failures pages only when it is likely an attack. Pure: events in,
+incidents out; the baseline question (`known`) is a set of sign-ins here."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_campaigns import incidents, lines, queue, view
+
+from devtools import samples
+from shared import baseline, clients, detection
+from shared.baseline import Sighting
+from shared.detection import IP, USER, Event, Severity, Thresholds
+from shared.ingest import Pipeline
+
+T = Thresholds()
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+NAT = "203.0.113.10"
+EDGE = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0"
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+
+
+def ev(second: float, user: str, ok: bool, agent: str = EDGE, ip: str = NAT) -> Event:
+    when = T0 + timedelta(seconds=second)
+    key = f"{when.isoformat()}|{user}|{ok}|{agent[:8]}"
+    return Event(when, key, user, ip, ok, "LINUX-WEB-01", "BASTION", agent)
+
+
+def forgot(user: str = "dana", n: int = 6, agent: str = EDGE, sign_in: str = EDGE) -> list[Event]:
+    """`n` failures 40 s apart, then the sign-in: the shape of a forgotten password."""
+    return [
+        *(ev(40 * i, user, False, agent) for i in range(n)),
+        ev(40 * n + 30, user, True, sign_in),
+    ]
+
+
+def known_all(e: Event) -> bool:
+    return True
+
+
+def found(kind: detection.Kind, events: list[Event], known: detection.Known = known_all) -> list:
+    subject = NAT if kind is IP else events[0].user
+    mine = [e for e in events if (e.ip if kind is IP else e.user) == subject]
+    buckets = detection.build_buckets(kind, mine, T, known=known)
+    hot = detection.hot_rules(kind, buckets, T)
+    return detection.incidents(kind, subject, buckets, hot, T)
+
+
+def test_a_forgotten_password_on_the_usual_client_is_a_low_finding_and_no_page() -> None:
+    events = forgot()
+    (low,) = found(USER, events)
+    assert (low.rules, low.severity, low.failures) == (("sign_in_after_retries",), Severity.LOW, 6)
+    assert found(IP, events) == []
+
+
+def test_the_same_shape_pages_when_the_sign_in_is_not_the_usual_one() -> None:
+    """New network, client or machine: `known` says no (the baseline decides it)."""
+    events = forgot()
+    (user,) = found(USER, events, known=lambda e: False)
+    (ip,) = found(IP, events, known=lambda e: False)
+    assert user.rule == "success_after_failures_user" and user.severity is Severity.CRITICAL
+    assert ip.rule == "success_after_failures_ip"
+
+
+def test_failures_from_another_agent_are_not_explained_by_the_victims_sign_in() -> None:
+    """A colleague guesses on their own device, then the victim signs in as usual: the
+    guesses still count."""
+    events = forgot(agent=FIREFOX, sign_in=EDGE)
+    assert found(USER, events)[0].severity is Severity.CRITICAL
+
+
+def test_more_failures_than_a_person_retrying_page() -> None:
+    events = forgot(n=T.retry_failures + 1)
+    assert found(USER, events)[0].rule == "success_after_failures_user"
+    assert found(USER, forgot(n=T.retry_failures))[0].rule == "sign_in_after_retries"
+
+
+def test_failures_spread_over_other_accounts_from_the_address_page() -> None:
+    """Two other accounts failed from the NAT in the window and never signed in: guessing."""
+    others = [ev(10 + 40 * i, u, False) for i, u in enumerate(("erin", "femi"))]
+    events = [*forgot(n=4), *others]
+    (ip,) = found(IP, events)
+    assert "success_after_failures_ip" in ip.rules
+    # One colleague's failures alone (a second forgetful person) are not a spread.
+    assert found(IP, [*forgot(n=4), ev(15, "erin", False), ev(55, "erin", False)]) == []
+
+
+def test_a_few_failures_before_a_usual_sign_in_raise_nothing() -> None:
+    assert found(USER, forgot(n=3)) == []
+    assert found(IP, forgot(n=3)) == []
+
+
+def test_the_baseline_knows_a_sign_in_only_from_its_network_client_and_machine() -> None:
+    first = Sighting(T0, "a", NAT, "LINUX-WEB-01", "B", clients.client_of(EDGE))
+    rows = baseline.fold({}, [first])
+    later = T0 + timedelta(days=1)
+    same = Sighting(later, "b", "203.0.113.99", "linux-web-01", "B", clients.client_of(EDGE))
+    assert baseline.known(rows, same)  # same /24, same client family and OS, same machine
+    assert not baseline.known(rows, Sighting(later, "c", NAT, "LINUX-WEB-01", "B",
+                                             clients.client_of(FIREFOX)))  # fmt: skip
+    assert not baseline.known(rows, Sighting(later, "d", "198.51.100.1", "LINUX-WEB-01", "B",
+                                             clients.client_of(EDGE)))  # fmt: skip
+    assert not baseline.known(rows, Sighting(later, "e", NAT, "WIN-DB-02", "B",
+                                             clients.client_of(EDGE)))  # fmt: skip
+    assert not baseline.known(rows, Sighting(later, "f", NAT, "LINUX-WEB-01", "B", None))
+    assert not baseline.known(rows, first)  # the first sighting itself is new
+    vpn = Sighting(later, "g", "100.64.1.7", "LINUX-WEB-01", "B", clients.client_of(EDGE))
+    assert not baseline.known(rows, vpn)  # a network the account never used ...
+    assert baseline.known(rows, vpn, trusted=True)  # ... unless it is the organisation's own
+    guess = Sighting(later, "h", "100.64.1.7", "LINUX-WEB-01", "B", clients.client_of(FIREFOX))
+    assert not baseline.known(rows, guess, trusted=True)  # its client and machine still decide
+
+
+def test_clients_are_family_and_os_and_survive_hostile_agents() -> None:
+    assert clients.client_of(EDGE) == "edge on windows"
+    assert clients.client_of(EDGE.replace("131", "132")) == clients.client_of(EDGE)
+    assert clients.client_of(FIREFOX) == "firefox on linux"
+    assert clients.client_of("") == clients.NONE
+    assert clients.client_of("curl/8.5.0").startswith("curl")
+    assert len(clients.client_of("Mozilla/5.0 (" * 100_000)) < 100
+
+
+_ROWS = st.lists(
+    st.tuples(
+        st.floats(0, 7200, allow_nan=False),
+        st.sampled_from(["dana", "erin", "femi"]),
+        st.booleans(),
+        st.sampled_from([EDGE, FIREFOX]),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(_ROWS, st.integers(0, 120), st.integers(0, 60), st.sampled_from([IP, USER]))
+def test_buckets_rebuilt_from_a_window_equal_those_built_from_all_with_retries(
+    rows: list[tuple[float, str, bool, str]], first: int, length: int, kind: detection.Kind
+) -> None:
+    """What an invocation does (`planning.event_span`): minutes [lo, hi] from a window of
+    events on either side; the retries explained must not depend on what lies outside it."""
+    events = [ev(s, u, ok, a) for s, u, ok, a in rows]
+    mine = [e for e in events if kind is IP or e.user == "dana"]
+
+    def known(e: Event) -> bool:
+        return hash(e.key) % 3 != 0
+
+    lo = T0 + timedelta(minutes=first)
+    hi = lo + timedelta(minutes=length)
+    window = [e for e in mine if lo - T.window <= e.time < hi + detection.MINUTE + T.window]
+    part = detection.build_buckets(kind, window, T, lo, hi, known)
+    whole = [b for b in detection.build_buckets(kind, mine, T, known=known) if lo <= b.minute <= hi]
+    assert part == whole
+
+
+@settings(max_examples=60, deadline=None)
+@given(_ROWS, st.randoms(use_true_random=False))
+def test_retries_do_not_depend_on_the_order_events_arrive_in(
+    rows: list[tuple[float, str, bool, str]], rnd: random.Random
+) -> None:
+    events = [ev(s, u, ok, a) for s, u, ok, a in rows]
+    shuffled = list(events)
+    rnd.shuffle(shuffled)
+    for kind in (IP, USER):
+        subject = NAT if kind is IP else "dana"
+        a = [e for e in events if kind is IP or e.user == subject]
+        b = [e for e in shuffled if kind is IP or e.user == subject]
+        assert detection.build_buckets(kind, a, T, known=known_all) == detection.build_buckets(
+            kind, b, T, known=known_all
+        )
+
+
+# -- through the indexed blob trigger, against Azurite -----------------------------------------
+def _session(user: str, start: datetime, failures: int, agent: str, port: int) -> list[dict]:
+    """`failures` records 40 s apart, then the sign-in, all from the office NAT with `agent`."""
+    out = [
+        samples.record(start + timedelta(seconds=40 * i), user, samples.FAIL, NAT, port=port + i,
+                       agent=agent)
+        for i in range(failures)
+    ]  # fmt: skip
+    at = start + timedelta(seconds=40 * failures + 30)
+    return [*out, samples.record(at, user, samples.OK, NAT, port=port + 99, agent=agent)]
+
+
+def _run(indexed_app: dict, logs: Any, prefix: str, hour: datetime, records: list[dict]) -> None:
+    name = prefix + samples.blob_path("BASTION-RETRY", hour)
+    logs.upload_blob(name, lines(records), overwrite=True)
+    indexed_app["ingest_blob"].get_user_function()(logs.get_blob_client(name))
+
+
+@pytest.mark.azurite
+def test_a_forgotten_password_pages_nobody_and_the_same_shape_from_a_new_client_does(
+    app_env: Callable[..., Pipeline], indexed_app: dict, logs: Any, blob_prefix: str
+) -> None:
+    """dana and erin signed in from the office NAT with Edge last week. Today dana fails six
+    times on Edge and gets in (she forgot her password): a low finding for the digest, no
+    message. Somebody fails six times as erin on Firefox from the same NAT and gets in: a
+    critical page. Then last week's blob arrives again, late and after today's: nothing
+    changes, and the same records in the other order end the same."""
+    p = app_env()
+    today = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    week = today - timedelta(days=7)
+    history = [
+        samples.record(week + timedelta(minutes=5 + i), u, samples.OK, NAT, port=41000 + i,
+                       agent=EDGE)
+        for i, u in enumerate(("dana", "erin"))
+    ]  # fmt: skip
+    now = [*_session("dana", today + timedelta(minutes=5), 6, EDGE, 42000),
+           *_session("erin", today + timedelta(minutes=35), 6, FIREFOX, 43000)]  # fmt: skip
+    _run(indexed_app, logs, blob_prefix, week, history)
+    _run(indexed_app, logs, blob_prefix, today, now)
+    seen = {(r["Subject"], r["Rules"].split(",")[0], r["Severity"]) for r in incidents(p)}
+    assert ("dana", "sign_in_after_retries", "low") in seen
+    assert not any(s == "dana" and sev != "low" for s, _, sev in seen)
+    assert ("erin", "success_after_failures_user", "critical") in seen or (
+        NAT, "success_after_failures_ip", "critical") in seen  # fmt: skip
+    told = queue(p)
+    assert told and all("dana" not in m.get("compromisedUsers", []) for m in told)
+    assert any("erin" in m.get("compromisedUsers", []) for m in told)
+    before = view(p)
+    _run(indexed_app, logs, blob_prefix, week, history)  # replayed late
+    assert view(p) == before
+
+
+@pytest.mark.azurite
+def test_history_that_arrives_after_the_retry_turns_its_page_into_a_low_finding(
+    app_env: Callable[..., Pipeline], indexed_app: dict, logs: Any, blob_prefix: str
+) -> None:
+    """Today's blob first (dana's network and client are new to a baseline that has not seen
+    last week yet: a page), then last week's: the sign-in is her usual one after all, and
+    the stored incidents end as they do in time order (the page already sent stays sent)."""
+    p = app_env()
+    today = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    week = today - timedelta(days=7)
+    history = [samples.record(week + timedelta(minutes=5), "dana", samples.OK, NAT, port=41000,
+                              agent=EDGE)]  # fmt: skip
+    _run(indexed_app, logs, blob_prefix, today, _session("dana", today + timedelta(minutes=5), 6,
+                                                          EDGE, 42000))  # fmt: skip
+    assert any(r["Severity"] == "critical" for r in incidents(p))
+    _run(indexed_app, logs, blob_prefix, week, history)
+    final = {(r["Subject"], r["Rules"], r["Severity"], r["State"]) for r in incidents(p)}
+    assert {f for f in final if f[3] == "open"} == {
+        ("dana", "sign_in_after_retries", "low", "open")
+    }
+    assert all(f[3] == "withdrawn" for f in final if f[2] != "low")  # told, so kept as withdrawn
