@@ -19,9 +19,9 @@ DOC = ROOT / "docs" / "architecture.md"
 #: Pure core: decides, formats and names things; never touches a client, a socket or a clock
 #: it was not given.
 PURE = {
-    "activity", "auth", "baseline", "clients", "detection", "diagnostics", "digest", "entities", "incidents",
-    "keys", "layout", "messages", "model", "parse", "planning", "quarantine", "retention",
-    "settings", "text",
+    "activity", "auth", "baseline", "clients", "detection", "diagnostics", "digest", "entities",
+    "incidents", "keys", "layout", "messages", "model", "parse", "planning", "quarantine",
+    "retention", "settings", "text",
 }  # fmt: skip
 #: The write path, in the order the data walks it (plus the sweep that feeds it).
 WRITE = {
