@@ -388,7 +388,7 @@ def main() -> None:
             other = Counter(canonical(run["incidents"]))
             for sign, rows in (("+", other - base), ("-", base - other)):
                 for row in sorted(rows):
-                    print(f"  {sign} {mode}: {' '.join(row[:6])}")
+                    print(f"  {sign} {mode}: {' '.join(row)}")
     ms, f2b = scores["ms"], scores["f2b"]
     print(
         f"\nbench: recall={ours.recall():.3f} precision={ours.precision:.3f} "

@@ -39,7 +39,7 @@ Episodes, all after the learning days (`Config.learn_days`):
   `PERSON_RETRY_FAILURES`) and signs in to one of the victim's usual machines (user);
   the colleague's client differs from every client the victim used: an insider on a device
   of the victim's make and browser is not told apart by these records (docs say so);
-- `stolen_credentials`: an armed account (history in the learning days) signs in from a network
+- `stolen_credentials`: an armed account (a first sign-in 7 days before) signs in from a network
   nobody used, at a local hour it never worked, to a machine it never touched; 1-3 sign-ins and
   no failure (user, ip);
 - `host_silence`: a regional host's blobs are dropped for 4-7 h of its busy weekday hours (host).
@@ -241,6 +241,7 @@ class Person:
     visited: set[str] = field(default_factory=set)
     local_hours: set[int] = field(default_factory=set)  # local hours of its sessions
     ips: set[str] = field(default_factory=set)
+    first: datetime | None = None  # its first sign-in
 
 
 @dataclass
@@ -375,6 +376,7 @@ def simulate(config: Config) -> World:
         p.visited.add(vm)
         p.local_hours.add(_local_hour(when, p.region.tz))
         p.ips.add(ip)
+        p.first = min(p.first or when, when)
         active.add((p.name, day))
 
     for p in people:
@@ -547,8 +549,9 @@ def simulate(config: Config) -> World:
         while True:
             day = eval_start + timedelta(days=rng.randrange(config.days - config.learn_days))
             t0 = _utc(day, hour + rng.uniform(0, 0.5), p.region.tz)
-            if eval_start <= t0 < START + timedelta(days=config.days) - HOUR:
-                break
+            armed_at = (p.first or START) + timedelta(days=min(7, config.learn_days))
+            if max(eval_start, armed_at) <= t0 < START + timedelta(days=config.days) - HOUR:
+                break  # the app judges an account only once BASELINE_DAYS (7) have passed
         ip = addresses.take("foreign")
         vm = rng.choice([v for v in vms if v not in p.visited])
         host = host_for(t0, 1)

@@ -90,10 +90,11 @@ def relook(
 
 
 def changed_minutes(actor: Actor, touch: Touch, t: Thresholds) -> tuple[datetime, datetime]:
-    """Minutes whose buckets the new records change: theirs, sign-ins up to a window after new
-    failures, and with new sign-ins the minutes whose typos or retries they explain."""
+    """Minutes whose buckets the new records change: theirs, sign-ins up to a window after
+    (new failures change what they follow; a sign-in's explained failures, which later sign-ins
+    may no longer claim), and with new sign-ins the minutes whose typos or retries they explain."""
     back = t.window if touch.successes else timedelta(0)
-    ahead = t.window if touch.failures else timedelta(0)
+    ahead = t.window
     return detection.minute_of(touch.lo - back), detection.minute_of(touch.hi + ahead)
 
 

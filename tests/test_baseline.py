@@ -130,6 +130,22 @@ def test_a_young_host_is_still_learning() -> None:
     assert activity.silence(busy(3), DAY0 + timedelta(days=3, hours=8), ARM, 3) is None
 
 
+def test_sparse_hours_are_no_outage_and_a_second_outage_is_found_like_the_first() -> None:
+    """Seventeen empty hours a host is busy in on a third of its days each add up to more
+    than three, but say little: no silence. A host busy 08-18 every day that was down 12-16
+    on Wednesday is down again at the same hours on Friday: found (Wednesday is no habit;
+    counted as one, three empty hours would make 2.67 expected busy hours, short of 3)."""
+    sparse = {DAY0 + timedelta(days=d, hours=h) for d in range(11) for h in range(6, 23)
+              if d % 3 == h % 3} | {DAY0 + timedelta(days=11, hours=5)}  # fmt: skip
+    friday_night = DAY0 + timedelta(days=11, hours=23, minutes=5)
+    assert activity.silence(sparse, friday_night, ARM, 3) is None
+    office = busy(12, range(8, 18)) - {DAY0 + timedelta(days=9, hours=h) for h in range(12, 16)}
+    office -= {DAY0 + timedelta(days=11, hours=h) for h in range(12, 18)}  # Friday, again
+    now = DAY0 + timedelta(days=11, hours=16, minutes=10)
+    found = activity.silence({h for h in office if h < now}, now, ARM, 3)
+    assert found is not None and found.since == DAY0 + timedelta(days=11, hours=12)
+
+
 def test_silence_does_not_depend_on_records_after_now() -> None:
     active = busy(9)
     now = DAY0 + timedelta(days=9, hours=5)
