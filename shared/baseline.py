@@ -81,8 +81,10 @@ class Finding:
 
     @property
     def signature(self) -> str:
-        """What people are told about it: a change of any of this is a change of the row."""
-        return "|".join((self.time.isoformat(), self.severity.value, *self.rules, self.ip))
+        """What people are told about it: a change of any of this is a change of the row
+        (the failure count too: failures that arrive after the sign-in raise it)."""
+        parts = (self.time.isoformat(), self.severity.value, *self.rules, self.ip)
+        return "|".join((*parts, str(self.failures)))
 
 
 def network(ip: str) -> str:

@@ -271,3 +271,40 @@ def test_overlapping_retries_end_the_same_whatever_arrived_first(
     opened = [(r["Subject"], r["Rules"], r["Severity"], r["FailureCount"])
               for r in incidents(p) if r["State"] == "open"]  # fmt: skip
     assert opened == [("dana", "sign_in_after_retries", "low", 4)]
+
+
+@pytest.mark.azurite
+@pytest.mark.parametrize("late", [False, True], ids=["time-order", "failure-late"])
+def test_a_findings_failure_count_does_not_depend_on_arrival(
+    app_env: Callable[..., Pipeline], indexed_app: dict, logs: Any, blob_prefix: str, late: bool
+) -> None:
+    """Found by the bench's shuffled replay: a first sign-in from a new network after four
+    failures, the first of them in the previous hour's blob. When that blob came last, the
+    finding kept saying 3 failures (its row changed only with severity or rules)."""
+    p = app_env()
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    far = "198.51.100.60"
+    history = [samples.record(hour - timedelta(days=9), "dana", samples.OK, NAT, port=41000,
+                              agent=EDGE)]  # fmt: skip
+    before = [samples.record(hour - timedelta(minutes=2), "dana", samples.FAIL, far, port=42000,
+                             agent=FIREFOX, vm="WIN-DB-09")]  # fmt: skip
+    now = [
+        samples.record(
+            hour + timedelta(minutes=3 * i),
+            "dana",
+            samples.FAIL,
+            far,
+            port=42001 + i,
+            agent=FIREFOX,
+            vm="WIN-DB-09",
+        )
+        for i in range(3)
+    ]
+    now.append(samples.record(hour + timedelta(minutes=10), "dana", samples.OK, far, port=42010,
+                              agent=FIREFOX, vm="WIN-DB-09"))  # fmt: skip
+    blobs = [(hour - timedelta(days=9), history), (hour - timedelta(hours=1), before), (hour, now)]
+    for at, records in [blobs[0], blobs[2], blobs[1]] if late else blobs:
+        _run(indexed_app, logs, blob_prefix, at, records)
+    found = [(r["Rules"].split(",")[0], r["FailureCount"]) for r in incidents(p)
+             if r["State"] == "open"]  # fmt: skip
+    assert found == [("new_source_success", 4)]
