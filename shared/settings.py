@@ -229,7 +229,6 @@ class Settings:
         r = _Reader(env)
         source = r.choice("BLOB_TRIGGER_SOURCE", ("LogsAndContainerScan", "EventGrid"))
         api_auth = r.choice("API_AUTH", ("entra", "none"), lower=True)
-        max_hours = r.divisor_of_day("INCIDENT_MAX_HOURS")
         num = r.num
         for timer in SCHEDULES:
             r.schedule(timer)
@@ -254,7 +253,7 @@ class Settings:
             spray_user_threshold=num("SPRAY_USER_THRESHOLD", 2, 1000),
             spray_window_minutes=num("SPRAY_WINDOW_MINUTES", 1, 24 * 60),
             incident_quiet_minutes=num("INCIDENT_QUIET_MINUTES", 1, 24 * 60),
-            incident_max_hours=max_hours,
+            incident_max_hours=r.divisor_of_day("INCIDENT_MAX_HOURS"),
             notify_interval_minutes=num("NOTIFY_INTERVAL_MINUTES", 1, 7 * 24 * 60),
             alert_retry_hours=num("ALERT_RETRY_HOURS", 1, 90 * 24),
             ip_allowlist=r.networks("IP_ALLOWLIST"),
