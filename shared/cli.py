@@ -34,7 +34,7 @@ import os
 import re
 import sys
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -490,11 +490,15 @@ def local_files(root: Path, prefix: str = "") -> Iterator[tuple[Path, str]]:
 
 def _erase(args: argparse.Namespace, out: TextIO) -> int:
     from .retain import Eraser
+    from .retention import NoSuchAccount
 
     with _App() as storage:
         eraser = Eraser(storage)
         try:
             removed = eraser.erase(args.user, all_matches=args.all_matches, exact=args.exact)
+        except NoSuchAccount as exc:
+            print(_printable(f"error: {exc}"), file=sys.stderr)
+            return 1
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
     if eraser.found.widened:
@@ -521,8 +525,20 @@ def _retain(args: argparse.Namespace, out: TextIO) -> int:
         if since:
             _look_back(storage, expirer, since)
         removed = expirer.run()
-    _counts("removed", removed, out)
+    for line in retain_report(removed):
+        print(line, file=out)
     return 0
+
+
+def retain_report(counts: Mapping[str, int]) -> list[str]:
+    """What a retention run removed (rows and blobs), then apart how many expired days of each
+    class it looked at: a day examined is not a day of data destroyed."""
+    removed = " ".join(f"{k}={v}" for k, v in sorted(counts.items())
+                       if v and not k.startswith("days_"))  # fmt: skip
+    days = ", ".join(f"{k[len('days_') :]} {v}" for k, v in sorted(counts.items())
+                     if v and k.startswith("days_"))  # fmt: skip
+    none = "none (nothing had expired since the last run)"
+    return [f"removed: {removed or 'nothing'}", f"days examined: {days or none}"]
 
 
 def _look_back(storage: Any, expirer: Any, since: str) -> None:

@@ -115,7 +115,7 @@ def _erase(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
     several that hold records and neither `all` nor `exact` is given): README, "Retention and
     erasure"; the eraser role is required. Running it again removes nothing."""
     from .retain import Eraser
-    from .retention import Ambiguous
+    from .retention import Ambiguous, NoSuchAccount
 
     user = req.params.get("user", "")
     if len(user) > 1024:
@@ -125,6 +125,8 @@ def _erase(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
                     for k in ("all", "exact"))  # fmt: skip
     try:
         removed = eraser.erase(user, all_matches=every, exact=exact)
+    except NoSuchAccount as exc:
+        return _json({"error": "not_found", "message": str(exc)}, 404)
     except Ambiguous as exc:
         body = {"error": "ambiguous", "message": str(exc), "matchedAccounts": exc.found.matched()}
         return _json(body, 409)

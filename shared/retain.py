@@ -20,9 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+from azure.core import MatchConditions
 from azure.core.exceptions import ResourceNotFoundError
 
-from . import keys, layout, retention
+from . import keys, layout, quarantine, retention
 from .retention import ALERTS, EVENTS, PK_RANGE, QUARANTINE, Policy
 from .storage import Conflict, Storage, Table
 
@@ -31,7 +33,7 @@ Key = tuple[str, str]
 _PAGE = 1000
 _KEYS = ["PartitionKey", "RowKey"]
 #: Fields of an event that its index rows are derived from (`layout.index_rows`).
-_EVENT_FIELDS = [*_KEYS, *layout.INDEX_FIELDS]
+_EVENT_FIELDS = [*_KEYS, *layout.INDEX_FIELDS, "UserEmail"]
 #: Longest a timer run keeps expiring days (the host stops a function at 10 minutes); the
 #: next run goes on from the watermark.
 BUDGET_SECONDS = 420.0
@@ -227,25 +229,64 @@ class Eraser:
         Running it again changes nothing."""
         literal = retention.account(name)
         index = self.storage.index
-        rows = () if exact else index.seek(layout.alias_seek(name), ["Account"])
+        rows = [] if exact else list(index.seek(layout.alias_seek(name), ["Account"]))
         self.found = layout.resolution(name, rows)
         stored, _ = self.storage.events.page(PK_RANGE, retention.event_range(literal), _KEYS, 1)
         accounts = retention.accounts_to_erase(self.found, bool(stored), all_matches)
+        if not (stored or rows or self._baseline(literal)):
+            raise retention.NoSuchAccount(name)
         n: Counter[str] = Counter()
+        self.names = {name, *accounts}  # what names the person in raw text (and its e-mails)
         with Deleter(self.storage) as self.d:
             for user in accounts:
                 n.update(self._erase(user, now))
+            mark = retention.marker(layout.day_of(now or datetime.now(UTC)))
+            n["quarantine_redacted"] += self._quarantine(self.names, mark)
             for user in accounts:
                 mine = {"pk": layout.ALIASES, "account": user}
                 n["aliases"] += self.d.drop(index, "PartitionKey eq @pk and Account eq @account",
                                             mine)  # fmt: skip
         return n
 
+    def _baseline(self, user: str) -> bool:
+        """Does anything else hold the account (a baseline whose records expired)?"""
+        rows, _ = self.storage.index.page(
+            layout.PARTITION, {"pk": layout.profile_partition(user)}, _KEYS, 1
+        )
+        return bool(rows)
+
+    def _quarantine(self, names: set[str], mark: str) -> int:
+        """Quarantined raw text that names the person, redacted in place (the documents keep
+        which pieces were rejected and why; only their text goes). Reads every quarantine
+        document: they are few (`QUARANTINE_RETENTION_DAYS`) and text is not indexed."""
+        container = self.storage.blobs.get_container_client(
+            self.storage.settings.quarantine_container
+        )
+        changed = 0
+        try:
+            for item in container.list_blobs():
+                blob = container.get_blob_client(item.name)
+                download = blob.download_blob()
+                lines, hits = retention.redact_quarantine(
+                    quarantine.read(download.readall()), names, mark
+                )
+                if hits:
+                    body = b"".join(orjson.dumps(line) + b"\n" for line in lines)
+                    blob.upload_blob(body, overwrite=True, etag=download.properties.etag,
+                                     match_condition=MatchConditions.IfNotModified)  # fmt: skip
+                    changed += hits
+        except ResourceNotFoundError:  # nothing was ever quarantined: no container
+            return changed
+        return changed
+
     def _erase(self, user: str, now: datetime | None) -> Counter[str]:
         mark = retention.marker(layout.day_of(now or datetime.now(UTC)))
         n: Counter[str] = Counter()
         self._alerts(user, mark, n)
         for day, events in self._days(user):
+            self.names.update(
+                str(e.get(f) or "") for e in events for f in ("UserName", "UserEmail")
+            )
             self._buckets(user, day, events, mark, n)
             n["index"] += self.d.delete(self.storage.index, retention.derived_keys(events))
             n["events"] += self.d.delete(

@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from . import keys, layout, messages
+from . import keys, layout, messages, text
 from .detection import Kind
 from .settings import Settings
 
@@ -133,6 +133,33 @@ class Ambiguous(ValueError):
             "account of that very name with --exact (exact=true)"
         )
         self.found = found
+
+
+class NoSuchAccount(LookupError):
+    """Nothing is stored under the name: no account, no alias (or it was erased already)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no such account: {text.cut(name, 200)!r} (nothing is stored under it)")
+
+
+def redact_quarantine(
+    lines: Iterable[dict[str, Any]], needles: Iterable[str], mark: str
+) -> tuple[list[dict[str, Any]], int]:
+    """A quarantine document's lines with every text that names the person (any of `needles`,
+    without case) replaced by the erasure mark; the accounting (blob, offset, index, reason
+    code) stays, so what was rejected is still known. Returns the lines and how many changed."""
+    folded = [n.casefold() for n in needles if len(n) >= 3]
+    out, changed = [], 0
+    for line in lines:
+        hit = False
+        for field in ("Raw", "Reason"):
+            value = line.get(field)
+            if isinstance(value, str) and any(n in value.casefold() for n in folded):
+                line = {**line, field: mark}
+                hit = True
+        changed += hit
+        out.append(line)
+    return out, changed
 
 
 def accounts_to_erase(

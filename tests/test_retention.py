@@ -3,6 +3,7 @@ and crashes half-way, against Azurite."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ import azure.functions as func
 import orjson
 import pytest
 from azure.functions.timer import TimerRequest
+from reliability_support import quarantine_lines
 from test_http_auth import principal
 
 from devtools import samples
@@ -250,8 +252,35 @@ def test_erasure_removes_the_person_everywhere_and_leaves_others_alone(
     spray = next(r for r in _alerts(after).values() if r.get("Rule") == "password_spray")
     assert "[erased " in spray["Users"] and "erased" in spray["Erasure"]
     assert "bob" in _events(after).__repr__()
-    assert not {k: v for k, v in retain.Eraser(s).erase("alice").items() if v}  # idempotent
+    with pytest.raises(retention.NoSuchAccount):  # idempotent: nothing is left to erase
+        retain.Eraser(s).erase("alice")
     assert dump(s) == after
+
+
+def test_erasure_by_email_and_by_name_remove_the_same_rows_and_quarantined_text(
+    two_stores: tuple[Pipeline, Pipeline], blob_prefix: str
+) -> None:
+    """The README's example, `erase --user alice@contoso.com`, on the sample data (alice signs
+    in as `alice`, her rows carry the e-mail), does what `erase --user alice` does, and takes
+    her name out of quarantined raw text too (the piece stays listed: offset, reason)."""
+    broken = b'{"time": "2026-11-23T09:00:00Z", "properties": {"userName": "alice", "userEm'
+    other = b'{"time": "2026-11-23T09:00:01Z", "properties": {"userName": "carol"'
+    for p in two_stores:
+        ingest(p, {samples.blob_path("BASTION-PROD", NOW - timedelta(hours=5)): broken + b"\n",
+                   samples.blob_path("BASTION-PROD", NOW - timedelta(hours=4)): other + b"\n"},
+               blob_prefix)  # fmt: skip
+        assert any("alice" in str(line.get("Raw")) for line in quarantine_lines(p).values())
+    listed = len(quarantine_lines(two_stores[0]))
+    by_mail = retain.Eraser(two_stores[0].storage).erase("alice@contoso.com", now=NOW)
+    by_name = retain.Eraser(two_stores[1].storage).erase("alice", now=NOW)
+    assert by_mail == by_name and by_mail["events"] == 7 and by_mail["quarantine_redacted"] == 1
+    a, b = (dump(p.storage) for p in two_stores)
+    assert [set(t) for t in a.values()] == [set(t) for t in b.values()]
+    for p in two_stores:
+        lines = list(quarantine_lines(p).values())
+        assert not any(mentions(line, ("", ""), "alice") for line in lines)
+        assert any("carol" in str(line.get("Raw")) for line in lines)  # others' text stays
+        assert len(lines) == listed  # every rejected piece is still accounted for
 
 
 def test_an_erasure_that_crashed_is_finished_by_the_next(
@@ -298,8 +327,8 @@ def test_the_erase_route_needs_the_eraser_role(
     done = call("BastionAudit.Erase")
     assert done.status_code == 200
     assert orjson.loads(done.get_body())["removed"]["events"] == 6
-    again = orjson.loads(call("BastionAudit.Erase").get_body())["removed"]
-    assert not {k: v for k, v in again.items() if v}
+    again = call("BastionAudit.Erase")
+    assert again.status_code == 404 and orjson.loads(again.get_body())["error"] == "not_found"
     raw = orjson.loads(indexed_app["http_erase"].get_raw_bindings()[0])
     assert raw["route"] == "erase" and raw["methods"] == ["POST"]
 
@@ -315,9 +344,22 @@ def test_the_command_line_prints_what_it_erased(
     assert cli.main(["erase", "--user", "Frank"], out) == 0
     line = out.getvalue().strip()
     assert line.startswith("erased: ") and " events=6 " in line and "index=" in line, line
-    out = io.StringIO()
-    assert cli.main(["erase", "--user", "frank"], out) == 0
-    assert out.getvalue() == "erased: nothing\n"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert cli.main(["erase", "--user", "frank"], out) == 1  # erased already: none left
+        assert cli.main(["erase", "--user", "nobody@contoso.com"], out) == 1
+    assert out.getvalue() == "" and err.getvalue().count("no such account") == 2
+    assert len(err.getvalue().splitlines()) == 2
     assert cli.main(["erase", "--user", "  "], io.StringIO()) == 2
     out = io.StringIO()
     assert cli.main(["retain"], out) == 0 and out.getvalue().startswith("removed: ")
+    assert out.getvalue().splitlines()[1].startswith("days examined: ")
+
+
+def test_a_retention_run_says_what_it_removed_apart_from_the_days_it_looked_at() -> None:
+    """`removed: days_events=158 days_quarantine=308` read as destruction when nothing was."""
+    walked = cli.retain_report({"days_events": 158, "days_quarantine": 308, "events": 0})
+    assert walked == ["removed: nothing", "days examined: events 158, quarantine 308"]
+    done = cli.retain_report({"days_events": 1, "events": 246, "index": 700, "cursors": 0})
+    assert done == ["removed: events=246 index=700", "days examined: events 1"]
+    assert cli.retain_report({})[1].startswith("days examined: none")
