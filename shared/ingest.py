@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from azure.storage.blob import BlobClient
 
-from . import blobs, keys, parse
+from . import blobs, keys, parse, retention
 from .blobs import GUARD_BYTES, digest
 from .detect import Detector, Outcome
 from .settings import Settings
@@ -115,13 +115,14 @@ class Pipeline:
             return
         cursor = replace(seen, etag=cursor.etag)
         place = _Place(cursor.offset, parse.Mode(cursor.mode), opened.data[:guard])
+        keep_quarantine = retention.first_kept(self.settings.quarantine_retention_days, now) or ""
         chunk, read_at = opened.data[guard:], cursor.offset + len(opened.data) - guard
         while True:
             buf, last = place.carry + chunk, read_at >= opened.size
             split = parse.stream(
                 buf, place.pos, place.mode, final and last, self.settings.max_record_bytes
             )
-            stored = store(self.storage, name, split.pieces)
+            stored = store(self.storage, name, split.pieces, keep_quarantine)
             summary.add(stored)
             if stored.rows:
                 self.detector.run(stored.rows, now, Outcome(summary.alerts))

@@ -116,7 +116,11 @@ class Expirer:
             keep_from = retention.first_kept(self.policy.days(kind), now)
             row = self.storage.state.get(retention.WATERMARK_PARTITION, kind)
             through = str(row["Through"]) if row is not None else None
-            oldest = None if through else self.oldest(kind)
+            oldest = self.oldest(kind, cursors=not through)
+            if through and oldest and oldest <= through:  # stored since: a late blob, a backfill
+                through = None
+            elif through:
+                oldest = None
             days = retention.expiring(keep_from, through, oldest)
             for day in days:
                 if time.monotonic() > deadline:
@@ -133,13 +137,17 @@ class Expirer:
                 out["detection_retries"] += self._retries(keep_from)
         return out
 
-    def oldest(self, kind: str) -> str | None:
-        """The oldest day a class holds (first run): one row read per partition range."""
+    def oldest(self, kind: str, cursors: bool = True) -> str | None:
+        """The oldest day a class holds: one row read per partition range. Every run asks
+        (records of an expired day stored after its run, a backfill or a late append, are
+        found behind the watermark and go on this run); cursors count only on a first run
+        (a cursor of a blob still in the logs container is kept on purpose). Quarantine has
+        no such late days: ingest writes none for a blob older than its retention."""
         if kind == ALERTS:
             first = _first_partition(self.storage.alerts, *retention.ALERT_DAYS)
             return retention.day_of_partition(first) if first else None
         found = [_first_partition(self.storage.state, f"{layout.CURSOR_PARTITION}|",
-                                  f"{layout.CURSOR_PARTITION}|~")]  # fmt: skip
+                                  f"{layout.CURSOR_PARTITION}|~")] if cursors else []  # fmt: skip
         if kind == EVENTS:
             for prefix in (*retention.DAY_PARTITIONS, layout.FAIL_PREFIX):
                 found.append(_first_partition(self.storage.index, prefix, prefix + "~"))
@@ -156,11 +164,13 @@ class Expirer:
     def _events_day(self, day: str) -> Counter[str]:
         """Events first (the `ip|` rows find them), then the index partitions of the day."""
         s, n = self.storage, Counter[str]()
-        select = [*_KEYS, "EventPartitionKey", "EventRowKey"]
+        select = [*_KEYS, "EventPartitionKey", "EventRowKey", "UserKey"]
         token = None
+        accounts: set[str] = set()
         while True:
             rows, token = s.index.page(layout.PARTITION, {"pk": layout.IP_PREFIX + day}, select,
                                        _PAGE, token)  # fmt: skip
+            accounts.update(str(r.get("UserKey") or "") for r in rows)
             n["events"] += self.d.delete(
                 s.events, ((str(r["EventPartitionKey"]), str(r["EventRowKey"])) for r in rows)
             )
@@ -174,7 +184,24 @@ class Expirer:
             n["host_hours"] += self.d.drop(s.index, layout.SEEK,
                                            retention.host_day(host["RowKey"], day))  # fmt: skip
         n["cursors"] += self._cursors(day)
+        n["accounts_forgotten"] += self._forget(accounts - {""}, n)
         return n
+
+    def _forget(self, accounts: set[str], n: Counter[str]) -> int:
+        """Accounts of an expired day with no record left: nothing else may name them, so
+        their baseline and alias rows go too (a person not seen within `RETENTION_DAYS` is
+        learned afresh, quiet while it learns). One read per account of the day."""
+        index, gone = self.storage.index, 0
+        for user in sorted(accounts):
+            left, _ = self.storage.events.page(PK_RANGE, retention.event_range(user), _KEYS, 1)
+            if left:
+                continue
+            gone += 1
+            n["baseline"] += self.d.drop(index, layout.PARTITION,
+                                         {"pk": layout.profile_partition(user)})  # fmt: skip
+            n["aliases"] += self.d.drop(index, "PartitionKey eq @pk and Account eq @account",
+                                        {"pk": layout.ALIASES, "account": user})  # fmt: skip
+        return gone
 
     def _cursors(self, day: str) -> int:
         """Cursors of the day's hour blobs that no longer exist (a kept cursor stops a later

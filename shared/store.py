@@ -42,9 +42,13 @@ class Stored:
         return self.stored + self.quarantined + self.skipped
 
 
-def store(storage: Storage, blob_name: str, pieces: Iterable[parse.Piece]) -> Stored:
+def store(
+    storage: Storage, blob_name: str, pieces: Iterable[parse.Piece], quarantine_from: str = ""
+) -> Stored:
     """Normalize, deduplicate and write a chunk's records (events and index rows), and its
-    rejected pieces as one quarantine document. Raises on storage faults."""
+    rejected pieces as one quarantine document, unless the blob's hour is before the first day
+    quarantine keeps (`quarantine_from`: a late blob's rejects would outlive their retention;
+    they are counted all the same). Raises on storage faults."""
     events: dict[tuple[str, str], EventRow] = {}
     cut_at: int | None = None
     rejects = quarantine.Batch(blob_name)  # one document per chunk, bounded in size
@@ -78,7 +82,8 @@ def store(storage: Storage, blob_name: str, pieces: Iterable[parse.Piece]) -> St
     storage.upsert((storage.index, [*layout.index_rows(rows), *layout.alias_rows(rows)]))
     planning.checkpoint("stored", "index")
     storage.upsert((storage.events, rows))
-    storage.quarantine(rejects)
+    if not quarantine_from or layout.hour_of_blob(blob_name)[:10] >= quarantine_from:
+        storage.quarantine(rejects)
     latest = max((r["TimeGenerated"] for r in rows), default=None)
     anonymous = sum(not keys.identified(r["UserKey"]) for r in rows)
     return Stored(rows, rejects.count, skipped, cut_at, latest, anonymous)

@@ -121,6 +121,39 @@ def _day(pk: str) -> str:
     return retention.day_of_partition(pk)
 
 
+def test_a_blob_backfilled_after_its_days_expired_is_gone_after_the_next_run(
+    indexed_app: dict[str, Any], app_env: Callable[..., Pipeline], blob_prefix: str
+) -> None:
+    """The watermark said "through day D", and records of day D or before stored after that
+    run (a backfill, a late append) stayed for ever. Every run now looks for the oldest day
+    stored and goes back to it; a late blob older than the quarantine's retention writes no
+    quarantine at all (its rejects are still counted)."""
+    p = app_env(RETENTION_DAYS="30", ALERT_RETENTION_DAYS="30", QUARANTINE_RETENTION_DAYS="30")
+    now = datetime.now(UTC)
+    fresh = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    old = fresh - timedelta(days=90)
+    expire = indexed_app["expire_old_data"].get_user_function()
+
+    def blob(at: datetime, user: str) -> dict[str, bytes]:
+        recs = [samples.record(at + timedelta(minutes=1, seconds=i), user, samples.FAIL,
+                               "192.0.2.90", port=100 + i) for i in range(6)]  # fmt: skip
+        body = b"".join(orjson.dumps(r) + b"\n" for r in recs) + b'{"userName": "' + user.encode()
+        return {samples.blob_path("BASTION-LATE", at): body + b"\n"}
+
+    ingest(p, blob(fresh, "fresh-user"), blob_prefix)
+    expire(TimerRequest(past_due=False))
+    ingest(p, blob(old, "late-user"), blob_prefix)
+    s = p.storage
+    assert any(mentions(r, k, "late-user") for t in dump(s).values() for k, r in t.items())
+    assert not any("late-user" in str(line) for line in quarantine_lines(p).values())
+    expire(TimerRequest(past_due=False))
+    after = dump(s)
+    for name, rows in after.items():
+        for key, row in rows.items():
+            assert not mentions(row, key, "late-user"), (name, key, row)
+    assert any(mentions(r, k, "fresh-user") for k, r in after["events"].items())
+
+
 def test_the_timer_removes_what_expired_and_nothing_younger(
     indexed_app: dict[str, Any], app_env: Callable[..., Pipeline], blob_prefix: str
 ) -> None:
