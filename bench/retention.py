@@ -27,7 +27,7 @@ from _common import settings
 from azure.core.pipeline.transport import RequestsTransport
 
 from devtools import azurite, samples
-from shared import retention
+from shared import layout, retention
 from shared.ingest import Pipeline
 from shared.retain import Expirer
 from shared.settings import LOGS_CONTAINER
@@ -74,7 +74,9 @@ def build(p: Pipeline, host: str, days: list[datetime]) -> int:
     for day in days:
         for name, body in day_blobs(host, day).items():
             logs.upload_blob(name, body, overwrite=True)
-            stored += p.ingest(logs.get_blob_client(name)).stored
+            hour = datetime.fromisoformat(layout.hour_of_blob(name)).replace(tzinfo=UTC)
+            # read as it was written: an hour blob is read within the hour after it
+            stored += p.ingest(logs.get_blob_client(name), now=hour + timedelta(minutes=65)).stored
     return stored
 
 

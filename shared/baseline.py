@@ -23,6 +23,11 @@ Detection asks the baseline one more question (`known`): was a sign-in after fai
 a network and with a client the account had signed in from before, to a machine it had used?
 Then the failures read as a person who forgot a password, not as somebody guessing.
 
+Each row also keeps the last UTC day a sign-in used it (`Last`): retention removes a row not
+used within `RETENTION_DAYS` (a network unused that long is new again, and a person who left is
+forgotten), and forgets the time of a first sighting older than that (`BEFORE`: "before the
+retention window", still known).
+
 An account keeps at most `MAX_ROWS` rows; beyond that nothing new is learned and nothing new is
 found (an account with thousands of networks has no baseline worth the name).
 """
@@ -32,7 +37,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from . import keys
 from .detection import Severity
@@ -42,6 +47,8 @@ NET, TARGET, HOUR, CLIENT = "net|", "vm|", "hr|", "ua|"
 #: Shortest run of never-used hours of the day that counts as an account's night.
 NIGHT = 6
 MAX_ROWS = 2000
+#: The first sighting of a row whose time retention forgot: seen before the retention window.
+BEFORE = datetime(1970, 1, 1, tzinfo=UTC)
 #: Row fields of a first sighting (the finding pointer lives on network rows).
 FIELDS = ("First", "FirstKey", "Ip", "Target", "Host", "Client")
 #: Severity by how many context rules hold beside the new network: one is low (the digest
@@ -122,6 +129,18 @@ def known(rows: Mapping[str, Sighting], s: Sighting, trusted: bool = False) -> b
         if first is None or (first.time, first.key) >= (s.time, s.key):
             return False
     return True
+
+
+def last_days(new: Iterable[Sighting]) -> dict[str, str]:
+    """Row -> the latest UTC day (`YYYY-MM-DD`) the new sign-ins use it (a maximum: any order
+    of folding gives the same)."""
+    out: dict[str, str] = {}
+    for s in new:
+        day = s.time.date().isoformat()
+        for rk in row_keys(s):
+            if out.get(rk, "") < day:
+                out[rk] = day
+    return out
 
 
 def fold(rows: Mapping[str, Sighting], new: Iterable[Sighting]) -> dict[str, Sighting]:

@@ -71,13 +71,18 @@ class Profiler:
         self.arm = arm
         self.interval = interval
         self.deliverer = deliverer
-        self._known: OrderedDict[str, tuple[float, dict[str, datetime]]] = OrderedDict()
+        #: account -> (when read, first sighting per row, last day used per row)
+        self._known: OrderedDict[str, tuple[float, dict[str, datetime], dict[str, str]]] = (
+            OrderedDict()
+        )
         self._lock = threading.Lock()
 
     def rows(self, user: str) -> dict[str, Sighting]:
         """An account's baseline as stored now (detection asks it; never the cache)."""
         pk = layout.profile_partition(user)
-        return {r["RowKey"]: _from_row(r) for r in self.storage.index.partition(pk) if "First" in r}
+        return {
+            r["RowKey"]: _from_row(r) for r in self.storage.index.partition(pk) if _sighting_row(r)
+        }
 
     def run(self, rows: Sequence[EventRow], now: datetime, notified: list[str]) -> list[Relook]:
         """Fold the stored records' sign-ins into their accounts' baselines; the sign-ins that
@@ -129,11 +134,13 @@ class Profiler:
                 self._known.move_to_end(user)
         if entry is None or time.monotonic() - entry[0] > _CACHE_SECONDS:
             return True  # not seen by this worker lately: read it (then it is known)
-        known = entry[1]
+        known, lasts = entry[1], entry[2]
         for s in mine:
             for rk in baseline.row_keys(s):
                 first = known.get(rk)
                 if first is None or s.time <= first:  # equal: maybe a retry, ask for its relook
+                    return True
+                if lasts.get(rk, "") < s.time.date().isoformat():  # used on a later day
                     return True
         nets = [t for rk, t in known.items() if rk.startswith(baseline.NET)]
         return any(0 < (t - f).total_seconds() <= self.t.window.total_seconds()
@@ -166,15 +173,20 @@ class Profiler:
         if any(baseline.armed(rows, s.time, self.arm) for s in nets):
             return False  # a backfill longer than the learning days: findings to look at
         pk = layout.profile_partition(user)
+        used = baseline.last_days(mine)
         ops: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
-            ("create", {"PartitionKey": pk, "RowKey": rk, "Account": user, **_to_row(s)}, {})
+            (
+                "create",
+                {"PartitionKey": pk, "RowKey": rk, "Account": user, **_to_row(s), "Last": used[rk]},
+                {},
+            )
             for rk, s in sorted(rows.items())
         ]
         try:
             self.storage.index.transact(ops)
         except Conflict:
             return False
-        self._remember(user, rows)
+        self._remember(user, rows, used)
         return True
 
     def _account_once(
@@ -182,9 +194,13 @@ class Profiler:
     ) -> list[Relook]:
         pk = layout.profile_partition(user)
         stored = {row["RowKey"]: row for row in self.storage.index.partition(pk)}
-        rows = {rk: _from_row(r) for rk, r in stored.items() if "First" in r}
+        rows = {rk: _from_row(r) for rk, r in stored.items() if _sighting_row(r)}
         changed = baseline.fold(rows, mine)
         merged = {**rows, **changed}
+        lasts = {rk: str(r.get("Last") or "") for rk, r in stored.items()}
+        used = {rk: d for rk, d in baseline.last_days(mine).items()
+                if rk in merged and lasts.get(rk, "") < d}  # fmt: skip
+        lasts.update(used)
         displaced = {rk: rows[rk] for rk in changed if rk in rows and rk.startswith(_DECIDING)}
         relooks = {(user, d.ip, d.time) for d in displaced.values()}
         keys_ = {s.key for s in mine}
@@ -205,8 +221,9 @@ class Profiler:
             pointer = self._settle(user, rk, found.get(rk), stored.get(rk), now, owed)
             if pointer is not None:
                 pointers[rk] = pointer
-        self._write(pk, user, stored, changed, merged, pointers, displaced)
-        self._remember(user, merged)
+        self._write(pk, user, stored, {**{rk: merged[rk] for rk in used}, **changed}, merged,
+                    pointers, displaced, used)  # fmt: skip
+        self._remember(user, merged, lasts)
         for day, rk, alert_id in owed:
             notified.append(alert_id)
             self.deliverer.deliver_incident(day, rk)
@@ -264,6 +281,7 @@ class Profiler:
         merged: dict[str, Sighting],
         pointers: dict[str, dict[str, Any]],
         displaced: dict[str, Sighting],
+        used: dict[str, str],
     ) -> None:
         """The baseline rows that changed, ETag-guarded, in transactions of at most 100."""
         ops: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
@@ -273,6 +291,8 @@ class Profiler:
             entity.update(pointers.get(rk, {}))
             if rk in displaced:
                 entity.update(Was=displaced[rk].time, WasIp=displaced[rk].ip)
+            if rk in used:
+                entity["Last"] = used[rk]
             old = stored.get(rk)
             if old is None:
                 ops.append(("create", entity, {}))
@@ -281,9 +301,10 @@ class Profiler:
         for i in range(0, len(ops), 100):
             self.storage.index.transact(ops[i : i + 100])
 
-    def _remember(self, user: str, merged: dict[str, Sighting]) -> None:
+    def _remember(self, user: str, merged: dict[str, Sighting], lasts: dict[str, str]) -> None:
         with self._lock:
-            self._known[user] = (time.monotonic(), {rk: s.time for rk, s in merged.items()})
+            firsts = {rk: s.time for rk, s in merged.items()}
+            self._known[user] = (time.monotonic(), firsts, dict(lasts))
             self._known.move_to_end(user)
             while len(self._known) > _CACHED_ACCOUNTS:
                 self._known.popitem(last=False)
@@ -300,10 +321,15 @@ def _sighting(row: EventRow) -> Sighting:
     )
 
 
+def _sighting_row(row: TableEntity) -> bool:
+    """A baseline row (its first sighting's time may have been forgotten by retention)."""
+    return "First" in row or "Last" in row
+
+
 def _from_row(row: TableEntity) -> Sighting:
     client = row.get("Client")
     return Sighting(
-        layout.utc(row["First"]),
+        layout.utc(row["First"]) if "First" in row else baseline.BEFORE,
         str(row.get("FirstKey", "")),
         str(row.get("Ip", "")),
         str(row.get("Target", "")),
@@ -313,7 +339,9 @@ def _from_row(row: TableEntity) -> Sighting:
 
 
 def _to_row(s: Sighting) -> dict[str, Any]:
-    row = {"First": s.time, "FirstKey": s.key, "Ip": s.ip, "Target": s.target, "Host": s.host}
+    row: dict[str, Any] = {"Ip": s.ip, "Target": s.target, "Host": s.host}
+    if s.time != baseline.BEFORE:  # a time retention forgot is not written back
+        row.update(First=s.time, FirstKey=s.key)
     if s.client is not None:
         row["Client"] = s.client
     return row

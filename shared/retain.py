@@ -26,9 +26,11 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from . import keys, layout, quarantine, retention
 from .retention import ALERTS, EVENTS, PK_RANGE, QUARANTINE, Policy
-from .storage import Conflict, Storage, Table
+from .storage import Conflict, Storage, Table, etag_of
 
 log = logging.getLogger(__name__)
+#: A baseline row's times that retention forgets once older than it (the row stays known).
+baseline_times = ("First", "FirstKey", "Was", "WasIp")
 Key = tuple[str, str]
 _PAGE = 1000
 _KEYS = ["PartitionKey", "RowKey"]
@@ -135,6 +137,7 @@ class Expirer:
                 self.storage.state.put(mark)
             if kind == EVENTS and keep_from:
                 out["detection_retries"] += self._retries(keep_from)
+                out.update(self._baselines(keep_from))
         return out
 
     def oldest(self, kind: str, cursors: bool = True) -> str | None:
@@ -230,6 +233,30 @@ class Expirer:
         except ResourceNotFoundError:  # nothing was ever quarantined: no container
             return removed
         return removed
+
+    def _baselines(self, keep_from: str) -> Counter[str]:
+        """Baseline rows by last use: a row no sign-in used since `keep_from` goes (its
+        network, client, machine or hour is new again); a kept row forgets the time of a first
+        sighting older than that (known "before the retention window", `baseline.BEFORE`).
+        Two service-side filtered reads over the baselines: their cost follows the rows that
+        cross the line, not the days kept."""
+        index, n = self.storage.index, Counter[str]()
+        span = {"lo": layout.PROFILE_PREFIX, "hi": layout.PROFILE_PREFIX + "~"}
+        unused = index.query(retention.UNUSED_SINCE, {**span, "keep": keep_from}, _KEYS)
+        n["baseline"] += self.d.delete(index, [(r["PartitionKey"], r["RowKey"]) for r in unused])
+        first = datetime.fromisoformat(keep_from).replace(tzinfo=UTC)
+        for row in index.query(retention.FIRST_BEFORE, {**span, "first": first}):
+            last = str(row.get("Last") or layout.utc(row["First"]).date().isoformat())
+            if last < keep_from:  # a row from before `Last` was kept: by its first sighting
+                n["baseline"] += self.d.delete(index, [(row["PartitionKey"], row["RowKey"])])
+                continue
+            kept = {k: v for k, v in row.items() if k not in baseline_times}
+            try:
+                index.transact([("update", kept, {"etag": etag_of(row), "mode": "replace"})])
+                n["baseline_times_forgotten"] += 1
+            except Conflict:  # the profiler moved it meanwhile: the next run looks again
+                pass
+        return n
 
     def _retries(self, keep_from: str) -> int:
         """Detection retries for times no longer kept (their records are gone)."""

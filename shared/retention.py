@@ -39,6 +39,10 @@ CLASSES = (QUARANTINE, ALERTS, EVENTS)  # the events class last: its cursors fin
 WATERMARK_PARTITION = "retention"
 #: Partition ranges: [lo, hi) over PartitionKey (values as parameters, never in the text).
 PK_RANGE = "PartitionKey ge @lo and PartitionKey lt @hi"
+#: Baseline rows no sign-in used since `@keep` (a day), and rows whose first sighting is older
+#: than `@first` (a time): retention by last use (`shared.retain`).
+UNUSED_SINCE = "PartitionKey ge @lo and PartitionKey lt @hi and Last lt @keep"
+FIRST_BEFORE = "PartitionKey ge @lo and PartitionKey lt @hi and First lt @first"
 #: Alert partitions are days: every one sorts between these.
 ALERT_DAYS = ("0", ":")
 #: Prefixes of the index partitions a day owns whole, and of its hour partitions.

@@ -82,7 +82,8 @@ def store(
     storage.upsert((storage.index, [*layout.index_rows(rows), *layout.alias_rows(rows)]))
     planning.checkpoint("stored", "index")
     storage.upsert((storage.events, rows))
-    if not quarantine_from or layout.hour_of_blob(blob_name)[:10] >= quarantine_from:
+    hour = layout.hour_of_blob(blob_name)  # '' for a name without hour folders: kept
+    if not (quarantine_from and hour) or hour[:10] >= quarantine_from:
         storage.quarantine(rejects)
     latest = max((r["TimeGenerated"] for r in rows), default=None)
     anonymous = sum(not keys.identified(r["UserKey"]) for r in rows)

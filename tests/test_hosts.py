@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import time_machine
 from azure.functions.timer import TimerRequest
 from test_campaigns import lines
 from test_outcomes import api_status, cli_status, last_hour
@@ -90,8 +91,9 @@ def test_retention_expires_the_quarantine_of_each_host_of_one_name(
     s = p.storage
     old = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=9)
     folders = [folder(blob_prefix, sub) for sub in two_subscriptions()]
-    for f in folders:
-        ingest(indexed_app, logs, hour_blob(f, old), 2, old + timedelta(minutes=1))
+    with time_machine.travel(old + timedelta(minutes=65)):  # stored when they were fresh
+        for f in folders:
+            ingest(indexed_app, logs, hour_blob(f, old), 2, old + timedelta(minutes=1))
     quarantine = s.container(s.settings.quarantine_container)
     assert all(list(quarantine.list_blobs(name_starts_with=f)) for f in folders)
 

@@ -7,8 +7,10 @@ import contextlib
 import io
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import azure.functions as func
 import orjson
@@ -18,7 +20,7 @@ from reliability_support import quarantine_lines
 from test_http_auth import principal
 
 from devtools import samples
-from shared import cli, layout, queries, retain, retention
+from shared import cli, clients, layout, queries, retain, retention
 from shared.ingest import Pipeline
 from shared.settings import LOGS_CONTAINER, Settings, SettingsError
 from shared.storage import Storage
@@ -152,6 +154,59 @@ def test_a_blob_backfilled_after_its_days_expired_is_gone_after_the_next_run(
         for key, row in rows.items():
             assert not mentions(row, key, "late-user"), (name, key, row)
     assert any(mentions(r, k, "fresh-user") for k, r in after["events"].items())
+
+
+def test_baselines_go_by_last_use_and_forget_old_times(
+    indexed_app: dict[str, Any], app_env: Callable[..., Pipeline], blob_prefix: str
+) -> None:
+    """RETENTION_DAYS=30: a network last used 60 days ago is forgotten (new again), an account
+    seen only then is named by no row but alerts, and no baseline row keeps a time older than
+    the retention; the fresh account's baseline still knows its usual network and client."""
+    p = app_env(RETENTION_DAYS="30", ALERT_RETENTION_DAYS="30", QUARANTINE_RETENTION_DAYS="30")
+    fresh = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    old = fresh - timedelta(days=60)
+    edge = samples.USER_AGENT
+
+    def one(at: datetime, user: str, ip: str) -> dict[str, bytes]:
+        rec = samples.record(at + timedelta(minutes=5), user, samples.OK, ip, port=7, agent=edge)
+        return {samples.blob_path("BASTION-LAST", at): orjson.dumps(rec) + b"\n"}
+
+    ingest(p, {**one(old, "erin", "198.51.100.9"), **one(old + timedelta(hours=1), "gone-user",
+                                                       "198.51.100.10")}, blob_prefix)  # fmt: skip
+    ingest(p, one(fresh, "erin", "203.0.113.10"), blob_prefix)
+    s = p.storage
+    logs = s.logs()
+    for blob in logs.list_blobs(name_starts_with=blob_prefix):  # the source's own lifecycle
+        if "/d=" in blob.name and layout.hour_of_blob(blob.name) < f"{fresh:%Y-%m-%d}":
+            logs.delete_blob(blob.name)
+    indexed_app["expire_old_data"].get_user_function()(TimerRequest(past_due=False))
+    after = dump(s)
+    keep = datetime.fromisoformat(retention.first_kept(30, datetime.now(UTC)) or "")
+    line = keep.replace(tzinfo=UTC) - timedelta(days=1)  # one day's slack
+    for name in ("events", "index", "state"):
+        for key, row in after[name].items():
+            assert not mentions(row, key, "gone-user"), (name, key, row)
+            if key[0] == retention.WATERMARK_PARTITION:
+                continue
+            old = [v for v in row.values() if isinstance(v, datetime) and v < line]
+            assert not old, (name, key, row)
+    assert [r["UserName"] for r in after["events"].values()] == ["erin"]  # today's record
+    prof = {k: r for k, r in after["index"].items() if k[0].startswith(layout.PROFILE_PREFIX)}
+    assert prof and all(k[0] == layout.profile_partition("erin") for k in prof)
+    for row in prof.values():
+        for value in row.values():
+            if isinstance(value, datetime):
+                assert value >= keep.replace(tzinfo=UTC) - timedelta(days=1), row
+    from shared import baseline
+    from shared.profile import Profiler
+
+    rows = Profiler.rows(cast(Profiler, SimpleNamespace(storage=s)), "erin")
+    later = fresh + timedelta(minutes=30)
+    usual = baseline.Sighting(later, "k", "203.0.113.10", "LINUX-WEB-01", "B",
+                              clients.client_of(edge))  # fmt: skip
+    assert baseline.known(rows, usual)
+    assert not baseline.known(rows, replace(usual, ip="198.51.100.9"))  # 60 days unused: new
+    assert baseline.armed(rows, later, timedelta(days=7))  # known from before the window
 
 
 def test_the_timer_removes_what_expired_and_nothing_younger(
