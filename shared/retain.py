@@ -25,6 +25,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceNotFoundError
 
 from . import keys, layout, quarantine, retention
+from .alerting import DIGEST_PARTITION
 from .retention import ALERTS, EVENTS, PK_RANGE, QUARANTINE, Policy
 from .storage import Conflict, Storage, Table, etag_of
 
@@ -158,8 +159,10 @@ class Expirer:
         return min(filter(None, days), default=None)
 
     def _day(self, kind: str, day: str, folders: list[str]) -> Counter[str]:
-        if kind == ALERTS:
-            return Counter(alerts=self.d.drop(self.storage.alerts, layout.PARTITION, {"pk": day}))
+        if kind == ALERTS:  # the day's alerts, and the record of its digest (sent, to whom)
+            n = Counter(alerts=self.d.drop(self.storage.alerts, layout.PARTITION, {"pk": day}))
+            n["digests"] += self.d.delete(self.storage.state, [(DIGEST_PARTITION, day)])
+            return n
         if kind == QUARANTINE:
             return Counter(quarantine_blobs=self._quarantine(day, folders))
         return self._events_day(day)
