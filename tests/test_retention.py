@@ -156,6 +156,26 @@ def test_a_blob_backfilled_after_its_days_expired_is_gone_after_the_next_run(
     assert any(mentions(r, k, "fresh-user") for k, r in after["events"].items())
 
 
+def test_a_first_run_out_of_time_is_finished_by_the_next(
+    app_env: Callable[..., Pipeline], blob_prefix: str
+) -> None:
+    """A first run over a long history stops at its budget (the host ends a function at 10
+    minutes) and the next run goes on from the watermarks; nothing is lost or left."""
+    p = app_env(RETENTION_DAYS="30", ALERT_RETENTION_DAYS="30", QUARANTINE_RETENTION_DAYS="30")
+    today = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    blobs = {}
+    for back in (300, 200, 100, 0):
+        at = today - timedelta(days=back)
+        rec = samples.record(at + timedelta(minutes=1), f"u{back}", samples.OK, "192.0.2.5")
+        blobs[samples.blob_path("BASTION-YEAR", at)] = orjson.dumps(rec) + b"\n"
+    ingest(p, blobs, blob_prefix)
+    s = p.storage
+    assert retain.Expirer(s).run(budget=0.0)["events"] == 0  # out of time before the first day
+    assert len(_events(dump(s))) == 4
+    done = retain.Expirer(s).run()
+    assert done["events"] == 3 and [r["UserName"] for r in _events(dump(s)).values()] == ["u0"]
+
+
 def test_baselines_go_by_last_use_and_forget_old_times(
     indexed_app: dict[str, Any], app_env: Callable[..., Pipeline], blob_prefix: str
 ) -> None:
