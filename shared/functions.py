@@ -19,6 +19,15 @@ from .settings import Settings
 from .storage import Storage
 
 log = logging.getLogger(__name__)
+#: The Azure SDK logs every request and response at INFO (`azure.core.pipeline.policies.
+#: http_logging_policy`): 24-208 lines a blob, 32 an idle sweep, each a billed line in
+#: Application Insights. The filter must be here, in the worker: it hands the host every record
+#: at or above the Python logger's level under the function's own category
+#: (`Function.<name>.User`), so `host.json`'s `logLevel`, which knows only categories, could
+#: silence our lines with the SDK's but not the SDK's alone. Warnings and errors still go.
+QUIET = ("azure", "urllib3")
+for _name in QUIET:
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 @lru_cache(maxsize=1)
