@@ -25,9 +25,12 @@ log = logging.getLogger(__name__)
 #: at or above the Python logger's level under the function's own category
 #: (`Function.<name>.User`), so `host.json`'s `logLevel`, which knows only categories, could
 #: silence our lines with the SDK's but not the SDK's alone. Warnings and errors still go.
-QUIET = ("azure", "urllib3")
+#: Never lowers a stricter level (`urllib3` stays CRITICAL: it logs webhook paths, `alerting`).
+QUIET = ("azure",)
 for _name in QUIET:
-    logging.getLogger(_name).setLevel(logging.WARNING)
+    _logger = logging.getLogger(_name)
+    if _logger.level < logging.WARNING:  # NOTSET (0) included
+        _logger.setLevel(logging.WARNING)
 
 
 @lru_cache(maxsize=1)
