@@ -24,11 +24,14 @@ NONE = "(none)"
 _TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,40}")
 
 
-@lru_cache(maxsize=4096)
 def client_of(agent: str) -> str:
     """`family on os`, case-folded ("edge on windows"); an agent the rules do not know is its
     first product token ("curl", "mstsc"); no agent at all is `NONE`."""
-    text = agent.strip()[:MAX_AGENT]
+    return _client(agent.strip()[:MAX_AGENT])  # the cache holds cut text only
+
+
+@lru_cache(maxsize=4096)
+def _client(text: str) -> str:
     if not text:
         return NONE
     found = parse(text)

@@ -270,7 +270,9 @@ def recovered(
         if not ok.success or ok.agent is None:
             continue
         mine = own.get((ok.user, ok.ip), [])
-        at = own_times.setdefault((ok.user, ok.ip), [f.time for f in mine])
+        at = own_times.get((ok.user, ok.ip))
+        if at is None:  # once per (account, address), not once per sign-in
+            at = own_times[(ok.user, ok.ip)] = [f.time for f in mine]
         lo = bisect.bisect_left(at, ok.time - t.window)
         hi = bisect.bisect_left(at, ok.time)
         before = mine[lo:hi]

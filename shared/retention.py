@@ -23,6 +23,7 @@ marker (`[erased <day>]`) and a note of the erasure.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -152,7 +153,7 @@ def redact_quarantine(
     """A quarantine document's lines with every text that names the person (any of `needles`,
     without case) replaced by the erasure mark; the accounting (blob, offset, index, reason
     code) stays, so what was rejected is still known. Returns the lines and how many changed."""
-    folded = [n.casefold() for n in needles if len(n) >= 3]
+    folded = {form.casefold() for n in needles if n for form in _forms(n)}
     out, changed = [], 0
     for line in lines:
         hit = False
@@ -164,6 +165,18 @@ def redact_quarantine(
         changed += hit
         out.append(line)
     return out, changed
+
+
+def _forms(name: str) -> tuple[str, ...]:
+    """How a name appears in raw record text: as written and JSON-escaped (a backslash
+    doubled, a non-ASCII letter as `\\uXXXX`); a name of one or two characters only as a
+    whole JSON string (`"al"`), or it would take every text it is part of."""
+    escaped = orjson.dumps(name).decode()[1:-1]
+    ascii_ = json.dumps(name)[1:-1]
+    forms = {name, escaped, ascii_}
+    if len(name) < 3:
+        return tuple(f'"{f}"' for f in forms)
+    return tuple(forms)
 
 
 def accounts_to_erase(

@@ -69,6 +69,17 @@ def test_an_alert_keeps_its_row_with_a_marker_in_place_of_the_account() -> None:
     assert retention.redact_alert(row, "bob", "m", "t") == []
 
 
+def test_quarantined_text_is_redacted_in_every_form_a_name_takes_there() -> None:
+    """Raw text is JSON as Bastion wrote it: `DOMAIN\\name` with its backslash doubled, an
+    accented name maybe as `\\u00e9`; a two-letter account only as a whole string, or it
+    would take `alan`'s line too."""
+    raw = [r'{"userName": "CONTOSO\\aléx"}', r'{"userName": "CONTOSO\\al\u00e9x"}',
+           '{"userName": "al"}', '{"userName": "alan"}']  # fmt: skip
+    lines = [{"Raw": text, "Reason": "bad"} for text in raw]
+    out, changed = retention.redact_quarantine(lines, ["CONTOSO\\aléx", "al"], "[erased]")
+    assert changed == 3 and [line["Raw"] for line in out][-1] == '{"userName": "alan"}'
+
+
 # -- against Azurite ----------------------------------------------------------------------------
 def dump(storage: Storage) -> Dump:
     out: Dump = {}
