@@ -85,11 +85,11 @@ def bench_ingest(conn: str, logs: ContainerClient, n: int) -> dict[str, float]:
     blob.upload_blob(data, overwrite=True)
     pipeline = Pipeline(c.settings(conn, "b"))
     t0 = time.perf_counter()
-    summary = pipeline.ingest(blob, NOW)
+    with c.RowCounter() as written:
+        summary = pipeline.ingest(blob, NOW)
     ours = time.perf_counter() - t0
     st = pipeline.storage
     events = c.count(st.events.client)
-    index = c.count(st.index.client)
     st.close()
     assert summary.stored == n == events, (summary.line(), events)
     naive_table = st.tables.create_table("BenchNaiveB" + str(id(blob)))
@@ -102,8 +102,32 @@ def bench_ingest(conn: str, logs: ContainerClient, n: int) -> dict[str, float]:
         "ours": n / ours,
         "naive": n / naive,
         "alerts": len(summary.alerts),
-        "rows_per_record": (events + index) / n,
+        "rows_per_record": written.total() / n,  # every row written, in every table
+        "rows_by_kind": written.by_kind(),
     }
+
+
+# -- b2. an ordinary day: 200 people, home and the office NAT, hour blobs growing ----------
+def bench_day(conn: str, logs: ContainerClient, days: int = 2) -> dict[str, Any]:
+    """Rows written per record on the last of `days` ordinary days (the first ones teach the
+    baselines: a day like any other, not the first one), each hour blob grown in 6 appends
+    and ingested after each."""
+    pipeline = Pipeline(c.settings(conn, "day"))
+    start = samples.START.replace(hour=0)
+    for d in range(days):
+        stored = 0
+        with c.RowCounter() as written:
+            for name, data in c.ordinary_day(day=start + timedelta(days=d)).items():
+                lines = data.splitlines(keepends=True)
+                blob = logs.get_blob_client(f"day{d}/" + name)
+                blob.create_append_blob()
+                per = max(1, -(-len(lines) // 6))
+                for k in range(0, len(lines), per):
+                    blob.append_block(b"".join(lines[k : k + per]))
+                    stored += pipeline.ingest(blob).stored
+    pipeline.storage.close()
+    return {"records": stored, "rows_per_record": written.total() / stored,
+            "rows_by_kind": written.by_kind()}  # fmt: skip
 
 
 # -- c/d. a growing append blob ---------------------------------------------------------------
@@ -235,6 +259,7 @@ def main() -> None:
         )
         container.create_container()
         b = bench_ingest(conn, container, sizes["ingest"])
+        day = bench_day(conn, container)
         cd = bench_append(conn, container, *sizes["appends"])
         e = bench_rss(conn, container, sizes["big_mb"], sizes["real_mb"])
     elapsed = time.perf_counter() - started
@@ -257,7 +282,18 @@ def main() -> None:
         (
             "b ingest_ratio",
             f"{b['ours'] / b['naive']:.2f}",
-            f"{b['rows_per_record']:.2f} rows written/record, {b['alerts']} alerts",
+            f"{b['alerts']} alerts",
+        ),
+        (
+            "b rows written per record",
+            f"{b['rows_per_record']:.2f}",
+            ", ".join(f"{k} {v / b['records']:.2f}" for k, v in b["rows_by_kind"].items()),
+        ),
+        (
+            "b2 ordinary day: rows/record",
+            f"{day['rows_per_record']:.2f}",
+            f"{day['records']} records, 2nd day; "
+            + ", ".join(f"{k} {v / day['records']:.2f}" for k, v in day["rows_by_kind"].items()),
         ),
         (
             "c growing blob: ours",
@@ -307,7 +343,9 @@ def main() -> None:
         f"bench: parse_ratio={parse_ratio:.3f} append_speedup={append_speedup:.1f} "
         f"read_amplification={cd['read_amp']:.3f} peak_rss_mb={peak:.0f} "
         f"idle_rss_mb={big['idle_rss_mb']:.0f} ingest_ratio={b['ours'] / b['naive']:.2f} "
-        f"parse_rps={a['ours']:.0f} ingest_rps={b['ours']:.0f} exactly_once={cd['exactly_once']}"
+        f"parse_rps={a['ours']:.0f} ingest_rps={b['ours']:.0f} exactly_once={cd['exactly_once']} "
+        f"rows_per_record={b['rows_per_record']:.2f} "
+        f"rows_per_record_day={day['rows_per_record']:.2f}"
     )
 
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from . import keys
 from .detection import Severity
@@ -129,6 +129,23 @@ def known(rows: Mapping[str, Sighting], s: Sighting, trusted: bool = False) -> b
         if first is None or (first.time, first.key) >= (s.time, s.key):
             return False
     return True
+
+
+#: `Last` is rewritten when it is this much older than a new use, not on every day of use: a
+#: row used daily then costs a write a week, not a write a day (issue 25). Retention allows for
+#: it (`stale_before`).
+LAST_STEP = timedelta(days=7)
+
+
+def refresh(last: str, day: str) -> bool:
+    """Is a row whose `Last` is `last` ('': none) rewritten for a use on `day`?"""
+    return last < (date.fromisoformat(day) - LAST_STEP).isoformat() if last else True
+
+
+def stale_before(keep_from: str) -> str:
+    """Rows whose `Last` is before this day were last used before `keep_from` (`Last` may lag
+    a use by up to `LAST_STEP`): what retention removes."""
+    return (date.fromisoformat(keep_from) - LAST_STEP).isoformat()
 
 
 def last_days(new: Iterable[Sighting]) -> dict[str, str]:

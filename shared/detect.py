@@ -69,6 +69,21 @@ class Result:
 
 
 @dataclass
+class Rebuilt:
+    """An actor's minutes rebuilt from its events: [lo, hi], of which [lo, until] are written,
+    their stored rows (`wide`: and `reach` around [lo, hi]), the events read and the fresh
+    buckets."""
+
+    lo: datetime
+    hi: datetime
+    until: datetime
+    around: Stored
+    events: list[Event]
+    fresh: dict[datetime, Bucket]
+    wide: bool
+
+
+@dataclass
 class Outcome:
     notified: list[str] = field(default_factory=list)  # AlertIds of incidents told about
     failed: list[Actor] = field(default_factory=list)  # actors queued for the retry timer
@@ -313,22 +328,19 @@ class Detector:
         fresh: dict[datetime, Bucket] = {}
         writes: list[Op] = []
         if rebuild:
-            # Bucket ETags are read before the events: a writer that read older events than
-            # a concurrent one then fails its guarded write instead of overwriting. The read
-            # reaches `reach` around the changed minutes: enough to tell whether any is hot.
-            around = self._read_buckets(actor, lo - t.reach, hi + t.reach)
-            events = self._read_events(actor, *planning.event_span(actor, lo, hi, t))
-            known = self._known_sign_ins()
-            fresh = {
-                b.minute: b for b in detection.build_buckets(actor.kind, events, t, lo, hi, known)
-            }
-            writes = planning.bucket_writes(actor, lo, hi, fresh, around)
+            read = self._rebuild(actor, touch, lo, hi)
+            around, events, fresh = read.around, read.events, read.fresh
+            mine = {m: b for m, b in fresh.items() if m <= read.until}
+            writes = planning.bucket_writes(actor, lo, read.until, mine, around)
             if not touch.failures and not writes:
                 return Result()  # sign-ins no rule looks at
             if actor.kind is Kind.USER:
                 assert coverage is not None
                 if not planning.may_change(actor, touch, events, coverage, t):
                     return Result(writes=writes)  # written with other accounts' in batches
+            if not read.wide:  # whether a rebuilt minute is hot depends on `reach` around it
+                around.merge(self._read_buckets(actor, lo - t.reach, lo - MINUTE))
+                around.merge(self._read_buckets(actor, read.until + MINUTE, hi + t.reach))
             if planning.quiet(actor, around, fresh, (lo, hi), touch, coverage, t):
                 return Result(writes=writes)  # a typo, say: no incident can change
             if heads is None:  # hot: read the heads, then everything it decides from again
@@ -344,6 +356,33 @@ class Detector:
         self._write_buckets(writes)
         self._settle_days(actor, heads, found, coverage, now, told)
         return Result(new_marks)
+
+    def _rebuild(self, actor: Actor, touch: Touch, lo: datetime, hi: datetime) -> Rebuilt:
+        """Bucket ETags are read before the events: a writer that read older events than a
+        concurrent one then fails its guarded write instead of overwriting. The buckets of
+        [lo, hi] are rebuilt from the events (another invocation's later records in the
+        window count even before it writes their buckets). New failures that no sign-in
+        follows (`planning.narrow`) need no events before `lo` and change their own minutes
+        only; otherwise the read reaches a window before and `reach` around [lo, hi]."""
+        t = self.t
+        narrow = planning.narrow(touch, t)
+        span = planning.event_span(actor, lo, hi, t)
+        if narrow is not None:
+            last, until = narrow
+            if lo == last and actor.kind is Kind.USER:  # one minute, no marks: a point read
+                around = self._read_bucket(actor, lo)
+            else:
+                around = self._read_buckets(actor, lo, last)
+            events = self._read_events(actor, lo, span[1])
+            if not any(e.success and e.time <= until for e in events):
+                built = detection.build_buckets(
+                    actor.kind, events, t, lo, hi, self._known_sign_ins()
+                )
+                return Rebuilt(lo, hi, last, around, events, {b.minute: b for b in built}, False)
+        around = self._read_buckets(actor, lo - t.reach, hi + t.reach)
+        events = self._read_events(actor, *span)
+        built = detection.build_buckets(actor.kind, events, t, lo, hi, self._known_sign_ins())
+        return Rebuilt(lo, hi, hi, around, events, {b.minute: b for b in built}, True)
 
     def _incidents(
         self,
@@ -510,6 +549,14 @@ class Detector:
             pk, low, high = layout.minute_range(actor.kind, actor.subject, first, last)
             for row in self.storage.index.seek({"pk": pk, "lo": low, "hi": high}):
                 out.add(row, actor)
+        return out
+
+    def _read_bucket(self, actor: Actor, minute: datetime) -> Stored:
+        """One bucket row of an actor (the cheapest read a table has, in Azure and Azurite)."""
+        out = Stored()
+        row = self.storage.index.get(*layout.bucket_key(actor.kind, actor.subject, minute))
+        if row is not None:
+            out.add(row, actor)
         return out
 
     def _read_days(

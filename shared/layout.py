@@ -3,12 +3,14 @@ the filters that read them back. Pure code; every other module asks this one.
 
 Events (events table): `<encoded user key>|<yyyy-MM-ddTHH>`, RowKey `<UTC time>Z-<digest>`.
 
-Index table: per event, a row in `ip|<day>` and (with a target) `vm|<day>`, keyed
-`<encoded ip or vm>|<event RowKey>` and copying the fields a result shows (`INDEX_FIELDS`), so
-an IP or VM question is one RowKey-range seek per day and one invocation's index rows share a
-few partitions; `fail|<hour>` lists the users and IPs that failed in that hour; `who` holds
-one row per (alias, account), `<encoded alias>|<encoded account>` (`alias_rows`), so what a
-person types resolves to accounts with one RowKey seek (`resolution`).
+Index table: per event, one row in `ip|<day>`, keyed `<encoded ip>|<event RowKey>` and copying
+the fields a result shows (`INDEX_FIELDS`, and `TargetVMKey`, the machine's name casefolded), so
+an IP question is one RowKey-range seek per day, a machine question one filtered read of the
+day's partition, and one invocation's index rows share a few partitions (earlier versions also
+wrote a `vm|<day>` row per event: one row per record more, for one question only);
+`fail|<hour>` lists the users and IPs that failed in that hour; `who` holds one row per (alias,
+account), `<encoded alias>|<encoded account>` (`alias_rows`), so what a person types resolves
+to accounts with one RowKey seek (`resolution`).
 
 Cursors (state table): `cursor|<yyyy-MM-ddTHH>` for hour blobs (the sweep reads a few hours in
 one query each; retention drops old hours whole), `cursor` for any other blob name.
@@ -328,10 +330,9 @@ def index_rows(events: Iterable[EventRow]) -> Iterator[dict[str, Any]]:
         row["EventPartitionKey"] = e["PartitionKey"]
         row["EventRowKey"] = event_key = e["RowKey"]
         ip_prefix = keys.subject_prefix(e["ClientIpKey"])
-        yield {**row, "PartitionKey": IP_PREFIX + day, "RowKey": ip_prefix + event_key}
         if e["TargetVMName"]:
-            vm_prefix = keys.subject_prefix(e["TargetVMName"].casefold())
-            yield {**row, "PartitionKey": VM_PREFIX + day, "RowKey": vm_prefix + event_key}
+            row["TargetVMKey"] = e["TargetVMName"].casefold()
+        yield {**row, "PartitionKey": IP_PREFIX + day, "RowKey": ip_prefix + event_key}
         if e["Outcome"] == Outcome.FAILURE.value:
             if keys.identified(e["UserKey"]):  # no identity: no account to detect over
                 fails.add((hour, "user", e["UserKey"]))

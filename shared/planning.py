@@ -43,6 +43,7 @@ class Touch:
     hi: datetime
     failures: list[tuple[datetime, str]] = field(default_factory=list)  # (time, ip)
     successes: int = 0
+    records: bool = False  # the records themselves (not a span to look at again): see `narrow`
 
 
 def touched(rows: Iterable[EventRow], allowed: Callable[[str], bool]) -> dict[Actor, Touch]:
@@ -61,7 +62,7 @@ def touched(rows: Iterable[EventRow], allowed: Callable[[str], bool]) -> dict[Ac
                 continue
             touch = out.get(actor)
             if touch is None:
-                touch = out[actor] = Touch(when, when)
+                touch = out[actor] = Touch(when, when, records=True)
             touch.lo, touch.hi = min(touch.lo, when), max(touch.hi, when)
             if outcome == model.Outcome.FAILURE.value:
                 touch.failures.append((when, ip))
@@ -105,6 +106,19 @@ def event_span(
     preceded by a failure?) and a window after (the sign-in that explains a typo or a retried
     password); `detection.build_buckets` is exact given these (a property test checks it)."""
     return lo - t.window, hi + MINUTE + t.window
+
+
+def narrow(touch: Touch, t: Thresholds) -> tuple[datetime, datetime] | None:
+    """New failures only: (the last minute they change, the latest sign-in that would undo
+    that). Failures change only the buckets of their own minutes when no sign-in follows
+    them within a window (a property test checks it); then the invocation reads the events
+    from their first minute on, not a window before it, and rewrites their minutes only. A
+    sign-in up to the second value means the full read (`changed_minutes`, `event_span`). A
+    campaign's step then reads what it adds, not the attack's history. None: a full read
+    (sign-ins, or a span to look at again)."""
+    if not touch.records or touch.successes:
+        return None
+    return detection.minute_of(touch.hi), touch.hi + t.window
 
 
 def wanted_hours(touch: Touch, t: Thresholds) -> list[str]:

@@ -140,8 +140,8 @@ class Profiler:
                 first = known.get(rk)
                 if first is None or s.time <= first:  # equal: maybe a retry, ask for its relook
                     return True
-                if lasts.get(rk, "") < s.time.date().isoformat():  # used on a later day
-                    return True
+                if baseline.refresh(lasts.get(rk, ""), s.time.date().isoformat()):
+                    return True  # `Last` is to be moved (`baseline.LAST_STEP`)
         nets = [t for rk, t in known.items() if rk.startswith(baseline.NET)]
         return any(0 < (t - f).total_seconds() <= self.t.window.total_seconds()
                    for f in failed for t in nets)  # fmt: skip
@@ -199,7 +199,7 @@ class Profiler:
         merged = {**rows, **changed}
         lasts = {rk: str(r.get("Last") or "") for rk, r in stored.items()}
         used = {rk: d for rk, d in baseline.last_days(mine).items()
-                if rk in merged and lasts.get(rk, "") < d}  # fmt: skip
+                if rk in merged and baseline.refresh(lasts.get(rk, ""), d)}  # fmt: skip
         lasts.update(used)
         displaced = {rk: rows[rk] for rk in changed if rk in rows and rk.startswith(_DECIDING)}
         relooks = {(user, d.ip, d.time) for d in displaced.values()}

@@ -285,8 +285,8 @@ def activity_filter(q: ActivityQuery) -> tuple[str, str, list[dict[str, Any]]]:
     """(table kind, OData filter with @parameters, one parameter set per segment).
 
     Segments are read in order: one per account of a user (a PartitionKey range; several are
-    merged by time) or a scan, one per day partition of the index for a VM or an IP (a
-    RowKey-range seek each).
+    merged by time), one per day partition of the index for an IP (a RowKey-range seek each),
+    for a VM or a scan (the day's partition, filtered by the service; merged by time).
     """
     first, last = keys.hour_of(q.start.isoformat()), keys.hour_of(_last_instant(q.end))
     clauses = ["TimeGenerated ge @start", "TimeGenerated lt @end"]
@@ -303,7 +303,10 @@ def activity_filter(q: ActivityQuery) -> tuple[str, str, list[dict[str, Any]]]:
     if q.outcome:
         clauses.append("Outcome eq @outcome")
         params["outcome"] = q.outcome
-    if q.mode == "scan":  # every event has a row in its day's IP partition
+    if q.mode == "vm":  # one filtered read of each day's IP partition (no row per machine)
+        clauses.append("TargetVMKey eq @vm")
+        params["vm"] = (q.vm or "").casefold()
+    if q.mode in ("scan", "vm"):  # every event has a row in its day's IP partition
         flt = " and ".join(["PartitionKey eq @pk", *clauses])
         return (
             "index",
@@ -314,14 +317,11 @@ def activity_filter(q: ActivityQuery) -> tuple[str, str, list[dict[str, Any]]]:
         flt = " and ".join(["PartitionKey ge @lo", "PartitionKey lt @hi", *clauses])
         ranges = [keys.hour_range(account, first, last) for account in accounts]
         return "events", flt, [{**params, "lo": lo, "hi": hi} for lo, hi in ranges]
-    if q.mode == "vm":
-        prefix, subject = layout.VM_PREFIX, (q.vm or "").casefold()
-    else:
-        prefix, subject = layout.IP_PREFIX, model.ip_key(q.ip or "")
-    rk = keys.subject_prefix(subject)
+    rk = keys.subject_prefix(model.ip_key(q.ip or ""))
     flt = " and ".join(["PartitionKey eq @pk", "RowKey gt @lo", "RowKey lt @hi", *clauses])
     segments = [
-        {**params, "pk": prefix + day, "lo": rk, "hi": rk + "~"} for day in keys.days(first, last)
+        {**params, "pk": layout.IP_PREFIX + day, "lo": rk, "hi": rk + "~"}
+        for day in keys.days(first, last)
     ]
     return "index", flt, segments
 
@@ -375,8 +375,9 @@ def activity(storage: Storage, q: ActivityQuery) -> Page:
     kind, flt, segments = activity_filter(q)
     table = storage.events if kind == "events" else storage.index
     select = [*FIELDS, "PartitionKey", "RowKey"]
-    if q.mode == "scan":
-        return _scan_page(table, flt, segments, select, q.limit, state, fingerprint)
+    if q.mode in ("scan", "vm"):
+        page = _scan_page(table, flt, segments, select, q.limit, state, fingerprint)
+        return replace(page, matched=found)
     if q.mode == "user" and len(segments) > 1:
         page = _merged_page(table, flt, segments, select, q.limit, state, fingerprint)
         return replace(page, matched=found)

@@ -24,7 +24,7 @@ import orjson
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceNotFoundError
 
-from . import keys, layout, quarantine, retention
+from . import baseline, keys, layout, quarantine, retention
 from .alerting import DIGEST_PARTITION
 from .retention import ALERTS, EVENTS, PK_RANGE, QUARANTINE, Policy
 from .storage import Conflict, Storage, Table, etag_of
@@ -207,6 +207,8 @@ class Expirer:
                                          {"pk": layout.profile_partition(user)})  # fmt: skip
             n["aliases"] += self.d.drop(index, "PartitionKey eq @pk and Account eq @account",
                                         {"pk": layout.ALIASES, "account": user})  # fmt: skip
+        if gone:
+            self.storage.forget_aliases()
         return gone
 
     def _cursors(self, day: str) -> int:
@@ -245,12 +247,13 @@ class Expirer:
         cross the line, not the days kept."""
         index, n = self.storage.index, Counter[str]()
         span = {"lo": layout.PROFILE_PREFIX, "hi": layout.PROFILE_PREFIX + "~"}
-        unused = index.query(retention.UNUSED_SINCE, {**span, "keep": keep_from}, _KEYS)
+        stale = baseline.stale_before(keep_from)  # `Last` lags a use by up to a week
+        unused = index.query(retention.UNUSED_SINCE, {**span, "keep": stale}, _KEYS)
         n["baseline"] += self.d.delete(index, [(r["PartitionKey"], r["RowKey"]) for r in unused])
         first = datetime.fromisoformat(keep_from).replace(tzinfo=UTC)
         for row in index.query(retention.FIRST_BEFORE, {**span, "first": first}):
-            last = str(row.get("Last") or layout.utc(row["First"]).date().isoformat())
-            if last < keep_from:  # a row from before `Last` was kept: by its first sighting
+            first_day = layout.utc(row["First"]).date().isoformat()
+            if (row["Last"] < stale) if row.get("Last") else first_day < keep_from:
                 n["baseline"] += self.d.delete(index, [(row["PartitionKey"], row["RowKey"])])
                 continue
             kept = {k: v for k, v in row.items() if k not in baseline_times}
@@ -293,6 +296,7 @@ class Eraser:
         if not (stored or rows or self._baseline(literal)):
             raise retention.NoSuchAccount(name)
         n: Counter[str] = Counter()
+        self.storage.forget_aliases()  # their `who` rows go: this worker writes them again
         self.names = {name, *accounts}  # what names the person in raw text (and its e-mails)
         with Deleter(self.storage) as self.d:
             for user in accounts:
@@ -346,6 +350,8 @@ class Eraser:
             )
             self._buckets(user, day, events, mark, n)
             n["index"] += self.d.delete(self.storage.index, retention.derived_keys(events))
+            legacy = retention.legacy_vm_rows(user, day)
+            n["index"] += self.d.drop(self.storage.index, retention.LEGACY_VM_ROWS, legacy)
             n["events"] += self.d.delete(
                 self.storage.events, ((e["PartitionKey"], e["RowKey"]) for e in events)
             )

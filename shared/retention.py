@@ -203,14 +203,24 @@ def marker(today: str) -> str:
 
 
 def derived_keys(events: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
-    """(PartitionKey, RowKey) of the index rows an account's events made: `ip|`/`vm|` rows
-    and the account's `fail|<hour>` rows (the IPs' failure rows are other people's too)."""
+    """(PartitionKey, RowKey) of the index rows an account's events made: `ip|` rows and the
+    account's `fail|<hour>` rows (the IPs' failure rows are other people's too)."""
     out = []
     for row in layout.index_rows(events):  # type: ignore[arg-type]
         if row["PartitionKey"].startswith(layout.FAIL_PREFIX) and row["Kind"] != "user":
             continue
         out.append((row["PartitionKey"], row["RowKey"]))
     return out
+
+
+#: The `vm|<day>` rows earlier versions wrote for an account's events (one filtered read a day).
+LEGACY_VM_ROWS = "PartitionKey eq @pk and EventPartitionKey ge @lo and EventPartitionKey lt @hi"
+
+
+def legacy_vm_rows(user: str, day: str) -> dict[str, str]:
+    """`LEGACY_VM_ROWS` parameters: an account's rows of one day in `vm|<day>`."""
+    lo, hi = keys.hour_range(user, f"{day}T00", f"{day}T23")
+    return {"pk": layout.VM_PREFIX + day, "lo": lo, "hi": hi}
 
 
 def user_buckets(user: str, day: str) -> dict[str, str]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections import defaultdict
+import time
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -62,6 +63,11 @@ def provisioned() -> Iterator[None]:
         if exc.status_code != 403:
             raise
         log.debug("not allowed to create a resource the template provides; using it as is")
+
+
+#: How long a worker trusts that a `who` row it wrote is still there (`Storage.new_aliases`).
+ALIAS_MEMORY_SECONDS = 24 * 3600.0
+_ALIASES_KEPT = 100_000
 
 
 class Conflict(Exception):
@@ -279,10 +285,38 @@ class Storage:
         self.lock = threading.Lock()
         self._containers: set[str] = set()
         self._pool = ThreadPoolExecutor(settings.write_concurrency, "storage")
+        #: `who` rows (`layout.alias_rows`) this worker wrote, by RowKey, and when (monotonic)
+        self._aliases: OrderedDict[str, float] = OrderedDict()
         self.events = Table(self, settings.events_table)
         self.index = Table(self, settings.index_table)
         self.state = Table(self, settings.state_table)
         self.alerts = Table(self, settings.alerts_table)
+
+    def new_aliases(self, rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """The `who` rows this worker has not written within `ALIAS_MEMORY_SECONDS`: they never
+        change, so a person seen every day costs their rows once a day per worker, not once per
+        chunk. An erasure deletes them: the erasing worker forgets at once (`forget_aliases`),
+        another writes them again within that time at the latest."""
+        now = time.monotonic()
+        with self.lock:
+            return [
+                r
+                for r in rows
+                if now - self._aliases.get(r["RowKey"], -1e18) > ALIAS_MEMORY_SECONDS
+            ]
+
+    def wrote_aliases(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        now = time.monotonic()
+        with self.lock:
+            for r in rows:
+                self._aliases[r["RowKey"]] = now
+                self._aliases.move_to_end(r["RowKey"])
+            while len(self._aliases) > _ALIASES_KEPT:
+                self._aliases.popitem(last=False)
+
+    def forget_aliases(self) -> None:
+        with self.lock:
+            self._aliases.clear()
 
     def table(self, name: str) -> Table:
         """The handle of one of the app's tables, by name (tools and tests name them)."""

@@ -79,7 +79,9 @@ def store(
     # Index rows first, events after: an account (which reads events) then never sees a
     # failure its address (which reads the index) cannot, or it could decide the attack is
     # its own and tell people before the address's incident exists (docs/guarantees.md).
-    storage.upsert((storage.index, [*layout.index_rows(rows), *layout.alias_rows(rows)]))
+    aliases = storage.new_aliases(layout.alias_rows(rows))
+    storage.upsert((storage.index, [*layout.index_rows(rows), *aliases]))
+    storage.wrote_aliases(aliases)
     planning.checkpoint("stored", "index")
     storage.upsert((storage.events, rows))
     hour = layout.hour_of_blob(blob_name)  # '' for a name without hour folders: kept

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import orjson
 import pytest
@@ -209,3 +209,16 @@ def test_a_flood_of_low_findings_still_fits_one_queue_message() -> None:
     assert 0 < len(body["accounts"]) < 300
     assert len(orjson.dumps(body)) * 4 / 3 < 64 * 1024
     assert len(orjson.dumps(digest.teams_card(body))) < 28 * 1024
+
+
+def test_last_use_is_rewritten_weekly_and_retention_allows_for_the_lag() -> None:
+    """`Last` moves when a week old (a row used daily costs a write a week); a row is removed
+    only when even its latest possible use is older than the days kept."""
+    assert baseline.refresh("", "2026-11-23")  # never set
+    assert not baseline.refresh("2026-11-16", "2026-11-23")  # a week: kept as it is
+    assert baseline.refresh("2026-11-15", "2026-11-23")
+    assert not baseline.refresh("2026-11-23", "2026-11-01")  # a late record: never moves back
+    keep_from = "2026-11-01"
+    stale = baseline.stale_before(keep_from)
+    latest_use = (date.fromisoformat(stale) + baseline.LAST_STEP).isoformat()
+    assert latest_use <= keep_from  # a row with `Last` before `stale` was unused since

@@ -153,15 +153,16 @@ def test_ipv6_and_mapped_addresses_group_together() -> None:
 
 
 def test_index_rows_cover_ip_vm_and_failures_once() -> None:
+    """One index row per event (its IP's, naming the machine for the VM question) and one
+    `fail|<hour>` row per failing account and address: no row per machine (issue 25)."""
     ok = normalize(doc_record(), "b", 0, 0)
     bad = normalize(doc_record(message="Login Failed", clientPort=1), "b", 0, 0)
     bad2 = normalize(doc_record(message="Login Failed", clientPort=2), "b", 0, 0)
     rows = list(index_rows([ok, bad, bad2]))
     ip_rows = [r for r in rows if r["PartitionKey"] == "ip|2026-11-24"]
-    vm_rows = [r for r in rows if r["PartitionKey"] == "vm|2026-11-24"]
-    assert len(ip_rows) == len(vm_rows) == 3
+    assert len(ip_rows) == 3 and len(rows) == 5
     assert all(r["RowKey"] == "131.107.159.86|" + r["EventRowKey"] for r in ip_rows)
-    assert all(r["RowKey"] == "linux-web-01|" + r["EventRowKey"] for r in vm_rows)
+    assert all(r["TargetVMKey"] == "linux-web-01" for r in ip_rows)
     assert sorted(r["RowKey"] for r in rows if r["PartitionKey"].startswith("fail|")) == [
         "ip|131.107.159.86",
         "user|alice",

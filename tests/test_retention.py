@@ -20,7 +20,7 @@ from reliability_support import quarantine_lines
 from test_http_auth import principal
 
 from devtools import samples
-from shared import cli, clients, layout, queries, retain, retention
+from shared import cli, clients, keys, layout, queries, retain, retention
 from shared.ingest import Pipeline
 from shared.settings import LOGS_CONTAINER, Settings, SettingsError
 from shared.storage import Storage
@@ -374,6 +374,24 @@ def test_erasure_removes_the_person_everywhere_and_leaves_others_alone(
     with pytest.raises(retention.NoSuchAccount):  # idempotent: nothing is left to erase
         retain.Eraser(s).erase("alice")
     assert dump(s) == after
+
+
+def test_erasure_removes_the_machine_rows_earlier_versions_wrote(
+    two_stores: tuple[Pipeline, Pipeline],
+) -> None:
+    """Versions before issue 25 wrote a `vm|<day>` row per event; erasing a person removes
+    theirs (one filtered read a day) and leaves other people's."""
+    s = two_stores[0].storage
+    legacy = []
+    for row in s.index.client.list_entities():
+        if row["PartitionKey"].startswith(layout.IP_PREFIX) and row.get("TargetVMKey"):
+            day = row["PartitionKey"][len(layout.IP_PREFIX) :]
+            rk = keys.subject_prefix(row["TargetVMKey"]) + row["EventRowKey"]
+            legacy.append({**row, "PartitionKey": layout.VM_PREFIX + day, "RowKey": rk})
+    s.upsert((s.index, legacy))
+    retain.Eraser(s).erase("alice")
+    left = [r for r in s.index.client.list_entities() if r["PartitionKey"].startswith("vm|")]
+    assert left and len(left) == sum(1 for r in legacy if r["UserKey"] != "alice")
 
 
 def test_erasure_by_email_and_by_name_remove_the_same_rows_and_quarantined_text(

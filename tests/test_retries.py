@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from test_campaigns import incidents, lines, queue, view
 
 from devtools import samples
-from shared import baseline, clients, detection
+from shared import baseline, clients, detection, planning
 from shared.baseline import Sighting
 from shared.detection import IP, USER, Event, Severity, Thresholds
 from shared.ingest import Pipeline
@@ -156,6 +156,48 @@ def test_buckets_rebuilt_from_a_window_equal_those_built_from_all_with_retries(
     part = detection.build_buckets(kind, window, T, lo, hi, known)
     whole = [b for b in detection.build_buckets(kind, mine, T, known=known) if lo <= b.minute <= hi]
     assert part == whole
+
+
+_NEW = st.lists(
+    st.tuples(st.floats(0, 600, allow_nan=False), st.sampled_from(["dana", "erin", "femi"])),
+    min_size=1,
+    max_size=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_ROWS, _NEW, st.integers(0, 110), st.sampled_from([IP, USER]))
+def test_failures_no_sign_in_follows_change_their_own_minutes_only(
+    rows: list[tuple[float, str, bool, str]],
+    new: list[tuple[float, str]],
+    at: int,
+    kind: detection.Kind,
+) -> None:
+    """What an invocation reads for new failures (`planning.narrow`): with no sign-in from
+    their first minute to a window after the last, every other minute's bucket stays as it
+    was, and the minutes up to a window after them, rebuilt from the events from their first
+    minute on (none before it), equal those built from all events."""
+    added = [ev(at * 60 + s, u, False) for s, u in new]
+    touch = planning.Touch(min(e.time for e in added), max(e.time for e in added), records=True)
+    last, until = planning.narrow(touch, T) or (touch.hi, touch.hi)
+    first, hi = planning.changed_minutes(planning.Actor(kind, "x"), touch, T)
+    end = planning.event_span(planning.Actor(kind, "x"), first, hi, T)[1]
+    stored = [ev(s, u, ok, a) for s, u, ok, a in rows]
+    stored = [e for e in stored if not (e.success and first <= e.time <= until)]  # the premise
+    if not any(kind is IP or e.user == "dana" for e in added):
+        return
+    mine = [e for e in stored + added if kind is IP or e.user == "dana"]
+    before = [e for e in stored if kind is IP or e.user == "dana"]
+
+    def outside(events: list[Event]) -> list[detection.Bucket]:
+        built = detection.build_buckets(kind, events, T, known=known_all)
+        return [b for b in built if not first <= b.minute <= last]
+
+    assert outside(mine) == outside(before)
+    read = [e for e in mine if first <= e.time < end]
+    part = detection.build_buckets(kind, read, T, first, hi, known_all)
+    whole = detection.build_buckets(kind, mine, T, known=known_all)
+    assert part == [b for b in whole if first <= b.minute <= hi]
 
 
 @settings(max_examples=60, deadline=None)

@@ -13,7 +13,7 @@ import os
 import tracemalloc
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -432,6 +432,12 @@ class MemoryStorage:
                 self.tables.setdefault(table.name, {})[key] = dict(e)
 
     documents: dict[str, bytes] = field(default_factory=dict)
+
+    def new_aliases(self, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        return list(rows)  # no memory: every chunk writes its `who` rows
+
+    def wrote_aliases(self, rows: Iterable[dict[str, Any]]) -> None:
+        pass
 
     def quarantine(self, batch: quarantine.Batch) -> None:
         """Keeps the documents, and every line by the piece it names (a summary line stands
