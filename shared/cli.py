@@ -7,7 +7,7 @@
   ingest      backfill: upload a local file or folder and ingest it, or ingest a blob prefix
   report      write the HTML activity report (--from --to --output)
   erase       erase one person: events, index rows, baseline; alerts keep a marker (--user)
-  aliases     backfill: let --user find records stored before e-mails and bare names were kept
+  aliases     backfill: let --user and --vm find records stored before their index rows
   retain      delete now what is older than its retention (the daily timer does it too)
 
 Settings come from the environment, as the app's own (README, "Settings"); at least
@@ -166,8 +166,9 @@ def _commands(sub: Any) -> None:
     _erase_args(sub.add_parser("erase", help="erase one person's records (alerts keep a marker)"))
     sub.add_parser(
         "aliases",
-        help="index the e-mails and bare names of records stored before bastion-audit kept "
-        "them, so --user finds those records by them too (once; harmless to repeat)",
+        help="index the e-mails and bare names, and the machine keys, of records stored "
+        "before bastion-audit kept them, so --user and --vm find those records too (once; "
+        "harmless to repeat)",
     )
     ret = sub.add_parser("retain", help="delete now what is older than its retention")
     ret.add_argument(
@@ -508,11 +509,13 @@ def _erase(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _aliases(args: argparse.Namespace, out: TextIO) -> int:
-    from .store import backfill_aliases
+    from .store import backfill_aliases, backfill_vm_keys
 
     with _App() as storage:
         written = backfill_aliases(storage)
+        keyed = backfill_vm_keys(storage)
     print(f"aliases: {written} (e-mail or bare name, account) row(s) written", file=out)
+    print(f"machines: {keyed} index row(s) given their machine key", file=out)
     return 0
 
 

@@ -108,3 +108,32 @@ def backfill_aliases(storage: Storage, batch: int = 5000) -> int:
             pending = []
     storage.upsert((storage.index, pending))
     return len(seen)
+
+
+def backfill_vm_keys(storage: Storage, batch: int = 5000) -> int:
+    """Set `TargetVMKey` on the `ip|<day>` rows stored before it existed (issue 25: a VM
+    question reads the IP partition filtered on it): one read of the IP partitions (four
+    columns), merges of that one property; a re-run finds nothing to do. Rows updated."""
+    select = ["PartitionKey", "RowKey", "TargetVMName", "TargetVMKey"]
+    span = {"lo": layout.IP_PREFIX, "hi": layout.IP_PREFIX + "~"}
+    by_partition: dict[str, list[dict[str, object]]] = {}
+    done = 0
+    rows = storage.index.query("PartitionKey ge @lo and PartitionKey lt @hi", span, select)
+    for row in rows:
+        if row.get("TargetVMName") and not row.get("TargetVMKey"):
+            key = {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"]}
+            update = {**key, "TargetVMKey": str(row["TargetVMName"]).casefold()}
+            by_partition.setdefault(row["PartitionKey"], []).append(update)
+            done += 1
+        if done and done % batch == 0:
+            _merge(storage, by_partition)
+    _merge(storage, by_partition)
+    return done
+
+
+def _merge(storage: Storage, by_partition: dict[str, list[dict[str, object]]]) -> None:
+    for updates in by_partition.values():
+        for i in range(0, len(updates), 100):
+            ops = [("upsert", u, {"mode": "merge"}) for u in updates[i : i + 100]]
+            storage.index.transact(ops)
+    by_partition.clear()

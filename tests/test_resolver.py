@@ -246,6 +246,22 @@ def test_backfill_lets_old_records_be_found_by_email(fresh: Pipeline) -> None:
     assert len(list(queries.activity_rows(s, queries.ActivityQuery(q.start, end, "nina")))) == 1
 
 
+def test_backfill_lets_old_records_be_found_by_machine(fresh: Pipeline) -> None:
+    """Index rows stored before `TargetVMKey` (issue 25): `--vm` finds them once `aliases` has
+    given them the key; a second run finds nothing to do."""
+    s = fresh.storage
+    span = {"lo": layout.IP_PREFIX, "hi": layout.IP_PREFIX + "~"}
+    old = [r for r in s.index.query("PartitionKey ge @lo and PartitionKey lt @hi", span)
+           if r.get("TargetVMKey")]  # fmt: skip
+    s.upsert((s.index, [{k: v for k, v in r.items() if k != "TargetVMKey"} for r in old]))
+    end = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    q = queries.ActivityQuery(end - timedelta(hours=3), end, vm="win-jump-01")
+    assert list(queries.activity_rows(s, q)) == []
+    assert store.backfill_vm_keys(s) == len(old)
+    assert len(list(queries.activity_rows(s, q))) >= BOB_EVENTS
+    assert store.backfill_vm_keys(s) == 0
+
+
 def test_erasure_of_all_matches_takes_every_account(fresh: Pipeline) -> None:
     rec = samples.record(datetime(2026, 11, 23, 9, 5, tzinfo=UTC), "bob", samples.OK, "10.1.1.1")
     logs = fresh.storage.blobs.get_container_client(LOGS_CONTAINER)
