@@ -67,6 +67,7 @@ HOUR_PATH = re.compile(r"/y=(\d{4})/m=(\d{2})/d=(\d{2})/h=(\d{2})/")
 #: The filters every reader uses (values always go in as parameters).
 PARTITION = "PartitionKey eq @pk"
 SEEK = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
+PK_RANGE = "PartitionKey ge @lo and PartitionKey lt @hi"
 
 DET_PREFIX = "det|"
 HEAD = "~"

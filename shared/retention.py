@@ -39,7 +39,7 @@ EVENTS, ALERTS, QUARANTINE = "events", "alerts", "quarantine"
 CLASSES = (QUARANTINE, ALERTS, EVENTS)  # the events class last: its cursors find quarantine
 WATERMARK_PARTITION = "retention"
 #: Partition ranges: [lo, hi) over PartitionKey (values as parameters, never in the text).
-PK_RANGE = "PartitionKey ge @lo and PartitionKey lt @hi"
+PK_RANGE = layout.PK_RANGE
 #: Baseline rows no sign-in used since `@keep` (a day), and rows whose first sighting is older
 #: than `@first` (a time): retention by last use (`shared.retain`).
 UNUSED_SINCE = "PartitionKey ge @lo and PartitionKey lt @hi and Last lt @keep"

@@ -8,6 +8,7 @@ retry duplicates nothing. Keys and filters come from `shared.layout`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 import time
@@ -68,6 +69,10 @@ def provisioned() -> Iterator[None]:
 #: How long a worker trusts that a `who` row it wrote is still there (`Storage.new_aliases`).
 ALIAS_MEMORY_SECONDS = 24 * 3600.0
 _ALIASES_KEPT = 100_000
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 class Conflict(Exception):
@@ -285,8 +290,9 @@ class Storage:
         self.lock = threading.Lock()
         self._containers: set[str] = set()
         self._pool = ThreadPoolExecutor(settings.write_concurrency, "storage")
-        #: `who` rows (`layout.alias_rows`) this worker wrote, by RowKey, and when (monotonic)
-        self._aliases: OrderedDict[str, float] = OrderedDict()
+        #: `who` rows (`layout.alias_rows`) this worker wrote, by a digest of their RowKey (a
+        #: crafted name of a kilobyte costs 16 bytes here), and when (monotonic)
+        self._aliases: OrderedDict[bytes, float] = OrderedDict()
         self.events = Table(self, settings.events_table)
         self.index = Table(self, settings.index_table)
         self.state = Table(self, settings.state_table)
@@ -302,15 +308,16 @@ class Storage:
             return [
                 r
                 for r in rows
-                if now - self._aliases.get(r["RowKey"], -1e18) > ALIAS_MEMORY_SECONDS
+                if now - self._aliases.get(_digest(r["RowKey"]), -1e18) > ALIAS_MEMORY_SECONDS
             ]
 
     def wrote_aliases(self, rows: Iterable[Mapping[str, Any]]) -> None:
         now = time.monotonic()
         with self.lock:
             for r in rows:
-                self._aliases[r["RowKey"]] = now
-                self._aliases.move_to_end(r["RowKey"])
+                key = _digest(r["RowKey"])
+                self._aliases[key] = now
+                self._aliases.move_to_end(key)
             while len(self._aliases) > _ALIASES_KEPT:
                 self._aliases.popitem(last=False)
 

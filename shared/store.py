@@ -116,24 +116,25 @@ def backfill_vm_keys(storage: Storage, batch: int = 5000) -> int:
     columns), merges of that one property; a re-run finds nothing to do. Rows updated."""
     select = ["PartitionKey", "RowKey", "TargetVMName", "TargetVMKey"]
     span = {"lo": layout.IP_PREFIX, "hi": layout.IP_PREFIX + "~"}
-    by_partition: dict[str, list[dict[str, object]]] = {}
+    pending: list[dict[str, str]] = []
     done = 0
-    rows = storage.index.query("PartitionKey ge @lo and PartitionKey lt @hi", span, select)
-    for row in rows:
+    for row in storage.index.query(layout.PK_RANGE, span, select):
         if row.get("TargetVMName") and not row.get("TargetVMKey"):
-            key = {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"]}
-            update = {**key, "TargetVMKey": str(row["TargetVMName"]).casefold()}
-            by_partition.setdefault(row["PartitionKey"], []).append(update)
+            pending.append({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"],
+                            "TargetVMKey": str(row["TargetVMName"]).casefold()})  # fmt: skip
             done += 1
-        if done and done % batch == 0:
-            _merge(storage, by_partition)
-    _merge(storage, by_partition)
+            if len(pending) >= batch:
+                _merge(storage, pending)
+                pending = []
+    _merge(storage, pending)
     return done
 
 
-def _merge(storage: Storage, by_partition: dict[str, list[dict[str, object]]]) -> None:
-    for updates in by_partition.values():
-        for i in range(0, len(updates), 100):
-            ops = [("upsert", u, {"mode": "merge"}) for u in updates[i : i + 100]]
-            storage.index.transact(ops)
-    by_partition.clear()
+def _merge(storage: Storage, updates: list[dict[str, str]]) -> None:
+    """One property merged into rows (same-partition transactions of at most 100)."""
+    by_partition: dict[str, list[dict[str, str]]] = {}
+    for u in updates:
+        by_partition.setdefault(u["PartitionKey"], []).append(u)
+    for rows in by_partition.values():
+        for i in range(0, len(rows), 100):
+            storage.index.transact([("upsert", u, {"mode": "merge"}) for u in rows[i : i + 100]])

@@ -262,6 +262,38 @@ def test_backfill_lets_old_records_be_found_by_machine(fresh: Pipeline) -> None:
     assert store.backfill_vm_keys(s) == 0
 
 
+def test_a_worker_writes_who_rows_once_and_again_after_it_erased_them(fresh: Pipeline) -> None:
+    """`who` rows are remembered by the worker that wrote them (issue 25: not rewritten with
+    every chunk); the worker that erases a person forgets, so their later records are found
+    by e-mail again."""
+    logs = fresh.storage.blobs.get_container_client(LOGS_CONTAINER)
+    at = datetime(2026, 11, 23, 9, 5, tzinfo=UTC)
+
+    def store(n: int) -> int:
+        name = f"later{n}/y=2026/m=11/d=23/h=09/PT1H.json"
+        rec = samples.record(at + timedelta(seconds=n), "alice", samples.OK, "10.1.1.1")
+        logs.upload_blob(name, orjson.dumps(rec) + b"\n", overwrite=True)
+        written = []
+        upsert = fresh.storage.upsert
+
+        def spy(*writes: Any) -> None:
+            written.extend(e for t, rows in writes for e in rows if e["PartitionKey"] == "who")
+            upsert(*writes)
+
+        fresh.storage.upsert = spy  # type: ignore[method-assign]
+        try:
+            fresh.ingest(logs.get_blob_client(name))
+        finally:
+            fresh.storage.upsert = upsert  # type: ignore[method-assign]
+        return len(written)
+
+    assert store(1) == 0  # the sample data's ingest wrote alice's rows already
+    retain.Eraser(fresh.storage).erase("alice")
+    assert store(2) > 0
+    q = queries.ActivityQuery(at, at + timedelta(minutes=1), "alice@contoso.com")
+    assert len(list(queries.activity_rows(fresh.storage, q))) == 1
+
+
 def test_erasure_of_all_matches_takes_every_account(fresh: Pipeline) -> None:
     rec = samples.record(datetime(2026, 11, 23, 9, 5, tzinfo=UTC), "bob", samples.OK, "10.1.1.1")
     logs = fresh.storage.blobs.get_container_client(LOGS_CONTAINER)
