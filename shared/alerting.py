@@ -109,14 +109,25 @@ class Deliverer:
         if not 200 <= response.status_code < 300:
             raise DeliveryError(f"HTTP {response.status_code}")
 
-    def deliver_incident(self, pk: str, rk: str) -> bool:
-        """Send what the incident row owes, if anything. True if nothing is left pending."""
-        row = self.storage.alerts.get(pk, rk)
+    def deliver_incident(self, pk: str, rk: str, alert_id: str = "") -> bool:
+        """Send what the incident row owes, if anything. True if nothing is left pending.
+
+        A row gone meanwhile was re-keyed by another invocation (its start moved), which
+        carried the debt over without paying it ("an inherited debt is its decider's"): so
+        it is paid on the row of the same `alert_id`, if there is one."""
+        row = self.owing(pk, rk, alert_id)
         if row is None:
             return True  # withdrawn and deleted meanwhile: nobody had heard of it
         return self.deliver(row)
 
-    def _successor(self, row: TableEntity) -> TableEntity | None:
+    def owing(self, pk: str, rk: str, alert_id: str = "") -> TableEntity | None:
+        """The incident's row: where it was decided, or where it moved since (by its id)."""
+        row = self.storage.alerts.get(pk, rk)
+        if row is None and alert_id:
+            row = self._successor({"PartitionKey": pk, "AlertId": alert_id})
+        return row
+
+    def _successor(self, row: dict[str, Any]) -> TableEntity | None:
         """The row an incident moved to when its start moved (same `AlertId`), if any."""
         day = date.fromisoformat(row["PartitionKey"])
         for pk in (row["PartitionKey"], (day - timedelta(days=1)).isoformat()):

@@ -57,6 +57,8 @@ _COVER_SELECT = ["RowKey", "Subject", "SubjectKind", "FirstSeen", "LastSeen", "S
 _ATTEMPTS = 8
 #: An actor's head row ETag per day, read before anything it decides from (None: no row yet).
 Heads = dict[str, str | None]
+#: A notice an actor's decision owes: the incident row's day, row key and incident id.
+Debt = tuple[str, str, str]
 
 
 @dataclass
@@ -66,6 +68,7 @@ class Result:
 
     marks: list[Mark] = field(default_factory=list)
     writes: list[Op] = field(default_factory=list)
+    owed: list[Debt] = field(default_factory=list)  # notices it decided, to be sent
 
 
 @dataclass
@@ -91,6 +94,16 @@ class Outcome:
 
 class CoverageChanged(Conflict):
     """An IP incident changed while an account was deciding from the coverage it had read."""
+
+
+class Unpaid(Conflict):
+    """A conflict after some of an actor's days were written: the notices they owe. The
+    attempt that decides again finds them decided already and owes nothing, so it must pay
+    these (else they wait for the redelivery timer)."""
+
+    def __init__(self, cause: Conflict, owed: list[Debt]) -> None:
+        super().__init__(str(cause))
+        self.cause, self.owed = cause, owed
 
 
 def build(storage: Storage) -> Detector:
@@ -296,16 +309,35 @@ class Detector:
         rebuild: bool,
         told: list[str],
     ) -> Result:
+        debts: list[Debt] = []
         for attempt in range(_ATTEMPTS):
             try:
-                return self._actor_once(actor, touch, now, coverage, rebuild, told, None)
-            except CoverageChanged:
-                assert coverage is not None
-                self._refresh(coverage)
-            except Conflict:
-                # another invocation changed this actor's rows: look again, a little later
-                time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
+                result = self._actor_once(actor, touch, now, coverage, rebuild, told, None)
+            except Conflict as exc:
+                if isinstance(exc, Unpaid):
+                    debts += exc.owed
+                    exc = exc.cause
+                if isinstance(exc, CoverageChanged):
+                    assert coverage is not None
+                    self._refresh(coverage)
+                else:  # another invocation changed this actor's rows: look again, a little later
+                    time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
+                continue
+            self._pay([*debts, *result.owed], told)
+            return result
+        self._pay(debts, told)
         raise Busy(f"{actor.kind.value} rows kept changing; the host retries")
+
+    def _pay(self, owed: Sequence[Debt], told: list[str]) -> None:
+        """Send what the actor's decisions owe, each incident once (a debt of an attempt that
+        met a conflict may be owed again by the next one, or be gone: decided away unsent)."""
+        for day, rk, alert_id in dict.fromkeys(owed):
+            if alert_id in told:
+                continue
+            row = self.deliverer.owing(day, rk, alert_id)
+            if row is not None:
+                told.append(alert_id)
+                self.deliverer.deliver(row)
 
     def _actor_once(
         self,
@@ -354,8 +386,7 @@ class Detector:
         found, new_marks = self._incidents(actor, ordered, stored.marks, coverage, now, told)
         writes += [("upsert", layout.mark_entity(m), {}) for m in new_marks]
         self._write_buckets(writes)
-        self._settle_days(actor, heads, found, coverage, now, told)
-        return Result(new_marks)
+        return Result(new_marks, owed=self._settle_days(actor, heads, found, coverage, now))
 
     def _rebuild(self, actor: Actor, touch: Touch, lo: datetime, hi: datetime) -> Rebuilt:
         """Bucket ETags are read before the events: a writer that read older events than a
@@ -415,24 +446,27 @@ class Detector:
         found: list[detection.Incident],
         coverage: Coverage | None,
         now: datetime,
-        told: list[str],
-    ) -> None:
-        """Write the incidents of each day; check the coverage held; then notify."""
+    ) -> list[Debt]:
+        """Write the incidents of each day and check the coverage held; returns the notices
+        they owe (a conflict on a later day carries those of the days written before it)."""
         bumped: set[str] = set()
-        owed: list[tuple[str, str, str]] = []
-        for day, version in heads.items():
-            mine = [i for i in found if layout.day_of(i.first_seen) == day]
-            if self._settle(actor, (day, version), mine, now, owed):
-                bumped.add(day)
-        if bumped and actor.kind is Kind.IP:
-            self._touch_cover(bumped, found)
-        if bumped and coverage is not None and self._cover_moved(coverage):
-            # Decided from coverage that has changed since: decide again before telling anyone
-            # (an incident nobody was told about is simply deleted if it should not exist).
-            raise CoverageChanged(actor.kind.value)
-        for day, rk, alert_id in owed:
-            told.append(alert_id)
-            self.deliverer.deliver_incident(day, rk)
+        owed: list[Debt] = []
+        try:
+            for day, version in heads.items():
+                mine = [i for i in found if layout.day_of(i.first_seen) == day]
+                if self._settle(actor, (day, version), mine, now, owed):
+                    bumped.add(day)
+            if bumped and actor.kind is Kind.IP:
+                self._touch_cover(bumped, found)
+            if bumped and coverage is not None and self._cover_moved(coverage):
+                # Decided from coverage that has changed since: decide again before telling
+                # anyone (an incident nobody was told about is deleted if it should not exist).
+                raise CoverageChanged(actor.kind.value)
+        except Conflict as exc:
+            if owed:
+                raise Unpaid(exc, owed) from exc
+            raise
+        return owed
 
     def _recheck_sources(
         self,
@@ -466,7 +500,7 @@ class Detector:
         head_seen: tuple[str, str | None],
         found: list[detection.Incident],
         now: datetime,
-        owed: list[tuple[str, str, str]],
+        owed: list[Debt],
     ) -> bool:
         """Make the stored incidents of an actor's day match `found`, if its head row is still
         the version read before deciding (else `Conflict`); what is now owed a notification

@@ -189,4 +189,4 @@ class Health:
             self.storage.alerts.transact([op])
         if owes:
             told.append(str(ops[0][1]["AlertId"]))
-            self.deliverer.deliver_incident(*key)
+            self.deliverer.deliver_incident(*key, str(ops[0][1]["AlertId"]))

@@ -226,7 +226,7 @@ class Profiler:
         self._remember(user, merged, lasts)
         for day, rk, alert_id in owed:
             notified.append(alert_id)
-            self.deliverer.deliver_incident(day, rk)
+            self.deliverer.deliver_incident(day, rk, alert_id)
         return sorted(relooks)
 
     def _settle(

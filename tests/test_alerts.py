@@ -171,6 +171,32 @@ def test_concurrent_instances_create_one_alert_per_incident(
     assert len(queue_messages(first)) == 1
 
 
+def test_a_debt_carried_to_a_re_keyed_row_is_paid_by_its_decider(
+    pipeline: Pipeline, logs: Any, blob_prefix: str
+) -> None:
+    """Invocation A decides a notice; before it delivers, B's earlier records move the
+    incident's start, so B re-keys the row and carries the debt over without paying it (it did
+    not decide it). A finds its row gone: it pays on the row of the same incident id (this
+    race lost a notice in a parallel run)."""
+    ingest_all(pipeline, logs, burst(blob_prefix))
+    (row,) = alert_rows(pipeline)
+    table = pipeline.storage.alerts
+    notice = {"event": "updated", "seq": 2, "at": "2026-11-24T11:05:00+00:00",
+              "severity": row["Severity"], "rules": [row["Rule"]], "failures": 9}  # fmt: skip
+    owed = {"Seq": 2, "Owed": orjson.dumps([notice]).decode(), "Pending": "updated"}
+    moved = {**row, **owed, "RowKey": row["RowKey"] + "-earlier", "DeliveredTo": ""}
+    gone = {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"]}
+    table.transact([("create", moved, {}), ("delete", gone, {})])
+
+    assert pipeline.detector.deliverer.deliver_incident(
+        row["PartitionKey"], row["RowKey"], row["AlertId"]
+    )
+    assert [m["event"] for m in queue_messages(pipeline)] == ["opened", "updated"]
+    (paid,) = alert_rows(pipeline)
+    assert paid["RowKey"] == moved["RowKey"] and not paid["Pending"]
+    assert paid["DeliveredTo"] == "queue"
+
+
 def test_webhooks_receive_generic_teams_and_slack_payloads(
     make_pipeline: Callable[..., Pipeline], logs: Any, blob_prefix: str, hook: Hook
 ) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from azure.core.exceptions import AzureError
 from reliability_support import (
@@ -23,9 +24,11 @@ from reliability_support import (
     names,
     new_pipeline,
     snapshot,
+    split_attack,
     upload,
 )
 
+from devtools import samples
 from devtools.azurite import Azurite
 from shared import alerting, detect, storage
 from shared.ingest import Pipeline
@@ -156,3 +159,40 @@ def test_failure_between_records_and_cursor(
     assert_same_state(got, reference)
     assert got.queue_messages == got.notices, "an alert was sent twice"
     assert attempts == [1] * len(got.alerts)
+
+
+def test_a_conflict_after_an_actors_day_was_written_still_sends_its_notice(
+    emulator: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An account writes its incident (a notice owed), then finds that an IP incident changed
+    meanwhile and decides again: the second attempt finds the notice decided already, so the
+    invocation must still send it, itself (a parallel run once left one for the timer)."""
+    hour = samples.START + timedelta(hours=2)
+    spread = [samples.record(hour + timedelta(seconds=50 * i), "victim", samples.FAIL,
+                             f"203.0.113.{60 + i}", port=i, host="BASTION-SPREAD")
+              for i in range(8)]  # fmt: skip  # one account, from addresses no rule sees
+    blobs = {**samples.build()[0], **split_attack(), samples.blob_path("BASTION-SPREAD", hour):
+             b"".join(orjson.dumps(r) + b"\n" for r in spread)}  # fmt: skip
+
+    def run() -> Snapshot:
+        p = new_pipeline(emulator.connection_string, names())
+        container = upload(p, blobs)
+        for name in sorted(blobs):
+            p.ingest(container.get_blob_client(name), datetime.now(UTC))  # no redelivery timer
+        state = snapshot(p)
+        close(p)
+        return state
+
+    want = run()
+    original = detect.Detector._cover_moved
+    moved: list[bool] = []
+
+    def once(self: detect.Detector, cover: Any) -> bool:
+        moved.append(not moved)
+        return moved[-1] or original(self, cover)
+
+    monkeypatch.setattr(detect.Detector, "_cover_moved", once)
+    got = run()
+    assert moved[:1] == [True] and want.notices  # it decided again
+    assert_same_state(got, want)
+    assert got.queue_messages == got.notices == want.notices
