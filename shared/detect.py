@@ -53,7 +53,8 @@ _SELECT_EVENT = [
     "BastionHostName",
     "UserAgent",
 ]
-_COVER_SELECT = ["RowKey", "Subject", "SubjectKind", "FirstSeen", "LastSeen", "State", "ClientIps"]
+_COVER_SELECT = ["PartitionKey", "RowKey", "Subject", "SubjectKind", "FirstSeen", "LastSeen",
+                 "State", "ClientIps"]  # fmt: skip
 _ATTEMPTS = 8
 #: An actor's head row ETag per day, read before anything it decides from (None: no row yet).
 Heads = dict[str, str | None]
@@ -226,21 +227,16 @@ class Detector:
         if rest:
             spans = {a: planning.wanted_hours(actors[a], self.t) for a in rest}
             failing = self._failing({h for hours in spans.values() for h in hours})
-            wanted |= {
-                a
-                for a in rest
-                if any((a.kind.value, a.subject) in failing.get(h, ()) for h in spans[a])
-            }
+            wanted |= {a for a in rest if planning.failed_nearby(a, actors[a], failing, self.t)}
         return wanted
 
-    def _failing(self, hours: Iterable[str]) -> dict[str, set[tuple[str, str]]]:
-        """Per hour, the (kind, subject) pairs that failed in it (one read per hour)."""
+    def _failing(self, hours: Iterable[str]) -> planning.Failing:
+        """Per hour, the (kind, subject) pairs that failed in it and in which minutes (one
+        read per hour)."""
         return {
             hour: {
-                (row["Kind"], row["Subject"])
-                for row in self.storage.index.partition(
-                    layout.FAIL_PREFIX + hour, select=["Kind", "Subject"]
-                )
+                (row["Kind"], row["Subject"]): layout.failed_minutes(row)
+                for row in self.storage.index.partition(layout.FAIL_PREFIX + hour)
             }
             for hour in sorted(hours)
         }
@@ -400,7 +396,10 @@ class Detector:
         span = planning.event_span(actor, lo, hi, t)
         if narrow is not None:
             last, until = narrow
-            if lo == last and actor.kind is Kind.USER:  # one minute, no marks: a point read
+            wide = actor.kind is Kind.IP  # always judged with `reach` around: one read
+            if wide:
+                around = self._read_buckets(actor, lo - t.reach, hi + t.reach)
+            elif lo == last:  # an account's one minute (no marks): a point read
                 around = self._read_bucket(actor, lo)
             else:
                 around = self._read_buckets(actor, lo, last)
@@ -409,7 +408,7 @@ class Detector:
                 built = detection.build_buckets(
                     actor.kind, events, t, lo, hi, self._known_sign_ins()
                 )
-                return Rebuilt(lo, hi, last, around, events, {b.minute: b for b in built}, False)
+                return Rebuilt(lo, hi, last, around, events, {b.minute: b for b in built}, wide)
         around = self._read_buckets(actor, lo - t.reach, hi + t.reach)
         events = self._read_events(actor, *span)
         built = detection.build_buckets(actor.kind, events, t, lo, hi, self._known_sign_ins())
@@ -533,23 +532,26 @@ class Detector:
         for touch in touches:
             days.update(layout.days_between(touch.lo - span, touch.hi + span))
         cover = Coverage()
-        for day in sorted(days):
-            self._read_cover(cover, day)
+        self._read_cover(cover, days)
         return cover
 
-    def _read_cover(self, cover: Coverage, day: str) -> None:
-        version: str | None = None
-        for row in self.storage.alerts.partition(day, select=_COVER_SELECT):
-            if row["RowKey"] == layout.COVER:
-                version = row.metadata["etag"]
-            elif "FirstSeen" in row:
-                cover.add(row)
-        cover.versions[day] = version
+    def _read_cover(self, cover: Coverage, days: Iterable[str]) -> None:
+        """The days' incidents and cover versions: one query per run of consecutive days."""
+        for first, last in layout.day_runs(days):
+            versions: dict[str, str | None] = dict.fromkeys(layout.days_from(first, last))
+            for row in self.storage.alerts.query(layout.PK_RANGE, layout.day_range(first, last),
+                                                 select=_COVER_SELECT):  # fmt: skip
+                if row["PartitionKey"] not in versions:
+                    continue
+                if row["RowKey"] == layout.COVER:
+                    versions[row["PartitionKey"]] = row.metadata["etag"]
+                elif "FirstSeen" in row:
+                    cover.add(row)
+            cover.versions.update(versions)
 
     def _refresh(self, cover: Coverage) -> None:
         fresh = Coverage()
-        for day in sorted(cover.versions):
-            self._read_cover(fresh, day)
+        self._read_cover(fresh, cover.versions)
         cover.replace_with(fresh)
 
     def _cover_moved(self, cover: Coverage) -> bool:

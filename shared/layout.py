@@ -8,7 +8,8 @@ the fields a result shows (`INDEX_FIELDS`, and `TargetVMKey`, the machine's name
 an IP question is one RowKey-range seek per day, a machine question one filtered read of the
 day's partition, and one invocation's index rows share a few partitions (earlier versions also
 wrote a `vm|<day>` row per event: one row per record more, for one question only);
-`fail|<hour>` lists the users and IPs that failed in that hour; `who` holds one row per (alias,
+`fail|<hour>` lists the users and IPs that failed in that hour, and the minutes (`M07`: a
+property each writer merges in); `who` holds one row per (alias,
 account), `<encoded alias>|<encoded account>` (`alias_rows`), so what a person types resolves
 to accounts with one RowKey seek (`resolution`).
 
@@ -43,6 +44,8 @@ from .entities import EventRow
 from .model import Outcome
 
 IP_PREFIX, VM_PREFIX, FAIL_PREFIX = "ip|", "vm|", "fail|"
+#: A `fail|<hour>` row's property for a minute its subject failed in (`M00`..`M59`).
+FAIL_MINUTE = "M{:02d}"
 INDEX_FIELDS = (
     "TimeGenerated",
     "UserName",
@@ -223,6 +226,28 @@ def days_between(lo: datetime, hi: datetime) -> list[str]:
     return out
 
 
+def days_from(first: str, last: str) -> list[str]:
+    """The days `first`..`last` (ISO dates), both included."""
+    lo = datetime.fromisoformat(first).replace(tzinfo=UTC)
+    return days_between(lo, datetime.fromisoformat(last).replace(tzinfo=UTC))
+
+
+def day_runs(days: Iterable[str]) -> list[tuple[str, str]]:
+    """Sorted ISO days as runs of consecutive days: (first, last) each."""
+    runs: list[tuple[str, str]] = []
+    for day in sorted(set(days)):
+        if runs and days_from(runs[-1][1], day)[1:] == [day]:
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    return runs
+
+
+def day_range(first: str, last: str) -> dict[str, str]:
+    """`PK_RANGE` parameters for the day partitions `first`..`last` of the alerts table."""
+    return {"lo": first, "hi": last + "~"}
+
+
 # -- baselines and findings --------------------------------------------------------------------
 PROFILE_PREFIX = "prof|"
 FINDING_PREFIX = "find|"
@@ -322,7 +347,7 @@ def time_key(when: datetime) -> str:
 
 def index_rows(events: Iterable[EventRow]) -> Iterator[dict[str, Any]]:
     """The index rows for stored events (each key once, as a transaction requires)."""
-    fails: set[tuple[str, str, str]] = set()
+    fails: dict[tuple[str, str, str], set[int]] = {}
     for e in events:
         hour = e["PartitionKey"].rsplit("|", 1)[1]
         day = hour[:10]
@@ -335,16 +360,25 @@ def index_rows(events: Iterable[EventRow]) -> Iterator[dict[str, Any]]:
             row["TargetVMKey"] = e["TargetVMName"].casefold()
         yield {**row, "PartitionKey": IP_PREFIX + day, "RowKey": ip_prefix + event_key}
         if e["Outcome"] == Outcome.FAILURE.value:
+            minute = e["TimeGenerated"].minute
             if keys.identified(e["UserKey"]):  # no identity: no account to detect over
-                fails.add((hour, "user", e["UserKey"]))
-            fails.add((hour, "ip", e["ClientIpKey"]))
-    for hour, kind, subject in sorted(fails):
+                fails.setdefault((hour, "user", e["UserKey"]), set()).add(minute)
+            fails.setdefault((hour, "ip", e["ClientIpKey"]), set()).add(minute)
+    for (hour, kind, subject), minutes in sorted(fails.items()):
         yield {
             "PartitionKey": FAIL_PREFIX + hour,
             "RowKey": f"{kind}|{keys.encode(subject)}",
             "Kind": kind,
             "Subject": subject,
+            **dict.fromkeys(map(FAIL_MINUTE.format, sorted(minutes)), True),
         }
+
+
+def failed_minutes(row: Mapping[str, Any]) -> set[int] | None:
+    """The minutes of its hour a `fail|<hour>` row says its subject failed in; None: any (a
+    row from before the minutes were kept). Writers merge their minutes into the row."""
+    minutes = {int(k[1:]) for k in row if k.startswith("M") and k[1:].isdigit() and row[k]}
+    return minutes or None
 
 
 # -- identities: what a person types -> the accounts their records are stored under ---------

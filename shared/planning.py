@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import detection, incidents, keys, layout, model
@@ -124,6 +124,26 @@ def narrow(touch: Touch, t: Thresholds) -> tuple[datetime, datetime] | None:
 def wanted_hours(touch: Touch, t: Thresholds) -> list[str]:
     """Hours whose `fail|<hour>` rows say whether an actor with only sign-ins failed nearby."""
     return hours(touch.lo - t.window, touch.hi)
+
+
+#: Per hour (`yyyy-MM-ddTHH`): (kind, subject) -> the minutes it failed in (None: any).
+Failing = dict[str, dict[tuple[str, str], "set[int] | None"]]
+
+
+def failed_nearby(actor: Actor, touch: Touch, failing: Failing, t: Thresholds) -> bool:
+    """Did an actor with only sign-ins fail within a window before them (or in their
+    minutes)? Only such sign-ins are in a bucket (`detection.build_buckets`), so others
+    change no incident. A minute more on either side: the rules count whole minutes."""
+    lo = detection.minute_of(touch.lo - t.window) - MINUTE
+    hi = detection.minute_of(touch.hi) + MINUTE
+    for hour in wanted_hours(touch, t):
+        minutes = failing.get(hour, {}).get((actor.kind.value, actor.subject), set())
+        if minutes is None:
+            return True
+        start = datetime.fromisoformat(hour).replace(tzinfo=UTC)
+        if any(lo <= start + m * MINUTE <= hi for m in minutes):
+            return True
+    return False
 
 
 def hours(lo: datetime, hi: datetime) -> list[str]:

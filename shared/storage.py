@@ -21,6 +21,7 @@ from typing import Any, TypeVar, cast
 
 import orjson
 from azure.core import MatchConditions
+from azure.core import __version__ as azure_core_version
 from azure.core.exceptions import (
     HttpResponseError,
     ResourceExistsError,
@@ -28,6 +29,9 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 from azure.core.paging import PageIterator
+from azure.core.pipeline import Pipeline, PipelineContext, PipelineRequest, PipelineResponse
+from azure.core.pipeline._tools import await_result as _await_result
+from azure.core.rest import _http_response_impl
 from azure.data.tables import (
     TableClient,
     TableEntity,
@@ -346,18 +350,22 @@ class Storage:
                 self._containers.add(name)
         return client
 
-    def upsert(self, *writes: tuple[Table, Sequence[Mapping[str, Any]]]) -> None:
-        """Upsert (table, entities) pairs in same-partition transactions of <=100, in parallel.
+    def upsert(
+        self, *writes: tuple[Table, Sequence[Mapping[str, Any]]], merge: bool = False
+    ) -> None:
+        """Upsert (table, entities) pairs in same-partition transactions of <=100, in parallel;
+        `merge`: a row's other stored properties stay (writers that add to one row).
 
         Callers pass each (PartitionKey, RowKey) once per table: a transaction may not hold one
         twice. Raises the first failure (the invocation fails and is retried).
         """
-        jobs = [(t.client, b) for t, entities in writes for b in _batches(entities)]
+        mode = UpdateMode.MERGE if merge else UpdateMode.REPLACE
+        jobs = [(t.client, b, mode) for t, entities in writes for b in _batches(entities)]
         if len(jobs) <= 1 or self.settings.write_concurrency == 1:
-            for client, batch in jobs:
-                _submit(client, batch)
+            for job in jobs:
+                _submit(*job)
             return
-        futures = [self._pool.submit(_submit, client, batch) for client, batch in jobs]
+        futures = [self._pool.submit(_submit, *job) for job in jobs]
         for future in futures:
             future.result()
 
@@ -497,8 +505,59 @@ def _weight(entity: Mapping[str, Any]) -> int:
     return sum(2 * len(v) + 64 if isinstance(v, str) else 64 for v in entity.values())
 
 
-def _submit(client: TableClient, batch: list[Mapping[str, Any]]) -> None:
+def _submit(
+    client: TableClient, batch: list[Mapping[str, Any]], mode: UpdateMode = UpdateMode.REPLACE
+) -> None:
     if len(batch) == 1:
-        client.upsert_entity(batch[0], mode=UpdateMode.REPLACE)
+        client.upsert_entity(batch[0], mode=mode)
         return
-    client.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
+    client.submit_transaction([("upsert", e, {"mode": mode}) for e in batch])
+
+
+# -- the SDK's batch parts, in the calling thread ----------------------------------------------
+def _prepare_parts(request: Any) -> None:
+    """azure-core's `Pipeline._prepare_multipart_mixed_request`, without a thread pool."""
+    info = request.multipart_mixed_info
+    if not info:
+        return
+    parts, policies, options = info[0], info[1], info[3]
+    for part in parts:
+        if part.multipart_mixed_info:  # a changeset: its own parts first
+            _prepare_parts(part)
+        pipeline_request = PipelineRequest(part, PipelineContext(None, **options))
+        for policy in policies:
+            _await_result(policy.on_request, pipeline_request)
+
+
+def _read_parts(response: Any) -> list[Any]:
+    """azure-core's `_parts_helper` (a batch response's parts), without a thread pool."""
+    if not str(response.content_type or "").startswith("multipart/mixed"):
+        raise ValueError("You can't get parts if the response is not multipart/mixed")
+    parts: list[Any] = response._get_raw_parts()
+    info = response.request.multipart_mixed_info
+    for part in parts if info else ():
+        context = PipelineContext(None)
+        pipeline_request = PipelineRequest(part.request, context)
+        pipeline_response = PipelineResponse(part.request, part, context=context)
+        for policy in info[1]:
+            _await_result(policy.on_response, pipeline_request, pipeline_response)
+    return parts
+
+
+def serial_batch_parts() -> bool:
+    """Run the per-part policies of a Tables batch (one: the date and version headers) in the
+    calling thread. azure-core starts a thread pool for every batch request and another for
+    every response to run them, which costs more than the parts: a quarter of a growing
+    blob's ingest time (docs/performance.md). Writes are parallel already, across partitions
+    (`Storage.upsert`). Applied only to the azure-core version pinned in requirements.txt,
+    whose code these two functions follow; on another, the SDK's own way stays. True if
+    applied."""
+    if azure_core_version != _SERIAL_PARTS_FOR:
+        return False
+    Pipeline._prepare_multipart_mixed_request = staticmethod(_prepare_parts)  # type: ignore[method-assign]
+    setattr(_http_response_impl, "_parts_helper", _read_parts)  # noqa: B010 - module global
+    return True
+
+
+_SERIAL_PARTS_FOR = "1.41.0"
+SERIAL_BATCH_PARTS = serial_batch_parts()

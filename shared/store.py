@@ -80,7 +80,8 @@ def store(
     # failure its address (which reads the index) cannot, or it could decide the attack is
     # its own and tell people before the address's incident exists (docs/guarantees.md).
     aliases = storage.new_aliases(layout.alias_rows(rows))
-    storage.upsert((storage.index, [*layout.index_rows(rows), *aliases]))
+    # Merged: a `fail|<hour>` row gathers the minutes of every writer's failures.
+    storage.upsert((storage.index, [*layout.index_rows(rows), *aliases]), merge=True)
     storage.wrote_aliases(aliases)
     planning.checkpoint("stored", "index")
     storage.upsert((storage.events, rows))

@@ -103,6 +103,25 @@ def test_same_record_in_two_blobs_is_stored_once(
     assert len(event_keys(pipeline)) == 1
 
 
+def test_fail_rows_gather_the_minutes_of_every_blob(
+    pipeline: Pipeline, logs: Any, blob_prefix: str
+) -> None:
+    """Two hosts' blobs fail one account in two minutes of one hour: its `fail|<hour>` row,
+    merged by both writers, names both (whichever came first)."""
+    at = samples.START + timedelta(minutes=7)
+    for host, minute in (("BASTION-A", 7), ("BASTION-B", 41)):
+        rec = samples.record(at.replace(minute=minute), "alice", samples.FAIL, "1.2.3.4", host=host)
+        name = blob_prefix + samples.blob_path(host, samples.START)
+        logs.upload_blob(name, orjson.dumps(rec) + b"\n")
+        pipeline.ingest(logs.get_blob_client(name))
+    hour = layout.FAIL_PREFIX + samples.START.strftime("%Y-%m-%dT%H")
+    rows = {r["RowKey"]: r for r in pipeline.storage.index.partition(hour)}
+    assert {k: layout.failed_minutes(r) for k, r in rows.items()} == {
+        "ip|1.2.3.4": {7, 41},
+        "user|alice": {7, 41},
+    }
+
+
 def _records(n: int, start: int = 0) -> bytes:
     base = datetime(2026, 11, 24, 10, tzinfo=UTC)
     return b"".join(

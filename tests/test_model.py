@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from devtools import samples
-from shared import keys
+from shared import keys, layout
 from shared.layout import index_rows
 from shared.model import Outcome, Rejected, normalize, outcome
 
@@ -163,10 +163,11 @@ def test_index_rows_cover_ip_vm_and_failures_once() -> None:
     assert len(ip_rows) == 3 and len(rows) == 5
     assert all(r["RowKey"] == "131.107.159.86|" + r["EventRowKey"] for r in ip_rows)
     assert all(r["TargetVMKey"] == "linux-web-01" for r in ip_rows)
-    assert sorted(r["RowKey"] for r in rows if r["PartitionKey"].startswith("fail|")) == [
-        "ip|131.107.159.86",
-        "user|alice",
-    ]
+    fails = [r for r in rows if r["PartitionKey"].startswith("fail|")]
+    assert sorted(r["RowKey"] for r in fails) == ["ip|131.107.159.86", "user|alice"]
+    minute = bad["TimeGenerated"].minute  # the minutes they failed in, merged by writers
+    assert all(layout.failed_minutes(r) == {minute} for r in fails)
+    assert layout.failed_minutes({"Kind": "user", "Subject": "alice"}) is None  # before
     assert len({(r["PartitionKey"], r["RowKey"]) for r in rows}) == len(rows)
 
 

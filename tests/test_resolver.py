@@ -276,9 +276,9 @@ def test_a_worker_writes_who_rows_once_and_again_after_it_erased_them(fresh: Pip
         written = []
         upsert = fresh.storage.upsert
 
-        def spy(*writes: Any) -> None:
+        def spy(*writes: Any, merge: bool = False) -> None:
             written.extend(e for t, rows in writes for e in rows if e["PartitionKey"] == "who")
-            upsert(*writes)
+            upsert(*writes, merge=merge)
 
         fresh.storage.upsert = spy  # type: ignore[method-assign]
         try:

@@ -200,6 +200,39 @@ def test_failures_no_sign_in_follows_change_their_own_minutes_only(
     assert part == [b for b in whole if first <= b.minute <= hi]
 
 
+@settings(max_examples=150, deadline=None)
+@given(_ROWS, st.floats(0, 7200, allow_nan=False), st.sampled_from([IP, USER]))
+def test_a_sign_in_no_failure_comes_just_before_changes_no_bucket(
+    rows: list[tuple[float, str, bool, str]], second: float, kind: detection.Kind
+) -> None:
+    """What `fail|<hour>` rows decide (`planning.failed_nearby`, from the minutes the actor
+    failed in): a sign-in they say no failure came just before is in no bucket, and explains
+    no failure, so detection need not look at it."""
+    stored = [ev(s, u, ok, a) for s, u, ok, a in rows]
+    mine = [e for e in stored if kind is IP or e.user == "dana"]
+    sign_in = ev(second, "dana", True)
+    failing: planning.Failing = {}
+    for e in mine:
+        if not e.success:
+            hour = failing.setdefault(e.time.strftime("%Y-%m-%dT%H"), {})
+            hour.setdefault((kind.value, "x"), set()).add(e.time.minute)  # type: ignore[union-attr]
+    touch = planning.Touch(sign_in.time, sign_in.time, successes=1, records=True)
+    if planning.failed_nearby(planning.Actor(kind, "x"), touch, failing, T):
+        return
+    with_it = detection.build_buckets(kind, [*mine, sign_in], T, known=known_all)
+    assert with_it == detection.build_buckets(kind, mine, T, known=known_all)
+
+
+def test_fail_rows_name_the_minutes_and_old_rows_any() -> None:
+    hour = "2026-03-02T09"
+    touch = planning.Touch(T0 + timedelta(minutes=40), T0 + timedelta(minutes=41), successes=1)
+    dana = planning.Actor(USER, "dana")
+    assert planning.failed_nearby(dana, touch, {hour: {("user", "dana"): {30}}}, T)
+    assert not planning.failed_nearby(dana, touch, {hour: {("user", "dana"): {5, 50}}}, T)
+    assert planning.failed_nearby(dana, touch, {hour: {("user", "dana"): None}}, T)
+    assert not planning.failed_nearby(dana, touch, {hour: {("user", "erin"): None}}, T)
+
+
 @settings(max_examples=60, deadline=None)
 @given(_ROWS, st.randoms(use_true_random=False))
 def test_retries_do_not_depend_on_the_order_events_arrive_in(

@@ -19,3 +19,27 @@ def test_batches_stay_under_the_payload_limit() -> None:
     batches = list(_batches(rows))
     assert len(batches) > 1
     assert all(sum(2 * len(r["Extra"]) for r in b) <= MAX_BATCH_BYTES for b in batches)
+
+
+def test_batch_parts_are_prepared_in_the_calling_thread() -> None:
+    """The pinned azure-core gets the serial batch parts (`serial_batch_parts`); an upgrade
+    that moves them must be looked at again, not silently lose the speed."""
+    from azure.core import __version__
+    from azure.core.pipeline import Pipeline
+
+    from shared import storage
+
+    assert __version__ == "1.41.0" and storage.SERIAL_BATCH_PARTS
+    assert Pipeline._prepare_multipart_mixed_request is storage._prepare_parts
+
+
+def test_days_in_runs_of_consecutive_days() -> None:
+    from shared import layout
+
+    days = ["2026-11-24", "2026-11-22", "2026-11-23", "2026-12-01", "2026-02-28", "2026-03-01"]
+    assert layout.day_runs(days) == [
+        ("2026-02-28", "2026-03-01"),
+        ("2026-11-22", "2026-11-24"),
+        ("2026-12-01", "2026-12-01"),
+    ]
+    assert layout.days_from("2026-12-30", "2027-01-02")[1:3] == ["2026-12-31", "2027-01-01"]

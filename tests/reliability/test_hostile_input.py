@@ -421,7 +421,9 @@ class MemoryStorage:
         self.events, self.index = MemoryTable(s.events_table), MemoryTable(s.index_table)
         self.state, self.alerts = MemoryTable(s.state_table), MemoryTable(s.alerts_table)
 
-    def upsert(self, *writes: tuple[MemoryTable, list[dict[str, Any]]]) -> None:
+    def upsert(
+        self, *writes: tuple[MemoryTable, list[dict[str, Any]]], merge: bool = False
+    ) -> None:
         for table, entities in writes:
             seen = set()
             for e in entities:
@@ -429,7 +431,8 @@ class MemoryStorage:
                 assert key not in seen, "the same key twice in one write"
                 seen.add(key)
                 assert not table_problems(e), table_problems(e)
-                self.tables.setdefault(table.name, {})[key] = dict(e)
+                rows = self.tables.setdefault(table.name, {})
+                rows[key] = {**rows.get(key, {}), **e} if merge else dict(e)
 
     documents: dict[str, bytes] = field(default_factory=dict)
 
