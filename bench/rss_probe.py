@@ -26,7 +26,7 @@ class CountingStorage(Storage):
 
     written = 0
 
-    def upsert(self, *writes: tuple[str, list]) -> None:  # type: ignore[override]
+    def upsert(self, *writes: tuple[str, list], merge: bool = False) -> None:  # type: ignore[override]
         from shared.storage import _batches
 
         for _table, entities in writes:
