@@ -46,9 +46,10 @@ test: $(VENV)/.installed node_modules/.installed
 	$(PY) -m mypy
 	$(PY) -m pytest
 
-# The inner loop: pure tests only (no npm, no Azurite, no Chromium), property tests scaled down.
+# The inner loop: pure tests and the runners on in-memory storage (no npm, no Azurite, no
+# Chromium), property tests scaled down, on every core (pytest-xdist).
 unit: $(VENV)/.installed
-	RELIABILITY_BUDGET_SCALE=0.05 $(PY) -m pytest -q -m "not azurite and not slow"
+	RELIABILITY_BUDGET_SCALE=0.05 $(PY) -m pytest -q -n auto -m "not azurite and not slow"
 
 typecheck: $(VENV)/.installed
 	$(PY) -m mypy

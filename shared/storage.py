@@ -274,14 +274,21 @@ class Table:
 class Storage:
     """Clients for one storage account, shared by all invocations of a worker process."""
 
-    def __init__(self, settings: Settings, connect_retries: int = 3) -> None:
+    def __init__(
+        self, settings: Settings, connect_retries: int = 3, services: tuple[Any, ...] = ()
+    ) -> None:
         """`connect_retries`: how often a connection that failed before the request was sent
-        (refused, no such host) is tried again: 3 in the worker, 0 for a person waiting."""
+        (refused, no such host) is tried again: 3 in the worker, 0 for a person waiting.
+        `services`: (blob, table, queue) service clients to use instead (tests: in memory)."""
         self.settings = settings
         conn = settings.connection  # the SDKs read `UseDevelopmentStorage=true` themselves
         blob_retry = _retry(LinearRetry, connect_retries)
         queue_retry = _retry(QueueRetry, connect_retries)
-        if conn:
+        if services:
+            self.blobs, self.tables, self.queues = cast(
+                "tuple[BlobServiceClient, TableServiceClient, QueueServiceClient]", services
+            )
+        elif conn:
             self.blobs = BlobServiceClient.from_connection_string(conn, retry_policy=blob_retry)
             self.tables = TableServiceClient.from_connection_string(
                 conn, retry_connect=connect_retries

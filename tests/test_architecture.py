@@ -1,6 +1,7 @@
-"""The house in docs/architecture.md is the house in the code: rooms import only what the
-document allows, the pure core does no I/O, no function in the package grows past 60 lines,
-and unit tests cannot reach the network or the developer's settings."""
+"""The house in docs/architecture.md is the house in the code: every module has a room, the
+import contracts in pyproject.toml hold (import-linter: layers, a pure core without I/O), no
+function in the package grows past 60 lines, and unit tests cannot reach the network or the
+developer's settings."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import ast
 import os
 import re
 import socket
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +35,6 @@ WRITE = {
 READ = {"queries", "report", "status"}
 #: Edges: wiring for the triggers, the HTTP bodies and the command line.
 EDGES = {"services", "functions", "http", "cli", "__main__", "__init__"}
-IO_LIBRARIES = ("azure", "requests", "urllib3", "socket", "http", "subprocess")
 
 
 def modules() -> dict[str, set[str]]:
@@ -64,26 +66,25 @@ def test_every_module_has_a_room_and_the_document_names_it() -> None:
     )
 
 
-def test_the_pure_core_does_no_io() -> None:
-    for name, imports in modules().items():
-        if name not in PURE:
-            continue
-        io = {i for i in imports if i.split(".")[0] in IO_LIBRARIES or i == "urllib.request"}
-        assert not io, f"{name}.py imports {io}: the pure core does no I/O"
-        assert not imports & (WRITE | READ | EDGES), f"{name}.py imports {imports - PURE}"
+def contracts() -> list[dict[str, Any]]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return list(config["tool"]["importlinter"]["contracts"])
 
 
-def test_rooms_import_only_downstream() -> None:
-    for name, imports in modules().items():
-        siblings = imports & (PURE | WRITE | READ | EDGES)
-        if name in WRITE:
-            assert not siblings & (READ | EDGES), f"the write path ({name}) reads no answers"
-        if name in READ:
-            allowed = PURE | READ | {"storage", "sweep"}  # sweep: the walk over host folders
-            assert siblings <= allowed, f"{name}.py imports {siblings - allowed}"
-        assert not {i for i in imports if i.split(".")[0] in ("devtools", "tests", "bench")}, (
-            f"{name}.py imports tooling that is not deployed"
-        )
+def test_the_import_contracts_hold() -> None:
+    """import-linter (pyproject.toml): the layers import downwards only, the pure core does no
+    I/O, nothing deployed imports tooling. A broken contract prints the chain of imports."""
+    from importlinter.cli import lint_imports
+
+    assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True) == 0
+
+
+def test_the_contracts_name_every_room() -> None:
+    """Every module sits in one layer, and the pure core of the contract is this one."""
+    layers, pure = contracts()[0]["layers"], contracts()[1]["source_modules"]
+    placed = [m.strip() for layer in layers for m in layer.split("|")]
+    assert sorted(placed) == sorted(set(modules()) - {"__init__"}), "a module needs a layer"
+    assert {m.removeprefix("shared.") for m in pure} == PURE
 
 
 def test_function_app_only_declares_triggers() -> None:

@@ -157,6 +157,7 @@ def test_a_corrupt_or_forged_mode_reads_as_unknown(text: Any) -> None:
     split(b"[" + J1 + b"]", 50, mode, True, MAX)  # parses from there, never raises
 
 
+@pytest.mark.slow  # megabytes of hostile items each: `make test` runs it
 @pytest.mark.parametrize("fmt", [*FORMATS, "lines"])
 def test_millions_of_tiny_items_are_streamed_not_listed(fmt: str) -> None:
     """100,000 `{}` (about 300 KB) as pieces made one at a time: memory stays flat."""

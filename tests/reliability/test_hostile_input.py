@@ -16,17 +16,15 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
-from azure.core.exceptions import HttpResponseError
-from azure.storage.blob import BlobType
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devtools import samples
+from devtools.memtables import MemoryBlob
 from shared import keys, layout, model, parse, quarantine
 from shared.ingest import Pipeline
 from shared.settings import Settings
@@ -356,36 +354,6 @@ def test_keys_are_legal_and_distinct(subject: str, when: str) -> None:
 
 
 # -- the whole ingest, in memory ------------------------------------------------------------
-@dataclass
-class MemoryBlob:
-    """The parts of BlobClient that ingest uses; `visible` bytes exist so far."""
-
-    data: bytes
-    visible: int
-    append: bool
-    blob_name: str = "resourceId=/X/y=2026/m=11/d=23/h=09/m=00/PT1H.json"
-    container_name: str = "insights-logs-bastionauditlogs"
-    last_modified: datetime = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
-
-    def get_blob_properties(self) -> Any:
-        kind = BlobType.APPENDBLOB if self.append else BlobType.BLOCKBLOB
-        etag = f'"{self.visible}"'  # changes when the blob grows, as a real ETag does
-        return SimpleNamespace(
-            size=self.visible, blob_type=kind, last_modified=self.last_modified, etag=etag
-        )
-
-    def download_blob(self, offset: int, length: int) -> Any:
-        """A ranged GET: 416 at or past the end, else the bytes and the blob's properties."""
-        if offset >= self.visible:
-            error = HttpResponseError("The range specified is invalid for the current size")
-            error.status_code = 416
-            raise error
-        chunk = self.data[offset : min(offset + length, self.visible)]
-        props = self.get_blob_properties()
-        props.content_range = f"bytes {offset}-{offset + len(chunk) - 1}/{self.visible}"
-        return SimpleNamespace(readall=lambda: chunk, properties=props)
-
-
 class MemoryTable:
     """A table that only takes writes: detection reads nothing back, so it finds no incident
     and makes no I/O (the rows written are kept by `MemoryStorage.upsert`)."""
@@ -595,6 +563,7 @@ class LeanStorage(MemoryStorage):
             self.sizes = [*getattr(self, "sizes", []), (len(batch.document()), batch.count)]
 
 
+@pytest.mark.slow  # megabytes of hostile items each: `make test` runs it
 @pytest.mark.parametrize("shape", HOSTILE_SHAPES)
 def test_hostile_shapes_keep_ingest_memory_to_a_chunk(shape: str) -> None:
     """Memory: Pipeline.ingest (4 MiB reads) holds about one read chunk plus one record,
