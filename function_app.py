@@ -1,6 +1,6 @@
 """Azure Functions entry points (Python v2 model): triggers and bindings only.
 
-All logic lives in the `shared` package; see README "How it works". The HTTP routes are
+All logic lives in the `shared` package; see docs/how-it-works.md. The HTTP routes are
 anonymous at the Functions level because App Service Authentication (Entra ID) stands in front
 of them and the app checks the signed-in caller's role itself (`shared.auth`).
 """

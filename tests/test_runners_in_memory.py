@@ -7,6 +7,7 @@ stay the proof of the product.
 from __future__ import annotations
 
 import base64
+import io
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from devtools import azurite, memtables, samples
+from devtools import alerts, azurite, memtables, samples
 from shared import retain
 from shared.ingest import Pipeline
 from shared.settings import Settings
@@ -76,6 +77,17 @@ def test_any_order_of_blobs_gives_the_same_incidents(seed: int) -> None:
     ingest(p, blobs, order)
     assert {(r["Rule"], r["Subject"]) for r in incidents(p)} == expected.alerts
     p.detector.close()
+
+
+def test_the_queue_command_prints_each_alert_then_the_count(pipeline: Pipeline) -> None:
+    blobs, _ = samples.build()
+    ingest(pipeline, blobs, sorted(blobs))
+    out = io.StringIO()
+    assert alerts.show_queue(pipeline.settings, out, storage=pipeline.storage) == 0
+    *lines, last = out.getvalue().splitlines()
+    events = [m["event"] for m in messages(pipeline)]
+    assert [orjson.loads(line)["event"] for line in lines] == events
+    assert last == f"{len(lines)} message(s) in {pipeline.settings.alert_queue}"
 
 
 def test_a_replay_adds_nothing(pipeline: Pipeline) -> None:
