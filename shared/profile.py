@@ -134,17 +134,7 @@ class Profiler:
                 self._known.move_to_end(user)
         if entry is None or time.monotonic() - entry[0] > _CACHE_SECONDS:
             return True  # not seen by this worker lately: read it (then it is known)
-        known, lasts = entry[1], entry[2]
-        for s in mine:
-            for rk in baseline.row_keys(s):
-                first = known.get(rk)
-                if first is None or s.time <= first:  # equal: maybe a retry, ask for its relook
-                    return True
-                if baseline.refresh(lasts.get(rk, ""), s.time.date().isoformat()):
-                    return True  # `Last` is to be moved (`baseline.LAST_STEP`)
-        nets = [t for rk, t in known.items() if rk.startswith(baseline.NET)]
-        return any(0 < (t - f).total_seconds() <= self.t.window.total_seconds()
-                   for f in failed for t in nets)  # fmt: skip
+        return _changes(entry[1], entry[2], mine, failed, self.t.window)
 
     def _account(
         self, user: str, mine: list[Sighting], now: datetime, notified: list[str]
@@ -345,3 +335,23 @@ def _to_row(s: Sighting) -> dict[str, Any]:
     if s.client is not None:
         row["Client"] = s.client
     return row
+
+
+def _changes(
+    known: dict[str, datetime],
+    lasts: dict[str, str],
+    mine: list[Sighting],
+    failed: list[datetime],
+    window: timedelta,
+) -> bool:
+    """Would these sign-ins change a baseline whose first sightings (`known`) and last uses
+    (`lasts`) are these, or these failures fall just before a first sign-in from a network?"""
+    for s in mine:
+        for rk in baseline.row_keys(s):
+            first = known.get(rk)
+            if first is None or s.time <= first:  # equal: maybe a retry, ask for its relook
+                return True
+            if baseline.refresh(lasts.get(rk, ""), s.time.date().isoformat()):
+                return True  # `Last` is to be moved (`baseline.LAST_STEP`)
+    nets = [t for rk, t in known.items() if rk.startswith(baseline.NET)]
+    return any(0 < (t - f).total_seconds() <= window.total_seconds() for f in failed for t in nets)

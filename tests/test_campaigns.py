@@ -447,9 +447,9 @@ def test_one_failing_actor_does_not_stop_the_others(
     """A bug (or an entity the service refuses) for one address: the others are detected, the
     invocation succeeds, the failed one is queued, and the timer detects it later."""
     p = app_env()
-    original = detect.Detector._actor_once
+    original = detect.Evaluation._actor_once
 
-    def broken(self: detect.Detector, actor: detect.Actor, *args: Any) -> Any:
+    def broken(self: detect.Evaluation, actor: detect.Actor, *args: Any) -> Any:
         if actor.subject == "192.0.2.13":
             raise ValueError("content that trips a bug")
         return original(self, actor, *args)
@@ -463,7 +463,7 @@ def test_one_failing_actor_does_not_stop_the_others(
     name = host_blob(logs, blob_prefix, "BASTION-ISOLATE", start)
     logs.upload_blob(name, lines(records))
     with monkeypatch.context() as m:
-        m.setattr(detect.Detector, "_actor_once", broken)
+        m.setattr(detect.Evaluation, "_actor_once", broken)
         indexed_app["ingest_blob"].get_user_function()(logs.get_blob_client(name))
         # The broken address's attack is still seen: as the account's own incident.
         assert sorted(r["Subject"] for r in incidents(p)) == sorted([ATTACKER, "admin"])

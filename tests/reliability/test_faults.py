@@ -98,7 +98,7 @@ STOP_POINTS = [
     pytest.param(storage.Storage, "upsert", 2, id="events-write-1"),
     pytest.param(storage.Storage, "quarantine", 1, id="quarantine-1"),
     pytest.param(storage.Storage, "write_cursor", 2, id="cursor-advance-2"),
-    pytest.param(detect.Detector, "_settle", 2, id="incident-record-2"),
+    pytest.param(detect.Evaluation, "_settle", 2, id="incident-record-2"),
     pytest.param(alerting.Deliverer, "deliver", 1, id="alert-delivery-1"),
 ]
 
@@ -184,14 +184,14 @@ def test_a_conflict_after_an_actors_day_was_written_still_sends_its_notice(
         return state
 
     want = run()
-    original = detect.Detector._cover_moved
+    original = detect.CoverReader.moved
     moved: list[bool] = []
 
-    def once(self: detect.Detector, cover: Any) -> bool:
+    def once(self: detect.CoverReader, cover: Any) -> bool:
         moved.append(not moved)
         return moved[-1] or original(self, cover)
 
-    monkeypatch.setattr(detect.Detector, "_cover_moved", once)
+    monkeypatch.setattr(detect.CoverReader, "moved", once)
     got = run()
     assert moved[:1] == [True] and want.notices  # it decided again
     assert_same_state(got, want)

@@ -171,7 +171,8 @@ def pipelines(emulator: Azurite) -> list[Pipeline]:
     out = [new_pipeline(emulator.connection_string, env) for _ in range(2)]
     for i, p in enumerate(out):
         p.detector.pool.shutdown()
-        p.detector.pool = p.detector.profiler.pool = ThreadPoolExecutor(1, f"inv{i}")
+        pool = ThreadPoolExecutor(1, f"inv{i}")
+        p.detector.pool = p.detector.profiler.pool = p.detector.rows.pool = pool
     return out
 
 
