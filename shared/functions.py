@@ -71,7 +71,7 @@ def on_health(past_due: bool = False) -> list[str]:
     """Timer: look for Bastion hosts gone silent, check their diagnostic settings."""
     if past_due:
         log.info("health timer is past due; running now")
-    return services().detector.health.run()
+    return services().health.run()
 
 
 def on_digest(past_due: bool = False, now: datetime | None = None) -> int:
@@ -80,7 +80,7 @@ def on_digest(past_due: bool = False, now: datetime | None = None) -> int:
     if past_due:
         log.info("digest timer is past due; running now")
     day = ((now or datetime.now(UTC)) - timedelta(days=1)).date().isoformat()
-    return services().detector.deliverer.send_digests(day)
+    return services().deliverer.send_digests(day)
 
 
 def on_redeliver() -> tuple[int, int]:
@@ -88,7 +88,7 @@ def on_redeliver() -> tuple[int, int]:
     detection failed alone."""
     s = services()
     s.detector.retry_failed()
-    return s.detector.deliverer.redeliver_pending()
+    return s.deliverer.redeliver_pending()
 
 
 def on_retention(past_due: bool = False) -> dict[str, int]:

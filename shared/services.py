@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from . import detect
+from .alerting import Deliverer
 from .detect import Detector
+from .health import Health
 from .ingest import Pipeline
 from .settings import Settings
 from .storage import Storage
@@ -19,11 +21,15 @@ from .sweep import Sweeper
 
 @dataclass(frozen=True)
 class Services:
+    """What the triggers run, side by side: detection, the host checks, delivery, the sweep."""
+
     settings: Settings
     storage: Storage
     detector: Detector
     pipeline: Pipeline
     sweeper: Sweeper  # remembers the Bastion hosts' folders between sweeps
+    health: Health
+    deliverer: Deliverer
 
     @classmethod
     def build(cls, storage: Storage) -> Services:
@@ -31,7 +37,7 @@ class Services:
         detector = detect.build(storage)
         pipeline = Pipeline(s, storage, detector)
         sweeper = Sweeper(storage, pipeline, timedelta(hours=s.sweep_lookback_hours))
-        return cls(s, storage, detector, pipeline, sweeper)
+        return cls(s, storage, detector, pipeline, sweeper, detector.health, detector.deliverer)
 
     def close(self) -> None:
         self.detector.close()
