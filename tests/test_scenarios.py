@@ -1,0 +1,112 @@
+"""Every rule, a scenario that fires it and one that does not, as sample logs with the expected
+result inline (as fail2ban keeps its sample logs): `tests/scenarios/<rule>.fires.jsonl` and
+`<rule>.quiet.jsonl`. The first line says what is expected and why; each other line is one or
+more records (`n` of them, `every` seconds apart; `{i}` in a name or an address counts 1..n,
+`{i%k}` cycles through 1..k), on `day` (0: 2026-11-02, a Monday) at `at` UTC. They run through
+the whole runner (ingest, baselines, detection) on in-memory storage; one test also walks the
+registry of rules.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from devtools import azurite, memtables, samples
+from shared import detection
+from shared.ingest import Pipeline
+from shared.settings import Settings
+from shared.storage import Storage
+
+HERE = Path(__file__).parent / "scenarios"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "detection-quality.md"
+DAY0 = datetime(2026, 11, 2, tzinfo=UTC)
+#: Rules whose scenarios are not sample logs: they need a silent host's history and its timer,
+#: or the Azure Resource Manager (tests/test_findings.py, tests/test_diagnostics.py).
+NOT_FROM_LOGS = {"host_silent", "diagnostic_setting_changed"}
+#: Findings of the baselines, which need weeks of history first (tests/test_findings.py,
+#: tests/test_baseline.py, tests/test_retries.py).
+FROM_BASELINES = {"new_source_success", "off_hours", "first_time_target", "failures_before"}
+FILES = sorted(HERE.glob("*.jsonl"))
+
+
+def expand(line: dict[str, Any]) -> list[dict[str, Any]]:
+    """One scenario line: `n` records, `every` seconds apart."""
+    start = datetime.combine(
+        (DAY0 + timedelta(days=line.get("day", 0))).date(),
+        datetime.strptime(line["at"], "%H:%M:%S").time(),
+        UTC,
+    )
+
+    def fill(text: str, i: int) -> str:
+        def one(m: re.Match[str]) -> str:
+            return str(i % int(m.group(1)) + 1 if m.group(1) else i + 1)
+
+        return re.sub(r"\{i(?:%(\d+))?\}", one, text)
+
+    message = samples.OK if line["ok"] else samples.FAIL
+    every = timedelta(seconds=line.get("every", 0))
+    vm = line.get("vm", "LINUX-WEB-01")
+    return [
+        samples.record(
+            start + every * i,
+            fill(line["user"], i),
+            message,
+            fill(line["ip"], i),
+            vm=vm,
+            port=40000 + i,
+        )
+        for i in range(line.get("n", 1))
+    ]
+
+
+def rules_found(records: list[dict[str, Any]]) -> set[str]:
+    """Every rule of every incident the records make, through ingest on in-memory storage."""
+    settings = Settings.from_env(azurite.isolated_env("UseDevelopmentStorage=true"))
+    p = Pipeline(settings, Storage(settings, services=memtables.services()))
+    blobs: dict[str, list[bytes]] = {}
+    for r in sorted(records, key=lambda r: r["time"]):
+        hour = datetime.fromisoformat(r["time"]).replace(minute=0, second=0, microsecond=0)
+        blobs.setdefault(samples.blob_path("BASTION-PROD", hour), []).append(orjson.dumps(r))
+    last = max(datetime.fromisoformat(r["time"]) for r in records)
+    for name in sorted(blobs):
+        data = b"\n".join(blobs[name]) + b"\n"
+        p.ingest(memtables.MemoryBlob(data, blob_name=name), last + timedelta(days=1))  # type: ignore[arg-type]
+    found = set()
+    for row in p.storage.alerts.query("PartitionKey ge @lo", {"lo": ""}):
+        if "FirstSeen" in row:
+            found |= {row["Rule"], *str(row.get("Rules") or "").split(",")}
+    p.detector.close()
+    return found
+
+
+@pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])
+def test_scenario(path: Path) -> None:
+    head, *lines = [orjson.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    assert path.name.startswith(head["rule"] + "." + head["expect"])
+    found = rules_found([r for line in lines for r in expand(line)])
+    if head["expect"] == "fires":
+        assert head["rule"] in found, f"{head['why']}: found {sorted(found)}"
+    else:
+        assert head["rule"] not in found, f"{head['why']}: found {sorted(found)}"
+
+
+def test_the_registry_of_rules() -> None:
+    """Names unique, each with a severity and a sentence naming its subject, each named in
+    docs/detection-quality.md; every rule of the logs has a firing and a quiet scenario."""
+    described = list(detection.RULES) + list(detection.FINDING_RULES)
+    names = [r.name for r in described]
+    assert len(names) == len(set(names)) == len(detection.DESCRIBED)
+    doc = DOCS.read_text()
+    for rule in described:
+        assert isinstance(rule.severity, detection.Severity) and "{subject}" in rule.description
+        assert f"`{rule.name}`" in doc, f"{rule.name} is not in docs/detection-quality.md"
+    scenarios = {(p.name.split(".")[0], p.name.split(".")[1]) for p in FILES}
+    for name in set(names) - NOT_FROM_LOGS - FROM_BASELINES:
+        assert {(name, "fires"), (name, "quiet")} <= scenarios, f"{name} needs both scenarios"
+    assert {n for n, _ in scenarios} <= set(names), "a scenario for a rule that does not exist"
