@@ -49,7 +49,7 @@ test: $(VENV)/.installed node_modules/.installed
 # The inner loop: pure tests and the runners on in-memory storage (no npm, no Azurite, no
 # Chromium), property tests scaled down, on every core (pytest-xdist).
 unit: $(VENV)/.installed
-	RELIABILITY_BUDGET_SCALE=0.05 $(PY) -m pytest -q -n auto -m "not azurite and not slow"
+	RELIABILITY_BUDGET_SCALE=0.03 $(PY) -m pytest -q -n auto -m "not azurite and not slow"
 
 typecheck: $(VENV)/.installed
 	$(PY) -m mypy

@@ -72,6 +72,18 @@ class Result:
     owed: list[Debt] = field(default_factory=list)  # notices it decided, to be sent
 
 
+@dataclass(frozen=True)
+class Task:
+    """One actor's evaluation in one invocation: what it looks at, and what it has told."""
+
+    actor: Actor
+    touch: Touch
+    now: datetime
+    coverage: Coverage | None  # accounts: the open IP incidents they decide from
+    rebuild: bool  # rebuild the touched minutes from the events (else decide from stored)
+    told: list[str]  # incident ids notified, as they go
+
+
 @dataclass
 class Rebuilt:
     """An actor's minutes rebuilt from its events: [lo, hi], of which [lo, until] are written,
@@ -305,33 +317,25 @@ class Evaluation:
         self.rows, self.cover, self.deliverer, self.profiler = parts
         self.trusted = storage.settings.trusted_networks
 
-    def actor(
-        self,
-        actor: Actor,
-        touch: Touch,
-        now: datetime,
-        coverage: Coverage | None,
-        rebuild: bool,
-        told: list[str],
-    ) -> Result:
+    def actor(self, task: Task) -> Result:
         debts: list[Debt] = []
         for attempt in range(_ATTEMPTS):
             try:
-                result = self._actor_once(actor, touch, now, coverage, rebuild, told, None)
+                result = self._actor_once(task, None)
             except Conflict as exc:
                 if isinstance(exc, Unpaid):
                     debts += exc.owed
                     exc = exc.cause
                 if isinstance(exc, CoverageChanged):
-                    assert coverage is not None
-                    self.cover.refresh(coverage)
+                    assert task.coverage is not None
+                    self.cover.refresh(task.coverage)
                 else:  # another invocation changed this actor's rows: look again, a little later
                     time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
                 continue
-            self._pay([*debts, *result.owed], told)
+            self._pay([*debts, *result.owed], task.told)
             return result
-        self._pay(debts, told)
-        raise Busy(f"{actor.kind.value} rows kept changing; the host retries")
+        self._pay(debts, task.told)
+        raise Busy(f"{task.actor.kind.value} rows kept changing; the host retries")
 
     def _pay(self, owed: Sequence[Debt], told: list[str]) -> None:
         """Send what the actor's decisions owe, each incident once (a debt of an attempt that
@@ -344,20 +348,17 @@ class Evaluation:
                 told.append(alert_id)
                 self.deliverer.deliver(row)
 
-    def _actor_once(
-        self,
-        actor: Actor,
-        touch: Touch,
-        now: datetime,
-        coverage: Coverage | None,
-        rebuild: bool,
-        told: list[str],
-        heads: Heads | None,
-    ) -> Result:
+    def _actor_once(self, task: Task, heads: Heads | None) -> Result:
         """Decide and write. Incidents are decided only from rows read after the actor's head
         rows (`heads`), whose ETags then guard the write: an invocation that settled in between
         makes this one decide again, so a stale view never overwrites a newer one."""
-        t = self.t
+        t, actor, touch, coverage, rebuild = (
+            self.t,
+            task.actor,
+            task.touch,
+            task.coverage,
+            task.rebuild,
+        )
         lo, hi = planning.changed_minutes(actor, touch, t)
         days = layout.days_between(lo - t.reach, hi + t.reach)  # whose incidents can change
         if heads is None and not rebuild:
@@ -365,7 +366,7 @@ class Evaluation:
         fresh: dict[datetime, Bucket] = {}
         writes: list[Op] = []
         if rebuild:
-            read = self._rebuild(actor, touch, lo, hi)
+            read = self._rebuild(task, lo, hi)
             around, events, fresh = read.around, read.events, read.fresh
             mine = {m: b for m, b in fresh.items() if m <= read.until}
             writes = planning.bucket_writes(actor, lo, read.until, mine, around)
@@ -382,26 +383,26 @@ class Evaluation:
                 return Result(writes=writes)  # a typo, say: no incident can change
             if heads is None:  # hot: read the heads, then everything it decides from again
                 again = self.rows.heads(actor, days)
-                return self._actor_once(actor, touch, now, coverage, rebuild, told, again)
+                return self._actor_once(task, again)
         assert heads is not None
         stored = self.rows.read_days(actor, days, fresh)
         buckets = {b.minute: b for b in stored.buckets if not (rebuild and lo <= b.minute <= hi)}
         buckets.update(fresh)
         ordered = [buckets[m] for m in sorted(buckets)]
-        found, new_marks = self._incidents(actor, ordered, stored.marks, coverage, now, told)
+        found, new_marks = self._incidents(task, ordered, stored.marks)
         writes += [("upsert", layout.mark_entity(m), {}) for m in new_marks]
         self.rows.write_buckets(writes)
-        return Result(new_marks, owed=self._settle_days(actor, heads, found, coverage, now))
+        return Result(new_marks, owed=self._settle_days(task, heads, found))
 
-    def _rebuild(self, actor: Actor, touch: Touch, lo: datetime, hi: datetime) -> Rebuilt:
+    def _rebuild(self, task: Task, lo: datetime, hi: datetime) -> Rebuilt:
         """Bucket ETags are read before the events: a writer that read older events than a
         concurrent one then fails its guarded write instead of overwriting. The buckets of
         [lo, hi] are rebuilt from the events (another invocation's later records in the
         window count even before it writes their buckets). New failures that no sign-in
         follows (`planning.narrow`) need no events before `lo` and change their own minutes
         only; otherwise the read reaches a window before and `reach` around [lo, hi]."""
-        t = self.t
-        narrow = planning.narrow(touch, t)
+        t, actor = self.t, task.actor
+        narrow = planning.narrow(task.touch, t)
         span = planning.event_span(actor, lo, hi, t)
         if narrow is not None:
             last, until = narrow
@@ -426,16 +427,10 @@ class Evaluation:
         return Rebuilt(lo, hi, hi, around, events, {b.minute: b for b in built}, True)
 
     def _incidents(
-        self,
-        actor: Actor,
-        ordered: list[Bucket],
-        marks: list[Mark],
-        coverage: Coverage | None,
-        now: datetime,
-        told: list[str],
+        self, task: Task, ordered: list[Bucket], marks: list[Mark]
     ) -> tuple[list[detection.Incident], list[Mark]]:
         """The actor's incidents from its buckets (an account: only what no IP covers)."""
-        t = self.t
+        t, actor, coverage = self.t, task.actor, task.coverage
         if actor.kind is Kind.IP:
             hot = detection.hot_rules(actor.kind, ordered, t)
             found = detection.incidents(actor.kind, actor.subject, ordered, hot, t, marks)
@@ -443,28 +438,22 @@ class Evaluation:
             return detection.with_steps(found, ordered, run), []
         assert coverage is not None
         own, new_marks, hot = detection.fold_user(actor.subject, ordered, t, coverage.covers)
-        if hot and self._recheck_sources(own, hot, coverage, now, told):
+        if hot and self._recheck_sources(task, own, hot):
             own, new_marks, hot = detection.fold_user(actor.subject, ordered, t, coverage.covers)
         found = detection.incidents(actor.kind, actor.subject, own, hot, t)
         run = detection.evaluator(actor.kind, actor.subject, t, covered=coverage.covers)
         return detection.with_steps(found, ordered, run, own), new_marks
 
-    def _settle_days(
-        self,
-        actor: Actor,
-        heads: Heads,
-        found: list[detection.Incident],
-        coverage: Coverage | None,
-        now: datetime,
-    ) -> list[Debt]:
+    def _settle_days(self, task: Task, heads: Heads, found: list[detection.Incident]) -> list[Debt]:
         """Write the incidents of each day and check the coverage held; returns the notices
         they owe (a conflict on a later day carries those of the days written before it)."""
+        actor, coverage = task.actor, task.coverage
         bumped: set[str] = set()
         owed: list[Debt] = []
         try:
             for day, version in heads.items():
                 mine = [i for i in found if layout.day_of(i.first_seen) == day]
-                if self._settle(actor, (day, version), mine, now, owed):
+                if self._settle(actor, (day, version), mine, task.now, owed):
                     bumped.add(day)
             if bumped and actor.kind is Kind.IP:
                 self.cover.touch(bumped, found)
@@ -478,24 +467,19 @@ class Evaluation:
             raise
         return owed
 
-    def _recheck_sources(
-        self,
-        own: Sequence[Bucket],
-        hot: dict[int, set[str]],
-        coverage: Coverage,
-        now: datetime,
-        told: list[str],
-    ) -> bool:
+    def _recheck_sources(self, task: Task, own: Sequence[Bucket], hot: dict[int, set[str]]) -> bool:
         """Before an account gets an incident of its own, look again at the addresses its hot
         failures came from (each once per invocation): another invocation may have stored the
         rest of their attack after this one evaluated them. True if any was looked at."""
+        coverage = task.coverage
+        assert coverage is not None
         sources = planning.sources_to_recheck(own, hot, coverage)
         fresh = [ip for ip in sorted(sources) if coverage.claim(ip)]
         for ip in fresh:
             lo, hi = sources[ip]
             touch = Touch(lo, hi + MINUTE - timedelta(microseconds=1), failures=[(lo, ip)])
             try:
-                self.actor(Actor(Kind.IP, ip), touch, now, None, True, told)
+                self.actor(Task(Actor(Kind.IP, ip), touch, task.now, None, True, task.told))
             except Exception as exc:  # that IP's own evaluation reports and queues its failure
                 if transient(exc):
                     raise
@@ -670,9 +654,8 @@ class Detector:
         told: dict[Actor, list[str]] = {a: [] for a in actors}  # filled as notifications go
 
         def work(actor: Actor) -> Callable[[], Result]:
-            return lambda: self.evaluation.actor(
-                actor, actors[actor], now, coverage, rebuild, told[actor]
-            )
+            task = Task(actor, actors[actor], now, coverage, rebuild, told[actor])
+            return lambda: self.evaluation.actor(task)
 
         jobs = {a: self.pool.submit(work(a)) for a in actors}
         deferred: dict[Actor, list[Op]] = {}

@@ -449,10 +449,10 @@ def test_one_failing_actor_does_not_stop_the_others(
     p = app_env()
     original = detect.Evaluation._actor_once
 
-    def broken(self: detect.Evaluation, actor: detect.Actor, *args: Any) -> Any:
-        if actor.subject == "192.0.2.13":
+    def broken(self: detect.Evaluation, task: detect.Task, *args: Any) -> Any:
+        if task.actor.subject == "192.0.2.13":
             raise ValueError("content that trips a bug")
-        return original(self, actor, *args)
+        return original(self, task, *args)
 
     start = DAY + timedelta(hours=12)
     records = [

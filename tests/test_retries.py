@@ -28,7 +28,7 @@ FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.
 
 def ev(second: float, user: str, ok: bool, agent: str = EDGE, ip: str = NAT) -> Event:
     when = T0 + timedelta(seconds=second)
-    key = f"{when.isoformat()}|{user}|{ok}|{agent[:8]}"
+    key = f"{when.isoformat()}|{user}|{ok}|{agent}"  # the whole agent: records differ by it
     return Event(when, key, user, ip, ok, "LINUX-WEB-01", "BASTION", agent)
 
 

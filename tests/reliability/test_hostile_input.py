@@ -594,6 +594,7 @@ def test_hostile_shapes_keep_ingest_memory_to_a_chunk(shape: str) -> None:
     assert peak < 3 * chunk + 6 * MiB, f"{peak / MiB:.0f} MiB for {shape}"
 
 
+@pytest.mark.slow  # a chunk's worth of rejects: `make test` runs it
 def test_tiny_rejects_are_one_quarantine_write_per_chunk() -> None:
     """Quarantine amplification: 300,000 `{}` items (normalize rejects each) in 64 KiB chunks
     are at most one document per chunk, each bounded, and every item is counted."""
