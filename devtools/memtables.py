@@ -165,18 +165,20 @@ class _Parser:
         return self.tokens[self.at - 1]
 
     def either(self) -> Predicate:
-        parts = [self.both()]
-        while self.peek() == "or":
-            self.take()
-            parts.append(self.both())
-        return parts[0] if len(parts) == 1 else (lambda e: any(p(e) for p in parts))
+        return self._joined("or", self.both, any)
 
     def both(self) -> Predicate:
-        parts = [self.unary()]
-        while self.peek() == "and":
+        return self._joined("and", self.unary, all)
+
+    def _joined(
+        self, word: str, part: Callable[[], Predicate], combine: Callable[[Iterable[bool]], bool]
+    ) -> Predicate:
+        """`part (word part)*`: one predicate, combined with `any` (or) or `all` (and)."""
+        parts = [part()]
+        while self.peek() == word:
             self.take()
-            parts.append(self.unary())
-        return parts[0] if len(parts) == 1 else (lambda e: all(p(e) for p in parts))
+            parts.append(part())
+        return parts[0] if len(parts) == 1 else (lambda e: combine(p(e) for p in parts))
 
     def unary(self) -> Predicate:
         if self.peek() == "not":
