@@ -301,6 +301,7 @@ var bastionAuditSettings = union(logsTables, {
   SLOW_WINDOW_MINUTES: '180'
   SLOW_IP_THRESHOLD: '8'
   PERSON_RETRY_FAILURES: '10'
+  RULE_OVERRIDES: ''
   BASELINE_DAYS: '7'
   SILENCE_HOURS: '3'
   HEALTH_SCHEDULE: '0 */15 * * * *'

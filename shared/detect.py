@@ -145,6 +145,7 @@ def thresholds(settings: Settings) -> Thresholds:
         slow_window=timedelta(minutes=settings.slow_window_minutes),
         slow_ips=settings.slow_ips,
         retry_failures=settings.person_retry_failures,
+        overrides=settings.rule_overrides,
     )
 
 

@@ -78,16 +78,32 @@ class Thresholds:
     slow_window: timedelta = timedelta(hours=3)  # ... within this long, from any addresses
     slow_ips: int = 8  # or failures from this many distinct addresses within `slow_window`
     retry_failures: int = 10  # most failures a person retrying a forgotten password explains
+    #: Rules whose threshold or window differ from their defaults: (rule, count, minutes), a
+    #: None keeps the default (`RULE_OVERRIDES`; the rules that allow it declare `limits`).
+    overrides: tuple[tuple[str, int | None, int | None], ...] = ()
+
+    def limits(self, rule: str, fields: tuple[str, str]) -> tuple[int, timedelta]:
+        """A rule's (threshold, window): the defaults it names (`fields`), or its overrides."""
+        count, window = getattr(self, fields[0]), getattr(self, fields[1])
+        for name, n, minutes in self.overrides:
+            if name == rule:
+                count = n if n is not None else count
+                window = timedelta(minutes=minutes) if minutes is not None else window
+        return int(count), window
+
+    def _windows(self, rules: frozenset[str] | None = None) -> list[timedelta]:
+        return [timedelta(minutes=m) for name, _, m in self.overrides
+                if m is not None and (rules is None or name in rules)]  # fmt: skip
 
     @property
     def linger(self) -> timedelta:
         """Longest quiet time inside one incident (slow guessing bridges `slow_window`)."""
-        return max(self.quiet, self.slow_window)
+        return max(self.quiet, self.slow_window, *self._windows(SLOW))
 
     @property
     def reach(self) -> timedelta:
         """How far a bucket's hotness depends on its neighbours."""
-        return max(self.window, self.spray_window, self.slow_window)
+        return max(self.window, self.spray_window, self.slow_window, *self._windows())
 
     @property
     def resolve_max(self) -> int:
@@ -427,8 +443,11 @@ class BruteForce:
             else "Repeated failed Bastion sign-ins from {subject}"
         )
 
+    limits = ("failures", "window")
+
     def hot(self, buckets: Sequence[Bucket], t: Thresholds) -> Iterable[int]:
-        return dense(buckets, _minutes(t.window), t.failures)
+        count, window = t.limits(self.name, self.limits)
+        return dense(buckets, _minutes(window), count)
 
 
 class PasswordSpray:
@@ -436,6 +455,7 @@ class PasswordSpray:
 
     kind, severity, name = Kind.IP, Severity.HIGH, "password_spray"
     description = "Password spray from {subject}"
+    limits = ("spray_users", "spray_window")
 
     def hot(self, buckets: Sequence[Bucket], t: Thresholds) -> Iterable[int]:
         seen: Counter[int] = Counter()
@@ -454,7 +474,8 @@ class PasswordSpray:
                 gone += not seen[h]
             return gone
 
-        return _windows(buckets, _minutes(t.spray_window), add, remove, t.spray_users)
+        count, window = t.limits(self.name, self.limits)
+        return _windows(buckets, _minutes(window), add, remove, count)
 
 
 class SuccessAfterFailures:
@@ -481,9 +502,11 @@ class SlowBruteForce:
 
     kind, severity, name = Kind.USER, Severity.MEDIUM, "slow_brute_force_user"
     description = "Slow password guessing against user {subject}"
+    limits = ("slow_failures", "slow_window")
 
     def hot(self, buckets: Sequence[Bucket], t: Thresholds) -> Iterable[int]:
-        return dense(buckets, _minutes(t.slow_window), t.slow_failures)
+        count, window = t.limits(self.name, self.limits)
+        return dense(buckets, _minutes(window), count)
 
 
 class DistributedSlow:
@@ -492,6 +515,7 @@ class DistributedSlow:
 
     kind, severity, name = Kind.USER, Severity.HIGH, "distributed_slow_user"
     description = "Distributed password guessing against user {subject}"
+    limits = ("slow_ips", "slow_window")
 
     def hot(self, buckets: Sequence[Bucket], t: Thresholds) -> Iterable[int]:
         seen: Counter[str] = Counter()
@@ -510,7 +534,8 @@ class DistributedSlow:
                 gone += not seen[ip]
             return gone
 
-        return _windows(buckets, _minutes(t.slow_window), add, remove, t.slow_ips)
+        count, window = t.limits(self.name, self.limits)
+        return _windows(buckets, _minutes(window), add, remove, count)
 
 
 class HighVolume:
@@ -577,6 +602,8 @@ RULES: tuple[Rule, ...] = (
     RetriedSignIn(),
 )
 RULE_BY_NAME: dict[str, Rule] = {r.name: r for r in RULES}
+#: The rules whose threshold and window `RULE_OVERRIDES` may set, and the defaults they take.
+LIMITS: dict[str, tuple[str, str]] = {r.name: r.limits for r in RULES if hasattr(r, "limits")}
 
 
 class Described(Protocol):
@@ -769,7 +796,7 @@ def _groups(
     for point in points:
         gap = point[0] - last_end if last_end is not None else None
         near = gap is not None and (
-            gap <= t.quiet or (slow and bool(point[3] & SLOW) and gap <= t.slow_window)
+            gap <= t.quiet or (slow and bool(point[3] & SLOW) and gap <= t.linger)
         )
         if near and period_of(point[0], t.max_hours) == period_of(groups[-1][0][0], t.max_hours):
             groups[-1].append(point)

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from .detection import LIMITS
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Name of the app setting (or `<name>__accountName` / `<name>__*ServiceUri` group) that
@@ -55,6 +57,7 @@ DEFAULTS: dict[str, str] = {
     "SLOW_WINDOW_MINUTES": "180",
     "SLOW_IP_THRESHOLD": "8",
     "PERSON_RETRY_FAILURES": "10",
+    "RULE_OVERRIDES": "",
     "BASELINE_DAYS": "7",
     "SILENCE_HOURS": "3",
     "HEALTH_SCHEDULE": "0 */15 * * * *",
@@ -194,6 +197,8 @@ class Settings:
     slow_failures: int = 10
     slow_window_minutes: int = 180
     slow_ips: int = 8
+    #: (rule, threshold, window minutes) set apart from the defaults; None keeps the default
+    rule_overrides: tuple[tuple[str, int | None, int | None], ...] = ()
     #: Most failures before a sign-in that a person retrying a forgotten password explains.
     person_retry_failures: int = 10
     baseline_days: int = 7
@@ -233,7 +238,6 @@ class Settings:
         for timer in SCHEDULES:
             r.schedule(timer)
         bastions, account = r.diagnostics()
-        prefix = CONNECTION + "__"
         return cls(
             connection=env.get(CONNECTION, "").strip(),
             blob_trigger_source=source,
@@ -266,6 +270,7 @@ class Settings:
             slow_window_minutes=num("SLOW_WINDOW_MINUTES", 15, 24 * 60),
             slow_ips=num("SLOW_IP_THRESHOLD", 2, 1000),
             person_retry_failures=num("PERSON_RETRY_FAILURES", 1, 1000),
+            rule_overrides=r.overrides("RULE_OVERRIDES"),
             baseline_days=num("BASELINE_DAYS", 1, 90),
             silence_hours=num("SILENCE_HOURS", 1, 48),
             health_schedule=r.schedule("HEALTH_SCHEDULE"),
@@ -282,7 +287,7 @@ class Settings:
             quarantine_retention_days=r.days("QUARANTINE_RETENTION_DAYS"),
             retention_schedule=r.schedule("RETENTION_SCHEDULE"),
             platform_auth=env.get("WEBSITE_AUTH_ENABLED", "").strip().lower() == "true",
-            connection_parts={k[len(prefix) :]: v for k, v in env.items() if k.startswith(prefix)},
+            connection_parts=r.group(CONNECTION + "__"),
         )
 
 
@@ -391,6 +396,32 @@ class _Reader:
         if value not in options:
             raise SettingsError(f"{name} must be {' or '.join(options)}, got {shown(value)}")
         return value
+
+    def group(self, prefix: str) -> dict[str, str]:
+        """The settings named `<prefix><part>`, by part (the identity-based connection)."""
+        return {k[len(prefix) :]: v for k, v in self.env.items() if k.startswith(prefix)}
+
+    def overrides(self, name: str) -> tuple[tuple[str, int | None, int | None], ...]:
+        """`rule.threshold=N` and `rule.window_minutes=N`, comma-separated (fail2ban's jails over
+        its `[DEFAULT]`): only the rules that declare limits (`detection.LIMITS`)."""
+        found: dict[str, list[int | None]] = {}
+        for item in filter(None, (p.strip() for p in self.get(name).split(","))):
+            rule, _, rest = item.partition(".")
+            field, _, value = rest.partition("=")
+            if rule not in LIMITS:
+                known = ", ".join(sorted(LIMITS))
+                raise SettingsError(f"{name}: no rule {shown(rule)} takes limits (rules: {known})")
+            slot = {"threshold": 0, "window_minutes": 1}.get(field.strip())
+            if slot is None or not value.strip().isascii() or not value.strip().isdigit():
+                raise SettingsError(
+                    f"{name}: {shown(item)} is not <rule>.threshold=N or <rule>.window_minutes=N"
+                )
+            number = int(value)
+            low, high = ((2, 10_000), (1, 24 * 60))[slot]
+            if not low <= number <= high:
+                raise SettingsError(f"{name}: {shown(item)} must be between {low} and {high}")
+            found.setdefault(rule, [None, None])[slot] = number
+        return tuple((rule, n, m) for rule, (n, m) in sorted(found.items()))
 
     def networks(self, name: str) -> tuple[IPNetwork, ...]:
         out = []

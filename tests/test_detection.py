@@ -92,6 +92,26 @@ def test_ip_brute_force_and_spray_are_one_incident_with_the_highest_severity() -
     assert rules(IP, "198.51.100.7", four_users) == ["ip_brute_force"]
 
 
+def test_an_override_sets_one_rule_apart_and_nothing_else() -> None:
+    """`RULE_OVERRIDES`: the address's brute force at 10, its spray at 4 accounts in an hour;
+    the account's brute force keeps the defaults, and `reach` grows with the longest window."""
+    t = Thresholds(overrides=(("ip_brute_force", 10, None), ("password_spray", 4, 60)))
+    ip = "198.51.100.7"
+
+    def found(kind: detection.Kind, subject: str, events: list[Event]) -> list[str]:
+        return sorted({r for i in evaluate(kind, subject, events, t) for r in i.rules})
+
+    brute = [ev(i * 0.5, "admin") for i in range(6)]
+    assert found(IP, ip, brute) == [] and rules(IP, ip, brute) == ["ip_brute_force"]
+    assert found(USER, "admin", brute) == rules(USER, "admin", brute) == ["user_brute_force"]
+    slow_spray = [ev(i * 14, f"user{i}") for i in range(4)]  # 4 accounts in 42 minutes
+    assert found(IP, ip, slow_spray) == ["password_spray"] and rules(IP, ip, slow_spray) == []
+    assert t.reach == timedelta(hours=3) and Thresholds(
+        overrides=(("ip_brute_force", None, 300),)
+    ).reach == timedelta(minutes=300)
+    assert t.limits("user_brute_force", ("failures", "window")) == (5, timedelta(minutes=15))
+
+
 def test_spray_window_is_twenty_minutes() -> None:
     spread = [ev(i * 4.9, f"user{i}") for i in range(5)]  # 19.6 minutes
     assert "password_spray" in rules(IP, "198.51.100.7", spread)

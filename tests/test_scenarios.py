@@ -2,7 +2,8 @@
 result inline (as fail2ban keeps its sample logs): `tests/scenarios/<rule>.fires.jsonl` and
 `<rule>.quiet.jsonl`. The first line says what is expected and why; each other line is one or
 more records (`n` of them, `every` seconds apart; `{i}` in a name or an address counts 1..n,
-`{i%k}` cycles through 1..k), on `day` (0: 2026-11-02, a Monday) at `at` UTC. They run through
+`{i%k}` cycles through 1..k), on `day` (0: 2026-11-02, a Monday) at `at` UTC; `settings` on the
+first line are app settings for that scenario (`<rule>.<variant>.<expect>.jsonl`). They run through
 the whole runner (ingest, baselines, detection) on in-memory storage; one test also walks the
 registry of rules.
 """
@@ -65,9 +66,9 @@ def expand(line: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def rules_found(records: list[dict[str, Any]]) -> set[str]:
+def rules_found(records: list[dict[str, Any]], overrides: dict[str, str]) -> set[str]:
     """Every rule of every incident the records make, through ingest on in-memory storage."""
-    settings = Settings.from_env(azurite.isolated_env("UseDevelopmentStorage=true"))
+    settings = Settings.from_env(azurite.isolated_env("UseDevelopmentStorage=true", **overrides))
     p = Pipeline(settings, Storage(settings, services=memtables.services()))
     blobs: dict[str, list[bytes]] = {}
     for r in sorted(records, key=lambda r: r["time"]):
@@ -88,8 +89,9 @@ def rules_found(records: list[dict[str, Any]]) -> set[str]:
 @pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])
 def test_scenario(path: Path) -> None:
     head, *lines = [orjson.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    assert path.name.startswith(head["rule"] + "." + head["expect"])
-    found = rules_found([r for line in lines for r in expand(line)])
+    rule, *_, expect = path.stem.split(".")
+    assert (rule, expect) == (head["rule"], head["expect"])
+    found = rules_found([r for line in lines for r in expand(line)], head.get("settings", {}))
     if head["expect"] == "fires":
         assert head["rule"] in found, f"{head['why']}: found {sorted(found)}"
     else:
@@ -106,7 +108,7 @@ def test_the_registry_of_rules() -> None:
     for rule in described:
         assert isinstance(rule.severity, detection.Severity) and "{subject}" in rule.description
         assert f"`{rule.name}`" in doc, f"{rule.name} is not in docs/detection-quality.md"
-    scenarios = {(p.name.split(".")[0], p.name.split(".")[1]) for p in FILES}
+    scenarios = {(p.stem.split(".")[0], p.stem.split(".")[-1]) for p in FILES}
     for name in set(names) - NOT_FROM_LOGS - FROM_BASELINES:
         assert {(name, "fires"), (name, "quiet")} <= scenarios, f"{name} needs both scenarios"
     assert {n for n, _ in scenarios} <= set(names), "a scenario for a rule that does not exist"

@@ -22,11 +22,25 @@ def test_defaults_build_a_valid_settings_object() -> None:
         ("MAX_RECORD_BYTES", "99999999"),
         ("BLOB_TRIGGER_SOURCE", "Polling"),
         ("IP_ALLOWLIST", "10.0.0.0/8, not-an-ip"),
+        ("RULE_OVERRIDES", "ip_brute_force.threshold=1"),
+        ("RULE_OVERRIDES", "ip_brute_force.threshold=٣"),
+        ("RULE_OVERRIDES", "ip_brute_force.limit=5"),
+        ("RULE_OVERRIDES", "success_after_failures_ip.threshold=9"),  # takes no limits
+        ("RULE_OVERRIDES", "no_such_rule.window_minutes=5"),
     ],
 )
 def test_bad_values_stop_start_up_naming_the_setting(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def test_rule_overrides_set_one_rule_apart_from_the_defaults() -> None:
+    """fail2ban's jails over its `[DEFAULT]`: an address may fail more often than an account."""
+    env = {"RULE_OVERRIDES": " ip_brute_force.threshold=20, password_spray.window_minutes=60,"
+                             "ip_brute_force.window_minutes=30"}  # fmt: skip
+    s = Settings.from_env(env)
+    assert s.rule_overrides == (("ip_brute_force", 20, 30), ("password_spray", None, 60))
+    assert Settings.from_env({}).rule_overrides == ()
 
 
 def test_secrets_are_not_in_the_repr() -> None:
