@@ -33,6 +33,8 @@ from azure.core.pipeline import Pipeline, PipelineContext, PipelineRequest, Pipe
 from azure.core.pipeline._tools import await_result as _await_result
 from azure.core.rest import _http_response_impl
 from azure.data.tables import (
+    EdmType,
+    EntityProperty,
     TableClient,
     TableEntity,
     TableServiceClient,
@@ -186,7 +188,8 @@ class Table:
         self, flt: str, parameters: dict[str, Any], select: list[str] | None = None
     ) -> Iterator[TableEntity]:
         """Filtered query; values always go in as parameters, never into the filter text."""
-        yield from self.client.query_entities(flt, parameters=parameters, select=select)
+        for row in self.client.query_entities(flt, parameters=parameters, select=select):
+            yield _plain(row)
 
     def page(
         self,
@@ -204,7 +207,7 @@ class Table:
                 flt, parameters=parameters, select=select, results_per_page=size
             ).by_page(continuation_token=token),
         )
-        return list(next(pages, [])), pages.continuation_token
+        return [_plain(row) for row in next(pages, [])], pages.continuation_token
 
     def partition(self, pk: str, select: list[str] | None = None) -> Iterator[TableEntity]:
         return self.query(layout.PARTITION, {"pk": pk}, select)
@@ -217,7 +220,7 @@ class Table:
 
     def get(self, pk: str, rk: str) -> TableEntity | None:
         try:
-            return self.client.get_entity(pk, rk)
+            return _plain(self.client.get_entity(pk, rk))
         except ResourceNotFoundError:
             return None
 
@@ -243,7 +246,7 @@ class Table:
             if op in ("update", "upsert"):
                 merge = options.get("mode") == "merge"
                 kwargs["mode"] = UpdateMode.MERGE if merge else UpdateMode.REPLACE
-            batch.append((op, entity, kwargs))
+            batch.append((op, _wide(entity), kwargs))
         try:
             self.client.submit_transaction(batch)
         except TableTransactionError as exc:
@@ -255,7 +258,7 @@ class Table:
         """Update a row only if unchanged since `etag`; its new ETag. Raises `Conflict`."""
         try:
             meta = self.client.update_entity(
-                entity,
+                _wide(entity),
                 mode=UpdateMode.MERGE if merge else UpdateMode.REPLACE,
                 etag=etag,
                 match_condition=MatchConditions.IfNotModified,
@@ -265,7 +268,7 @@ class Table:
         return str(meta.get("etag", ""))
 
     def put(self, entity: dict[str, Any]) -> None:
-        self.client.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        self.client.upsert_entity(_wide(entity), mode=UpdateMode.REPLACE)
 
     def delete(self, pk: str, rk: str) -> None:
         self.client.delete_entity(pk, rk)
@@ -418,13 +421,13 @@ class Storage:
             row["Others"] = orjson.dumps(new.others).decode()
         if new.no_identity:
             row["NoIdentity"] = new.no_identity
-        client = self.state.client
+        client, entity = self.state.client, _wide(row)
         try:
             if old.etag is None:
-                meta = client.create_entity(row)
+                meta = client.create_entity(entity)
             else:
                 meta = client.update_entity(
-                    row,
+                    entity,
                     mode=UpdateMode.REPLACE,
                     etag=old.etag,
                     match_condition=MatchConditions.IfNotModified,
@@ -516,9 +519,9 @@ def _submit(
     client: TableClient, batch: list[Mapping[str, Any]], mode: UpdateMode = UpdateMode.REPLACE
 ) -> None:
     if len(batch) == 1:
-        client.upsert_entity(batch[0], mode=mode)
+        client.upsert_entity(_wide(batch[0]), mode=mode)
         return
-    client.submit_transaction([("upsert", e, {"mode": mode}) for e in batch])
+    client.submit_transaction([("upsert", _wide(e), {"mode": mode}) for e in batch])
 
 
 # -- the SDK's batch parts, in the calling thread ----------------------------------------------
@@ -568,3 +571,25 @@ def serial_batch_parts() -> bool:
 
 _SERIAL_PARTS_FOR = "1.41.0"
 SERIAL_BATCH_PARTS = serial_batch_parts()
+
+
+# -- whole numbers past Int32 ----------------------------------------------------------------
+_INT32 = range(-(2**31), 2**31)
+
+
+def _wide(entity: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Whole numbers past Int32 as Int64: the Tables SDK refuses a plain int of 2^31 or more,
+    and a blob past 2 GiB (its size, an offset in it) would fail every invocation of it, so
+    an attacker who floods one hour's blob would blind the rest of it."""
+    if all(type(v) is not int or v in _INT32 for v in entity.values()):
+        return entity
+    return {k: EntityProperty(v, EdmType.INT64) if type(v) is int and v not in _INT32 else v
+            for k, v in entity.items()}  # fmt: skip
+
+
+def _plain(row: TableEntity) -> TableEntity:
+    """Int64 values read back as the plain ints they were written as (`_wide`)."""
+    for name, value in row.items():
+        if isinstance(value, EntityProperty):
+            row[name] = value.value
+    return row
