@@ -273,8 +273,8 @@ class CoverReader:
         """The days' incidents and cover versions: one query per run of consecutive days."""
         for first, last in layout.day_runs(days):
             versions: dict[str, str | None] = dict.fromkeys(layout.days_from(first, last))
-            for row in self.storage.alerts.query(layout.PK_RANGE, layout.day_range(first, last),
-                                                 select=_COVER_SELECT):  # fmt: skip
+            span = layout.day_partitions(first, last)
+            for row in self.storage.alerts.query(layout.PK_RANGE, span, select=_COVER_SELECT):
                 if row["PartitionKey"] not in versions:
                     continue
                 if row["RowKey"] == layout.COVER:

@@ -243,7 +243,7 @@ def day_runs(days: Iterable[str]) -> list[tuple[str, str]]:
     return runs
 
 
-def day_range(first: str, last: str) -> dict[str, str]:
+def day_partitions(first: str, last: str) -> dict[str, str]:
     """`PK_RANGE` parameters for the day partitions `first`..`last` of the alerts table."""
     return {"lo": first, "hi": last + "~"}
 

@@ -125,17 +125,7 @@ def backfill_vm_keys(storage: Storage, batch: int = 5000) -> int:
                             "TargetVMKey": str(row["TargetVMName"]).casefold()})  # fmt: skip
             done += 1
             if len(pending) >= batch:
-                _merge(storage, pending)
+                storage.upsert((storage.index, pending), merge=True)
                 pending = []
-    _merge(storage, pending)
+    storage.upsert((storage.index, pending), merge=True)
     return done
-
-
-def _merge(storage: Storage, updates: list[dict[str, str]]) -> None:
-    """One property merged into rows (same-partition transactions of at most 100)."""
-    by_partition: dict[str, list[dict[str, str]]] = {}
-    for u in updates:
-        by_partition.setdefault(u["PartitionKey"], []).append(u)
-    for rows in by_partition.values():
-        for i in range(0, len(rows), 100):
-            storage.index.transact([("upsert", u, {"mode": "merge"}) for u in rows[i : i + 100]])
