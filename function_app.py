@@ -2,15 +2,15 @@
 
 All logic lives in the `shared` package; see docs/how-it-works.md. The HTTP routes are
 anonymous at the Functions level because App Service Authentication (Entra ID) stands in front
-of them and the app checks the signed-in caller's role itself (`shared.auth`).
+of them and the app checks the signed-in caller's role itself (`shared.answer.auth`).
 """
 
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
 from shared import functions
-from shared import http as api
-from shared.settings import CONNECTION, LOGS_CONTAINER, Settings
+from shared.answer import http as api
+from shared.core.settings import CONNECTION, LOGS_CONTAINER, Settings
 
 app = func.FunctionApp()
 _SOURCE = {

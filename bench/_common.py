@@ -27,7 +27,7 @@ from azure.data.tables import TableClient, UpdateMode  # noqa: E402
 from azure.storage.blob import BlobClient  # noqa: E402
 
 from devtools import azurite, samples  # noqa: E402
-from shared.settings import Settings  # noqa: E402
+from shared.core.settings import Settings  # noqa: E402
 
 _FIRST = ["anna", "ben", "carla", "dmitri", "elif", "farid", "gina", "hugo", "ines", "jon"]
 _LAST = ["smith", "mueller", "rossi", "kowalski", "nguyen", "garcia", "ivanova", "dubois"]

@@ -47,9 +47,10 @@ from _common import settings
 from azure.core.pipeline.transport import RequestsTransport
 
 from devtools import azurite, samples
-from shared import detection
-from shared.ingest import Pipeline
-from shared.settings import LOGS_CONTAINER
+from shared.core import catalog, domain
+from shared.core.settings import LOGS_CONTAINER
+from shared.detect import windows
+from shared.ingest.loop import Pipeline
 
 DAY = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday
 ATTACKER = "198.51.100.66"
@@ -192,14 +193,14 @@ def print_campaign(accounts: int, failures: int, steps: int, hours: int) -> dict
 def evaluation(n: int = 20_000) -> float:
     t0 = DAY + timedelta(hours=3)
     events = [
-        detection.Event(t0 + timedelta(seconds=0.2 * i), f"k{i}", f"acct{i % 400}", ATTACKER,
+        domain.Event(t0 + timedelta(seconds=0.2 * i), f"k{i}", f"acct{i % 400}", ATTACKER,
                         False, "VM1", "BH")
         for i in range(n)
     ]  # fmt: skip
     best = float("inf")
     for _ in range(5):
         start = time.perf_counter()
-        detection.evaluate(detection.IP, ATTACKER, events, detection.Thresholds())
+        windows.evaluate(domain.Kind.IP, ATTACKER, events, catalog.Thresholds())
         best = min(best, time.perf_counter() - start)
     return best
 

@@ -32,8 +32,8 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient
 
 from devtools import azurite, samples
-from shared.ingest import Pipeline
-from shared.settings import LOGS_CONTAINER
+from shared.core.settings import LOGS_CONTAINER
+from shared.ingest.loop import Pipeline
 
 REQUESTS: Counter[str] = Counter()
 PORTS: dict[int, str] = {}

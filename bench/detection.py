@@ -8,8 +8,9 @@ false incidents per benign user-day, for the app and for two baselines. Not part
    to learn from) with labelled episodes of every attack type after the learning days.
 2. The app: every hour blob goes through the real pipeline (`Pipeline.ingest` on an append blob
    in a private Azurite), once in time order and once shuffled (two processes, each with its own
-   emulator); the incidents are the open rows of the alerts table, as `shared.messages.message`
-   shapes them for the queue. `TIMERS` (empty today) is where timer-driven rules plug in.
+   emulator); the incidents are the open rows of the alerts table, as
+   `shared.notify.messages.message` shapes them for the queue. `TIMERS` (empty today) is where
+   timer-driven rules plug in.
 3. Baselines on the same records, pure Python: Microsoft's Bastion query (>= 5 `Login Failed`
    per source IP in a 15-minute bin, one alert per IP and bin, as a scheduled query over 15
    minutes raises them) and fail2ban's defaults (maxretry 5 within findtime 600 s per IP; a ban
@@ -43,9 +44,9 @@ from _common import settings
 from population import Config, Episode, Rec, World
 
 from devtools import azurite
-from shared import messages
-from shared.ingest import Pipeline
-from shared.settings import LOGS_CONTAINER
+from shared.core.settings import LOGS_CONTAINER
+from shared.ingest.loop import Pipeline
+from shared.notify import messages
 
 _HOUR = re.compile(r"/y=(\d{4})/m=(\d{2})/d=(\d{2})/h=(\d{2})/")
 SLACK = timedelta(minutes=30)

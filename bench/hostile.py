@@ -31,7 +31,7 @@ import orjson
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient
 
 from devtools import azurite
-from shared.settings import LOGS_CONTAINER
+from shared.core.settings import LOGS_CONTAINER
 
 MiB = 1024 * 1024
 BLOCK = 4 * MiB
@@ -325,7 +325,7 @@ def parse_probe(path: str, impl: str) -> None:
     chunks = _chunks(path)
     items, error, t0 = 0, "", time.perf_counter()
     if impl == "ours":
-        from shared import parse
+        from shared.ingest import parse
 
         carry, pos, mode = b"", 0, parse.Mode.UNKNOWN
         chunk = next(chunks, b"")

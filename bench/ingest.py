@@ -23,9 +23,9 @@ import orjson
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient
 
 from devtools import azurite, samples
-from shared import model, parse
-from shared.ingest import Pipeline
-from shared.settings import LOGS_CONTAINER
+from shared.core.settings import LOGS_CONTAINER
+from shared.ingest import normalize, parse
+from shared.ingest.loop import Pipeline
 
 BLOCK = 4 * 1024 * 1024
 NOW = samples.START + timedelta(minutes=30)  # the hour blob is still growing
@@ -34,7 +34,7 @@ NOW = samples.START + timedelta(minutes=30)  # the hour blob is still growing
 # -- a. parse + normalize vs bare JSON ------------------------------------------------------
 def split_normalize(data: bytes, chunk: int, max_record: int) -> int:
     """What ingest does to the bytes, minus I/O: split in read-sized chunks, normalize."""
-    normalize, name = model.normalize, "bench/PT1H.json"
+    to_row, name = normalize.normalize, "bench/PT1H.json"
     carry, pos, mode, read_at, n = b"", 0, parse.Mode.UNKNOWN, 0, 0
     while True:
         piece = data[read_at : read_at + chunk]
@@ -44,7 +44,7 @@ def split_normalize(data: bytes, chunk: int, max_record: int) -> int:
         split = parse.split(buf, pos, mode, last, max_record)
         for p in split.pieces:
             if p.error is None:
-                normalize(p.value, name, p.offset, p.item)
+                to_row(p.value, name, p.offset, p.item)
                 n += 1
         carry, pos, mode = buf[split.consumed :], pos + split.consumed, split.mode
         if last:

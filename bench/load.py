@@ -20,8 +20,8 @@ import psutil
 from azure.storage.blob import BlobServiceClient
 
 from devtools import azurite, samples
-from shared.ingest import Pipeline
-from shared.settings import LOGS_CONTAINER
+from shared.core.settings import LOGS_CONTAINER
+from shared.ingest.loop import Pipeline
 
 HOSTS = 10
 

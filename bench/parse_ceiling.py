@@ -7,7 +7,7 @@
 Every row is records/s on the same bytes as `bench/ingest.py`'s parse row, divided by bare
 `orjson.loads` per line. The prototype rows are the fastest design we found: a typed C decoder
 (msgspec Structs, no dicts), parse slices that fit in L2, and the derived fields cached per
-host and per user. They build entities equal to `model.normalize`'s (checked below), so they
+host and per user. They build entities equal to `normalize.normalize`'s (checked below), so they
 are a fair ceiling. Not part of the app: an experiment kept so it can be re-run.
 """
 
@@ -23,7 +23,8 @@ import _common as c
 import orjson
 from ingest import bare, split_normalize
 
-from shared import keys, model
+from shared.ingest import normalize
+from shared.store import keys
 
 try:
     import msgspec
@@ -61,16 +62,16 @@ def loads_kept(parts: list[tuple[int, bytes]]) -> int:
 def typed_prototype(digest: str | None) -> Callable[[list[tuple[int, bytes]]], int]:
     """Decode into Structs and build the entity with per-host and per-user caches."""
     assert msgspec is not None
-    names = dict(zip(model._TEXT_NAMES, model._TEXT_KEYS, strict=True))
+    names = dict(zip(normalize._TEXT_NAMES, normalize._TEXT_KEYS, strict=True))
     props_type = msgspec.defstruct(
         "Props",
         [(n, str, "") for n in names]
         + [("ClientPort", int | None, None), ("Duration", int | None, None)],
         rename={**names, "ClientPort": "clientPort", "Duration": "duration"},
-        forbid_unknown_fields=True,  # anything unusual takes model.normalize's general path
+        forbid_unknown_fields=True,  # anything unusual takes normalize.normalize's general path
         gc=False,
     )
-    dropped = [(n, msgspec.Raw, msgspec.Raw()) for n in model._DROPPED]
+    dropped = [(n, msgspec.Raw, msgspec.Raw()) for n in normalize._DROPPED]
     record_type = msgspec.defstruct(
         "Record",
         [("time", str), ("category", str), ("properties", props_type)]
@@ -81,7 +82,7 @@ def typed_prototype(digest: str | None) -> Callable[[list[tuple[int, bytes]]], i
     )
     decode = msgspec.json.Decoder(record_type).decode
     astuple = msgspec.structs.astuple
-    parse_time = model.ciso8601.parse_datetime
+    parse_time = normalize.ciso8601.parse_datetime
     hosts: dict[tuple[str, ...], dict[str, Any]] = {}
     people: dict[tuple[str, ...], tuple[dict[str, Any], str]] = {}
 
@@ -93,7 +94,7 @@ def typed_prototype(digest: str | None) -> Callable[[list[tuple[int, bytes]]], i
                 "Location": r.location,
                 "Level": r.level,
                 "BastionResourceId": r.resourceId,
-                **model._resource_parts(r.resourceId),
+                **normalize._resource_parts(r.resourceId),
             }
         return hosts[key]
 
@@ -102,10 +103,10 @@ def typed_prototype(digest: str | None) -> Callable[[list[tuple[int, bytes]]], i
         if key not in people:
             user = keys.user_key(p.UserName, p.UserEmail)
             fields = {
-                "TargetVMName": model.vm_name(p.TargetResourceId),
-                "Outcome": model.outcome(p.Message).value,
+                "TargetVMName": normalize.vm_name(p.TargetResourceId),
+                "Outcome": normalize.outcome(p.Message).value,
                 "UserKey": user,
-                "ClientIpKey": model.ip_key(p.ClientIpAddress),
+                "ClientIpKey": normalize.ip_key(p.ClientIpAddress),
             }
             people[key] = (fields, keys.encode(user) + "|")
         return people[key]
@@ -146,7 +147,7 @@ def typed_prototype(digest: str | None) -> Callable[[list[tuple[int, bytes]]], i
                         e["ClientPort"] = p.ClientPort
                     if p.Duration is not None:
                         e["Duration"] = p.Duration
-                    if digest:  # model.normalize's identity digest, byte for byte
+                    if digest:  # normalize.normalize's identity digest, byte for byte
                         ident = "\x1f".join(
                             (
                                 stamp,
@@ -180,7 +181,7 @@ def check_prototype(data: bytes) -> None:
     assert len(got) == sample.count(b"\n"), (len(got), sample.count(b"\n"))
     offset = 0
     for line, entity in zip(sample.split(b"\n"), got, strict=False):
-        want = model.normalize(orjson.loads(line), "bench", offset, 0)
+        want = normalize.normalize(orjson.loads(line), "bench", offset, 0)
         assert entity == want, (sorted(entity.items()), sorted(want.items()))
         offset += len(line) + 1
 

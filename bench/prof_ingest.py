@@ -22,9 +22,11 @@ from azure.storage.blob import BlobServiceClient
 from ingest import NOW, split_normalize
 
 from devtools import azurite, samples
-from shared import keys, model, parse
-from shared.ingest import Pipeline
-from shared.settings import LOGS_CONTAINER
+from shared.core import domain
+from shared.core.settings import LOGS_CONTAINER
+from shared.ingest import normalize, parse
+from shared.ingest.loop import Pipeline
+from shared.store import keys
 
 
 def per_record(label: str, fn: Callable[[], Any], n: int, rows: list[tuple[str, float]]) -> None:
@@ -54,28 +56,31 @@ def breakdown(data: bytes) -> list[tuple[str, float]]:
     per_record("    bare orjson.loads per line", lambda: [orjson.loads(x) for x in lines], n, rows)
     per_record(
         "    Piece() construction",
-        lambda: [parse.Piece(0, 0, v, b"") for v in values],
+        lambda: [domain.Piece(0, 0, v, b"") for v in values],
         n,
         rows,
     )
     per_record(
-        "  model.normalize",
-        lambda: [model.normalize(v, "b", 0, 0) for v in values],
+        "  normalize.normalize",
+        lambda: [normalize.normalize(v, "b", 0, 0) for v in values],
         n,
         rows,
     )
     per_record(
         "    key-set checks (top, props)",
         lambda: [
-            (v.keys() <= model._KNOWN_TOP, p.keys() <= model._KNOWN_PROPS)
+            (v.keys() <= normalize._KNOWN_TOP, p.keys() <= normalize._KNOWN_PROPS)
             for v, p in zip(values, props, strict=True)
         ],
         n,
         rows,
     )
-    times = [model._time(v["time"], "time") for v in values]
+    times = [normalize._time(v["time"], "time") for v in values]
     per_record(
-        "    _time (ciso8601 + tz)", lambda: [model._time(v["time"], "t") for v in values], n, rows
+        "    _time (ciso8601 + tz)",
+        lambda: [normalize._time(v["time"], "t") for v in values],
+        n,
+        rows,
     )
     per_record(
         "    isoformat(timespec=us)",
@@ -87,10 +92,10 @@ def breakdown(data: bytes) -> list[tuple[str, float]]:
     def text_props() -> None:
         for p in props:
             e = {}
-            for raw, name in model._TEXT_PROPS.items():
+            for raw, name in normalize._TEXT_PROPS.items():
                 text = p.get(raw, "")
-                e[name] = text if text.__class__ is str else model._text(text, raw)
-            for raw, name in model._INT_PROPS.items():
+                e[name] = text if text.__class__ is str else normalize._text(text, raw)
+            for raw, name in normalize._INT_PROPS.items():
                 number = p.get(raw)
                 if number is not None:
                     e[name] = number
@@ -99,19 +104,19 @@ def breakdown(data: bytes) -> list[tuple[str, float]]:
     per_record(
         "    _resource_parts + vm_name (cached)",
         lambda: [
-            (model._resource_parts(v["resourceId"]), model.vm_name(p["targetResourceId"]))
+            (normalize._resource_parts(v["resourceId"]), normalize.vm_name(p["targetResourceId"]))
             for v, p in zip(values, props, strict=True)
         ],
         n,
         rows,
     )
     per_record(
-        "    outcome(message)", lambda: [model.outcome(p["message"]) for p in props], n, rows
+        "    outcome(message)", lambda: [normalize.outcome(p["message"]) for p in props], n, rows
     )
     per_record(
         "    user_key + ip_key (cached)",
         lambda: [
-            (keys.user_key(p["userName"], p["userEmail"]), model.ip_key(p["clientIpAddress"]))
+            (keys.user_key(p["userName"], p["userEmail"]), normalize.ip_key(p["clientIpAddress"]))
             for p in props
         ],
         n,
@@ -121,7 +126,7 @@ def breakdown(data: bytes) -> list[tuple[str, float]]:
 
     def identity() -> None:
         for stamp, v, p in zip(stamps, values, props, strict=True):
-            fields = [p.get(k, "") for k in model._TEXT_PROPS if k != "userAgent"][:9]
+            fields = [p.get(k, "") for k in normalize._TEXT_PROPS if k != "userAgent"][:9]
             text = "\x1f".join([stamp, v["resourceId"], str(p["clientPort"]), "None", *fields])
             hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
 

@@ -1,6 +1,6 @@
 """What one daily retention run costs (issue 17), with 1 and with 30 days of data kept.
 
-    .venv/bin/python bench/retention.py            # ~1 min
+    .venv/bin/python bench/policy.py            # ~1 min
 
 Each case ingests, through the real pipeline, a Bastion host's days (four hour blobs a day,
 240 records of 8 accounts, a brute force that opens an incident, a bad line that is
@@ -27,10 +27,11 @@ from _common import settings
 from azure.core.pipeline.transport import RequestsTransport
 
 from devtools import azurite, samples
-from shared import layout, retention
-from shared.ingest import Pipeline
-from shared.retain import Expirer
-from shared.settings import LOGS_CONTAINER
+from shared.core.settings import LOGS_CONTAINER
+from shared.ingest.loop import Pipeline
+from shared.keep import policy
+from shared.keep.expiry import Expirer
+from shared.store import layout
 
 COUNTS: Counter[str] = Counter()
 _send = RequestsTransport.send
@@ -84,15 +85,15 @@ def case(connection: str, kept: int, now: datetime, caught_up: bool) -> dict[str
     p = Pipeline(settings(connection, f"R{kept}{int(caught_up)}", RETENTION_DAYS=str(RETENTION),
                           ALERT_RETENTION_DAYS=str(RETENTION),
                           QUARANTINE_RETENTION_DAYS=str(RETENTION)))  # fmt: skip
-    keep = datetime.fromisoformat(retention.first_kept(RETENTION, now) or "").replace(tzinfo=UTC)
+    keep = datetime.fromisoformat(policy.first_kept(RETENTION, now) or "").replace(tzinfo=UTC)
     expired = 1 if caught_up else 30
     days = [keep - timedelta(days=d) for d in range(expired, 0, -1)]
     days += [keep + timedelta(days=d) for d in range(kept)]
     stored = build(p, f"BASTION-{kept}-{int(caught_up)}", days)
     if caught_up:  # yesterday's run removed everything before the expiring day
-        before = retention.next_day(days[0].date().isoformat(), -1)
-        for kind in retention.CLASSES:
-            p.storage.state.put(retention.watermark(kind, before, {}))
+        before = policy.next_day(days[0].date().isoformat(), -1)
+        for kind in policy.CLASSES:
+            p.storage.state.put(policy.watermark(kind, before, {}))
     COUNTS.clear()
     start = time.perf_counter()
     removed = Expirer(p.storage).run(now)

@@ -16,9 +16,9 @@ import _common
 import orjson
 import psutil
 
-from shared.ingest import Pipeline
-from shared.settings import LOGS_CONTAINER, Settings
-from shared.storage import Storage
+from shared.core.settings import LOGS_CONTAINER, Settings
+from shared.ingest.loop import Pipeline
+from shared.store.tables import Storage
 
 
 class CountingStorage(Storage):
@@ -27,7 +27,7 @@ class CountingStorage(Storage):
     written = 0
 
     def upsert(self, *writes: tuple[str, list], merge: bool = False) -> None:  # type: ignore[override]
-        from shared.storage import _batches
+        from shared.store.tables import _batches
 
         for _table, entities in writes:
             for batch in _batches(entities):

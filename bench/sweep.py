@@ -27,9 +27,9 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobPrefix, ContainerClient
 
 from devtools import azurite, samples
-from shared.ingest import Pipeline
-from shared.settings import LOGS_CONTAINER
-from shared.sweep import Sweeper, host_folders
+from shared.core.settings import LOGS_CONTAINER
+from shared.ingest.loop import Pipeline
+from shared.ingest.sweep import Sweeper, host_folders
 
 COUNTS: Counter[str] = Counter()
 _send = RequestsTransport.send

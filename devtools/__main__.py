@@ -10,7 +10,7 @@ from pathlib import Path
 
 from azure.core.exceptions import AzureError
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 
 from . import alerts, azurite, demo, samples
 

@@ -11,8 +11,8 @@ from typing import IO, Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.settings import Settings
-from shared.storage import Storage
+from shared.core.settings import Settings
+from shared.store.tables import Storage
 
 
 def show_queue(

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.settings import CONNECTION
+from shared.core.settings import CONNECTION
 
 #: The emulator's well-known development account (public, documented by Microsoft).
 AZURITE_KEY = (

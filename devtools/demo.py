@@ -6,9 +6,9 @@ import logging
 from collections import defaultdict
 from typing import Any, TextIO
 
-from shared import quarantine
-from shared.ingest import Pipeline, Summary
-from shared.settings import CONNECTION, LOGS_CONTAINER, Settings
+from shared.core.settings import CONNECTION, LOGS_CONTAINER, Settings
+from shared.ingest.loop import Pipeline, Summary
+from shared.store import quarantine
 
 from . import azurite, samples
 

@@ -620,5 +620,5 @@ class MemoryBlobService:
 
 
 def services() -> tuple[MemoryBlobService, MemoryTableService, MemoryQueueService]:
-    """Blob, table and queue services in memory, for `shared.storage.Storage(services=...)`."""
+    """Blob, table and queue services in memory, for `shared.store.tables.Storage(services=...)`."""
     return MemoryBlobService(), MemoryTableService(), MemoryQueueService()

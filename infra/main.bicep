@@ -120,7 +120,7 @@ var logsContainer = 'insights-logs-bastionauditlogs'
 // (Requires-Python <3.13); 3.13 needs azure-functions 2.x and the azure-functions-runtime worker.
 var pythonVersion = '3.12'
 
-// The app's tables: setting name -> table name (the defaults of shared/settings.py). The table
+// The app's tables: setting name -> table name (the defaults of shared/core/settings.py). The table
 // resources, their per-table role assignments and the app settings all come from this one
 // variable: adding a table is one line here.
 var logsTables = {
@@ -266,7 +266,7 @@ module keyVault 'app/key-vault.bicep' = {
   }
 }
 
-// Every setting shared/settings.py reads (DEFAULTS), with the values Azure needs, plus the
+// Every setting shared/core/settings.py reads (DEFAULTS), with the values Azure needs, plus the
 // settings of the API's sign-in (API_AUTH, API_READER_ROLE).
 // Timer schedules are %SWEEP_SCHEDULE% / %ALERT_RETRY_SCHEDULE% expressions: they MUST be set.
 var bastionRgName = empty(bastionResourceGroupName) ? logsStorageResourceGroupName : bastionResourceGroupName

@@ -41,7 +41,7 @@ from typing import Any, NoReturn, TextIO
 
 import orjson
 
-from .settings import CONNECTION, LOGS_CONTAINER, Settings, SettingsError
+from shared.core.settings import CONNECTION, LOGS_CONTAINER, Settings, SettingsError
 
 ACTIVITY_COLUMNS = [
     ("time", "Time (UTC)"),
@@ -241,7 +241,7 @@ def explain(exc: BaseException) -> tuple[int, str]:
         ServiceRequestError,
     )
 
-    from .queries import BadQuery
+    from shared.answer.queries import BadQuery
 
     if isinstance(exc, (BadQuery, SettingsError, Wrong)):
         return 2, _first(exc)
@@ -295,7 +295,7 @@ class _App:
     """The storage clients for one command, closed afterwards."""
 
     def __enter__(self) -> Any:
-        from .storage import Storage
+        from shared.store.tables import Storage
 
         settings = Settings.load()
         if not settings.connection and not settings.connection_parts:
@@ -314,7 +314,7 @@ class _App:
 
 
 def _activity(args: argparse.Namespace, out: TextIO) -> int:
-    from . import queries
+    from shared.answer import queries
 
     params = {"user": args.user, "vm": args.vm, "ip": args.ip, "outcome": args.outcome}
     params |= {"from": args.start, "to": args.end}
@@ -339,7 +339,7 @@ def _matched(note: str, fmt: str, out: TextIO) -> None:
 
 
 def _alerts(args: argparse.Namespace, out: TextIO) -> int:
-    from . import queries
+    from shared.answer import queries
 
     query = queries.parse_alerts({"status": args.status, "from": args.start, "to": args.end})
     with _App() as storage:
@@ -348,7 +348,7 @@ def _alerts(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _status(args: argparse.Namespace, out: TextIO) -> int:
-    from . import status
+    from shared.answer import status
 
     with _App() as storage:
         report = status.collect(storage, storage.logs())
@@ -386,7 +386,7 @@ def _print_others(body: dict[str, Any], out: TextIO) -> None:
 
 
 def _quarantine(args: argparse.Namespace, out: TextIO) -> int:
-    from . import queries
+    from shared.answer import queries
 
     start, end = queries.parse_range({"from": args.start, "to": args.end}, datetime.now(UTC), 366)
     with _App() as storage:
@@ -396,7 +396,7 @@ def _quarantine(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _report(args: argparse.Namespace, out: TextIO) -> int:
-    from . import report
+    from shared.answer import report
 
     start, end = report.parse({"from": args.start, "to": args.end})
     with _App() as storage:
@@ -414,8 +414,8 @@ def _report(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _ingest(args: argparse.Namespace, out: TextIO) -> int:
-    from .ingest import Summary
-    from .services import Services
+    from shared.ingest.loop import Summary
+    from shared.services import Services
 
     if not args.source.strip():  # Path("") is the working folder: not what anyone means
         raise Wrong("PATH_OR_BLOB_PREFIX is empty: name a file, a folder or a blob prefix")
@@ -490,8 +490,8 @@ def local_files(root: Path, prefix: str = "") -> Iterator[tuple[Path, str]]:
 
 
 def _erase(args: argparse.Namespace, out: TextIO) -> int:
-    from .retain import Eraser
-    from .retention import NoSuchAccount
+    from shared.keep.expiry import Eraser
+    from shared.keep.policy import NoSuchAccount
 
     with _App() as storage:
         eraser = Eraser(storage)
@@ -509,7 +509,7 @@ def _erase(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _aliases(args: argparse.Namespace, out: TextIO) -> int:
-    from .store import backfill_aliases, backfill_vm_keys
+    from shared.ingest.chunks import backfill_aliases, backfill_vm_keys
 
     with _App() as storage:
         written = backfill_aliases(storage)
@@ -520,7 +520,7 @@ def _aliases(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _retain(args: argparse.Namespace, out: TextIO) -> int:
-    from .retain import Expirer
+    from shared.keep.expiry import Expirer
 
     since = _since(args.since) if args.since is not None else None
     with _App() as storage:
@@ -548,21 +548,21 @@ def _look_back(storage: Any, expirer: Any, since: str) -> None:
     """Move each class's watermark back to the day before `since`, never forward (a day
     skipped would stay for ever) and never before the oldest day stored (nothing is there);
     a class without a watermark starts at its oldest day anyway."""
-    from . import retention
+    from shared.keep import policy
 
-    for kind in retention.CLASSES:
-        row = storage.state.get(retention.WATERMARK_PARTITION, kind)
+    for kind in policy.CLASSES:
+        row = storage.state.get(policy.WATERMARK_PARTITION, kind)
         oldest = expirer.oldest(kind) if row is not None else None
         if row is None or oldest is None:
             continue
-        before = retention.next_day(max(since, oldest), -1)
+        before = policy.next_day(max(since, oldest), -1)
         if str(row["Through"]) > before:
-            storage.state.put(retention.watermark(kind, before, {}))
+            storage.state.put(policy.watermark(kind, before, {}))
 
 
 def _since(raw: str) -> str:
     """`retain --since`: a day (or a time, whose UTC day counts), not after today."""
-    from .queries import BadQuery, parse_time
+    from shared.answer.queries import BadQuery, parse_time
 
     day = parse_time(raw, "--since").date().isoformat()  # says what is wrong: form or range
     if day > datetime.now(UTC).date().isoformat():

@@ -12,11 +12,11 @@ from functools import lru_cache
 
 from azure.storage.blob import BlobClient
 
-from .ingest import Summary
-from .retain import Expirer
-from .services import Services
-from .settings import Settings
-from .storage import Storage
+from shared.core.settings import Settings
+from shared.ingest.loop import Summary
+from shared.keep.expiry import Expirer
+from shared.services import Services
+from shared.store.tables import Storage
 
 log = logging.getLogger(__name__)
 #: The Azure SDK logs every request and response at INFO (`azure.core.pipeline.policies.

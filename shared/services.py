@@ -9,14 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from . import detect
-from .alerting import Deliverer
-from .detect import Detector
-from .health import Health
-from .ingest import Pipeline
-from .settings import Settings
-from .storage import Storage
-from .sweep import Sweeper
+from shared.core.settings import Settings
+from shared.detect import runner
+from shared.detect.runner import Detector
+from shared.hosts.health import Health
+from shared.ingest.loop import Pipeline
+from shared.ingest.sweep import Sweeper
+from shared.notify.delivery import Deliverer
+from shared.store.tables import Storage
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,10 @@ class Services:
     @classmethod
     def build(cls, storage: Storage) -> Services:
         s = storage.settings
-        detector = detect.build(storage)
-        pipeline = Pipeline(s, storage, detector)
+        found = runner.build(storage)
+        pipeline = Pipeline(s, storage, found)
         sweeper = Sweeper(storage, pipeline, timedelta(hours=s.sweep_lookback_hours))
-        return cls(s, storage, detector, pipeline, sweeper, detector.health, detector.deliverer)
+        return cls(s, storage, found, pipeline, sweeper, found.health, found.deliverer)
 
     def close(self) -> None:
         self.detector.close()

@@ -23,8 +23,8 @@ from reliability_support import Restartable
 
 from devtools import azurite, samples
 from shared import functions
-from shared.ingest import Pipeline
-from shared.settings import CONNECTION, DEFAULTS, LOGS_CONTAINER, Settings
+from shared.core.settings import CONNECTION, DEFAULTS, LOGS_CONTAINER, Settings
+from shared.ingest.loop import Pipeline
 
 _ids = itertools.count(1)
 _NEEDS_AZURITE = {"emulator", "restartable"}

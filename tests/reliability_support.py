@@ -17,11 +17,11 @@ from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueServiceClient
 
 from devtools import azurite, samples
-from shared import quarantine
-from shared.ingest import Pipeline, Summary
-from shared.layout import CURSOR_PARTITION
-from shared.settings import CONNECTION, LOGS_CONTAINER, Settings
-from shared.storage import Busy, Storage
+from shared.core.settings import CONNECTION, LOGS_CONTAINER, Settings
+from shared.ingest.loop import Pipeline, Summary
+from shared.store import quarantine
+from shared.store.layout import CURSOR_PARTITION
+from shared.store.tables import Busy, Storage
 
 #: What makes two alert rows "the same incident": everything but delivery bookkeeping.
 ALERT_FIELDS = (
@@ -196,7 +196,7 @@ def snapshot(p: Pipeline, blob_prefix: str = "") -> Snapshot:
 
 
 #: Bookkeeping of arrival, not answers: a baseline row's `Was` names the sign-in its first
-#: sighting displaced (which one depends on the order records came in; `shared.profile`).
+#: sighting displaced (which one depends on the order records came in; `shared.baselines.profiler`).
 ARRIVAL_FIELDS = ("Was", "WasIp")
 
 

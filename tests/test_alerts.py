@@ -17,8 +17,9 @@ import time_machine
 from azure.functions.timer import TimerRequest
 
 from devtools import samples
-from shared import alerting, status
-from shared.ingest import Pipeline
+from shared.answer import status
+from shared.ingest.loop import Pipeline
+from shared.notify import delivery
 
 pytestmark = pytest.mark.azurite
 
@@ -109,7 +110,7 @@ def test_attack_across_blobs_is_one_incident_whatever_the_order(
     assert [(m["rule"], m["event"], m["notification"]) for m in messages] == [
         ("ip_brute_force", "opened", 1)
     ]
-    assert messages[0]["schema"] == alerting.SCHEMA and messages[0]["failureCount"] == 6
+    assert messages[0]["schema"] == delivery.SCHEMA and messages[0]["failureCount"] == 6
 
 
 def test_redelivered_blobs_do_not_alert_again(
@@ -207,7 +208,7 @@ def test_webhooks_receive_generic_teams_and_slack_payloads(
     )
     ingest_all(p, logs, burst(blob_prefix))
     assert len(hook.bodies) == 3
-    generic = [b for b in hook.bodies if b.get("schema") == alerting.SCHEMA]
+    generic = [b for b in hook.bodies if b.get("schema") == delivery.SCHEMA]
     teams = [b for b in hook.bodies if b.get("type") == "message"]
     slack = [b for b in hook.bodies if "blocks" in b]
     assert len(generic) == len(teams) == len(slack) == 1

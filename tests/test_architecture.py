@@ -1,7 +1,8 @@
-"""The house in docs/architecture.md is the house in the code: every module has a room, the
-import contracts in pyproject.toml hold (import-linter: layers, a pure core without I/O), no
-function in the package grows past 60 lines, and unit tests cannot reach the network or the
-developer's settings."""
+"""The house in docs/architecture.md is the house in the code: one folder per stage, each
+module drawn in the document and placed in a layer, the import contracts in pyproject.toml
+hold (import-linter: layers, pure modules without I/O), no two names of one stem, no function
+in the package past 60 lines, and unit tests cannot reach the network or the developer's
+settings."""
 
 from __future__ import annotations
 
@@ -21,51 +22,47 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT / "shared"
 DOC = ROOT / "docs" / "architecture.md"
 
-#: Pure core: decides, formats and names things; never touches a client, a socket or a clock
-#: it was not given.
-PURE = {
-    "activity", "auth", "baseline", "clients", "detection", "diagnostics", "digest", "entities",
-    "incidents", "keys", "layout", "messages", "model", "parse", "planning", "quarantine",
-    "retention", "settings", "text",
-}  # fmt: skip
-#: The write path, in the order the data walks it (plus the sweep that feeds it).
-WRITE = {
-    "storage", "blobs", "store", "ingest", "detect", "profile", "health", "alerting", "sweep",
-    "arm", "retain",
-}  # fmt: skip
-#: The read side: answers questions about what was stored.
-READ = {"queries", "report", "status"}
-#: Edges: wiring for the triggers, the HTTP bodies and the command line.
-EDGES = {"services", "functions", "http", "cli", "__main__", "__init__"}
+
+def modules() -> list[str]:
+    """Every module of the package, dotted from `shared` (`detect.windows`, `cli`)."""
+    out = []
+    for path in SHARED.rglob("*.py"):
+        parts = path.relative_to(SHARED).with_suffix("").parts
+        if parts[-1] != "__init__":
+            out.append(".".join(parts))
+    return sorted(out)
 
 
-def modules() -> dict[str, set[str]]:
-    """Each module of the package, and everything it imports (sibling names for `from .`)."""
-    out: dict[str, set[str]] = {}
-    for path in SHARED.glob("*.py"):
-        names: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                if node.module:
-                    names.add(node.module.split(".")[0])
-                else:
-                    names.update(a.name for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names.add(node.module)
-            elif isinstance(node, ast.Import):
-                names.update(a.name for a in node.names)
-        out[path.stem] = names
-    return out
+def packages() -> list[str]:
+    return sorted(p.parent.name for p in SHARED.glob("*/__init__.py"))
 
 
-def test_every_module_has_a_room_and_the_document_names_it() -> None:
-    found = set(modules())
-    assert found == PURE | WRITE | READ | EDGES, "a new module needs a room (and a line in docs)"
-    named = set(re.findall(r"`(\w+)\.py`", DOC.read_text()))
-    assert found - {"__init__"} <= named, f"not in docs/architecture.md: {found - named}"
-    assert named <= found | {"function_app"}, (
-        f"docs name modules that do not exist: {named - found}"
-    )
+def test_every_module_is_drawn_in_the_document() -> None:
+    found = set(re.findall(r"`([\w/]+)\.py`", DOC.read_text()))
+    named = {n for n in found if not n.startswith(("tests/", "devtools/", "shared/"))}
+    named -= {"function_app", "__init__"}
+    paths = {m.replace(".", "/") for m in modules()}
+    assert paths - {"__main__"} <= named, f"not in docs/architecture.md: {paths - named}"
+    assert named <= paths, f"docs name modules that do not exist: {named - paths}"
+
+
+def test_the_root_keeps_only_the_wiring() -> None:
+    assert {m for m in modules() if "." not in m} == {"__main__", "cli", "functions", "services"}
+
+
+def test_each_folder_says_what_lives_there_and_what_it_may_import() -> None:
+    for name in packages():
+        doc = ast.get_docstring(ast.parse((SHARED / name / "__init__.py").read_text()))
+        assert doc and 1 <= doc.count("\n") <= 3 and "import" in doc.lower(), name
+
+
+def test_no_two_names_differ_only_by_a_suffix() -> None:
+    """`detect` beside `detection`, `retain` beside `retention`, `store` beside `storage`: two
+    names of one stem make people guess. Modules and folders alike, by their first letters."""
+    names = sorted({m.rsplit(".", 1)[-1] for m in modules()} | set(packages()) - {"__main__"})
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert a[:4] != b[:4], f"{a} and {b} are told apart only by their ends"
 
 
 def contracts() -> list[dict[str, Any]]:
@@ -74,10 +71,10 @@ def contracts() -> list[dict[str, Any]]:
 
 
 def test_the_import_contracts_hold() -> None:
-    """import-linter (pyproject.toml): the layers import downwards only, the pure core does no
-    I/O, nothing deployed imports tooling. A broken contract prints the chain of imports. In
-    a process of its own: it configures logging (`dictConfig`), which would silence the
-    loggers of the tests after it."""
+    """import-linter (pyproject.toml): the stages import downwards only, and inside each stage
+    its rooms do; the pure modules do no I/O; nothing deployed imports tooling. A broken
+    contract prints the chain of imports. In a process of its own: it configures logging
+    (`dictConfig`), which would silence the loggers of the tests after it."""
     run = "import sys; from importlinter.cli import lint_imports as l; sys.exit(l(no_cache=True))"
     done = subprocess.run(
         [sys.executable, "-c", run], cwd=ROOT, capture_output=True, text=True, timeout=120
@@ -85,12 +82,18 @@ def test_the_import_contracts_hold() -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
 
 
-def test_the_contracts_name_every_room() -> None:
-    """Every module sits in one layer, and the pure core of the contract is this one."""
-    layers, pure = contracts()[0]["layers"], contracts()[1]["source_modules"]
-    placed = [m.strip() for layer in layers for m in layer.split("|")]
-    assert sorted(placed) == sorted(set(modules()) - {"__init__"}), "a module needs a layer"
-    assert {m.removeprefix("shared.") for m in pure} == PURE
+def test_the_contracts_place_every_module() -> None:
+    """Every stage and root module sits in a layer of the stages, and every module of a stage
+    in a layer of its stage's contract."""
+    placed: set[str] = set()
+    for c in contracts():
+        if c["type"] != "layers":
+            continue
+        (container,) = c["containers"]
+        prefix = container.removeprefix("shared").lstrip(".")
+        for layer in c["layers"]:
+            placed |= {f"{prefix}.{m.strip()}".lstrip(".") for m in layer.split("|")}
+    assert placed == set(modules()) | set(packages())
 
 
 def test_function_app_only_declares_triggers() -> None:
@@ -100,7 +103,7 @@ def test_function_app_only_declares_triggers() -> None:
             assert len(node.body) == 1, f"{node.name}: one call into shared, nothing else"
 
 
-@pytest.mark.parametrize("path", [*sorted(SHARED.glob("*.py")), ROOT / "function_app.py"])
+@pytest.mark.parametrize("path", [*sorted(SHARED.rglob("*.py")), ROOT / "function_app.py"])
 def test_no_function_is_over_sixty_lines(path: Path) -> None:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):

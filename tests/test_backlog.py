@@ -15,7 +15,7 @@ from azure.functions.timer import TimerRequest
 from test_campaigns import host_blob, lines, queue
 
 from devtools import samples
-from shared.ingest import Pipeline
+from shared.ingest.loop import Pipeline
 
 pytestmark = pytest.mark.azurite
 ATTACKER = "198.51.100.77"

@@ -9,9 +9,11 @@ from datetime import UTC, date, datetime, timedelta
 import orjson
 import pytest
 
-from shared import activity, baseline, digest, messages
-from shared.baseline import Sighting
-from shared.detection import Severity
+from shared.baselines import habits
+from shared.baselines.habits import Sighting
+from shared.core.domain import Severity
+from shared.hosts import activity
+from shared.notify import digest, messages
 
 DAY0 = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday
 ARM = timedelta(days=7)
@@ -28,15 +30,15 @@ def habit(days: int = 8, hours: range = range(8, 18, 3)) -> list[Sighting]:
 
 
 def learned(sightings: list[Sighting]) -> dict[str, Sighting]:
-    return baseline.fold({}, sightings)
+    return habits.fold({}, sightings)
 
 
-def found(rows: dict[str, Sighting], failures: int = 0) -> dict[str, baseline.Finding]:
-    return baseline.findings(rows, lambda _: failures, ARM, threshold=5)
+def found(rows: dict[str, Sighting], failures: int = 0) -> dict[str, habits.Finding]:
+    return habits.findings(rows, lambda _: failures, ARM, threshold=5)
 
 
 def with_new(rows: dict[str, Sighting], s: Sighting) -> dict[str, Sighting]:
-    return {**rows, **baseline.fold(rows, [s])}
+    return {**rows, **habits.fold(rows, [s])}
 
 
 def at(days: int, hour: int, ip: str = "198.18.4.9", vm: str = "LINUX-WEB-01") -> Sighting:
@@ -52,15 +54,15 @@ def test_fold_is_a_minimum_whatever_the_order_and_replays_change_nothing() -> No
         random.Random(seed).shuffle(shuffled)
         rows: dict[str, Sighting] = {}
         for part in (shuffled[:7], shuffled[7:20], shuffled[20:]):  # sliced, out of order
-            rows.update(baseline.fold(rows, part))
+            rows.update(habits.fold(rows, part))
         assert rows == want
-    assert baseline.fold(want, events) == {}  # a replay writes nothing
+    assert habits.fold(want, events) == {}  # a replay writes nothing
 
 
 def test_networks_are_slash_24_and_slash_48() -> None:
-    assert baseline.network("203.0.113.77") == "203.0.113.0/24"
-    assert baseline.network("2001:db8:1:2::5") == "2001:db8:1::/48"
-    assert baseline.network("not an ip") == "not an ip"
+    assert habits.network("203.0.113.77") == "203.0.113.0/24"
+    assert habits.network("2001:db8:1:2::5") == "2001:db8:1::/48"
+    assert habits.network("not an ip") == "not an ip"
 
 
 def test_a_new_network_alone_is_no_finding() -> None:
@@ -98,12 +100,12 @@ def test_known_network_at_night_is_no_finding() -> None:
 def test_off_hours_is_inside_the_accounts_night(hour: int, night: bool) -> None:
     rows = learned(habit())  # seen 08, 11, 14, 17 h: night 18..07, an hour from its edges
     when = DAY0 + timedelta(days=9, hours=hour)
-    assert baseline.off_hours(rows, when) is night
+    assert habits.off_hours(rows, when) is night
 
 
 def test_full_baseline_learns_nothing_new() -> None:
-    rows = {f"net|{i}": at(1, 9, ip=f"10.0.{i}.1") for i in range(baseline.MAX_ROWS)}
-    assert baseline.fold(rows, [at(2, 9, ip="192.0.2.1")]) == {}
+    rows = {f"net|{i}": at(1, 9, ip=f"10.0.{i}.1") for i in range(habits.MAX_ROWS)}
+    assert habits.fold(rows, [at(2, 9, ip="192.0.2.1")]) == {}
 
 
 # -- host silence --------------------------------------------------------------------------------
@@ -214,11 +216,11 @@ def test_a_flood_of_low_findings_still_fits_one_queue_message() -> None:
 def test_last_use_is_rewritten_weekly_and_retention_allows_for_the_lag() -> None:
     """`Last` moves when a week old (a row used daily costs a write a week); a row is removed
     only when even its latest possible use is older than the days kept."""
-    assert baseline.refresh("", "2026-11-23")  # never set
-    assert not baseline.refresh("2026-11-16", "2026-11-23")  # a week: kept as it is
-    assert baseline.refresh("2026-11-15", "2026-11-23")
-    assert not baseline.refresh("2026-11-23", "2026-11-01")  # a late record: never moves back
+    assert habits.refresh("", "2026-11-23")  # never set
+    assert not habits.refresh("2026-11-16", "2026-11-23")  # a week: kept as it is
+    assert habits.refresh("2026-11-15", "2026-11-23")
+    assert not habits.refresh("2026-11-23", "2026-11-01")  # a late record: never moves back
     keep_from = "2026-11-01"
-    stale = baseline.stale_before(keep_from)
-    latest_use = (date.fromisoformat(stale) + baseline.LAST_STEP).isoformat()
+    stale = habits.stale_before(keep_from)
+    latest_use = (date.fromisoformat(stale) + habits.LAST_STEP).isoformat()
     assert latest_use <= keep_from  # a row with `Last` before `stale` was unused since

@@ -16,9 +16,10 @@ from azure.functions.timer import TimerRequest
 from test_alerts import Hook
 
 from devtools import samples
-from shared import detect, layout
-from shared.ingest import Pipeline
-from shared.storage import Table
+from shared.detect import runner
+from shared.ingest.loop import Pipeline
+from shared.store import layout
+from shared.store.tables import Table
 
 pytestmark = pytest.mark.azurite
 DAY = datetime(2026, 11, 24, tzinfo=UTC)
@@ -378,7 +379,7 @@ def population(seed: int) -> dict[str, bytes]:
 def reference(emulator: Any) -> list[tuple[Any, ...]]:
     """The incidents of the population replayed in time order, blob by blob."""
     from devtools import azurite
-    from shared.settings import LOGS_CONTAINER, Settings
+    from shared.core.settings import LOGS_CONTAINER, Settings
 
     p = Pipeline(Settings.from_env(azurite.isolated_env(emulator.connection_string)))
     logs = p.storage.blobs.get_container_client(LOGS_CONTAINER)
@@ -447,9 +448,9 @@ def test_one_failing_actor_does_not_stop_the_others(
     """A bug (or an entity the service refuses) for one address: the others are detected, the
     invocation succeeds, the failed one is queued, and the timer detects it later."""
     p = app_env()
-    original = detect.Evaluation._actor_once
+    original = runner.Evaluation._actor_once
 
-    def broken(self: detect.Evaluation, task: detect.Task, *args: Any) -> Any:
+    def broken(self: runner.Evaluation, task: runner.Task, *args: Any) -> Any:
         if task.actor.subject == "192.0.2.13":
             raise ValueError("content that trips a bug")
         return original(self, task, *args)
@@ -463,7 +464,7 @@ def test_one_failing_actor_does_not_stop_the_others(
     name = host_blob(logs, blob_prefix, "BASTION-ISOLATE", start)
     logs.upload_blob(name, lines(records))
     with monkeypatch.context() as m:
-        m.setattr(detect.Evaluation, "_actor_once", broken)
+        m.setattr(runner.Evaluation, "_actor_once", broken)
         indexed_app["ingest_blob"].get_user_function()(logs.get_blob_client(name))
         # The broken address's attack is still seen: as the account's own incident.
         assert sorted(r["Subject"] for r in incidents(p)) == sorted([ATTACKER, "admin"])

@@ -13,7 +13,7 @@ import pytest
 
 from devtools import azurite, samples
 from shared import cli
-from shared.settings import CONNECTION
+from shared.core.settings import CONNECTION
 
 pytestmark = pytest.mark.azurite
 RANGE = ["--from", "2026-11-23T09:00Z", "--to", "2026-11-23T12:00Z"]

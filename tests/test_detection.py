@@ -9,8 +9,13 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import detection
-from shared.detection import IP, USER, Event, Severity, Thresholds, evaluate
+from shared.core import domain
+from shared.core.catalog import Thresholds
+from shared.core.domain import Event, Kind, Severity
+from shared.detect import windows
+from shared.detect.windows import evaluate
+
+USER, IP = Kind.USER, Kind.IP
 
 T0 = datetime(2026, 11, 24, 10, 50, tzinfo=UTC)
 T = Thresholds()
@@ -21,7 +26,7 @@ def ev(minute: float, user: str = "alice", ip: str = "198.51.100.7", ok: bool = 
     return Event(when, f"{when.isoformat()}-{user}-{ip}-{ok}", user, ip, ok, "VM1", "BH")
 
 
-def rules(kind: detection.Kind, subject: str, events: list[Event]) -> list[str]:
+def rules(kind: domain.Kind, subject: str, events: list[Event]) -> list[str]:
     return sorted({r for i in evaluate(kind, subject, events, T) for r in i.rules})
 
 
@@ -98,7 +103,7 @@ def test_an_override_sets_one_rule_apart_and_nothing_else() -> None:
     t = Thresholds(overrides=(("ip_brute_force", 10, None), ("password_spray", 4, 60)))
     ip = "198.51.100.7"
 
-    def found(kind: detection.Kind, subject: str, events: list[Event]) -> list[str]:
+    def found(kind: domain.Kind, subject: str, events: list[Event]) -> list[str]:
         return sorted({r for i in evaluate(kind, subject, events, t) for r in i.rules})
 
     brute = [ev(i * 0.5, "admin") for i in range(6)]
@@ -159,7 +164,7 @@ def test_a_trickle_cannot_hold_an_incident_open_past_its_period() -> None:
     assert len(found) >= 3
     assert all(i.last_seen - i.first_seen <= timedelta(hours=6) for i in found)
     assert all(
-        detection.period_of(i.first_seen, 6) == detection.period_of(i.last_seen, 6) for i in found
+        windows.period_of(i.first_seen, 6) == windows.period_of(i.last_seen, 6) for i in found
     )
 
 
@@ -167,7 +172,7 @@ def test_many_accounts_from_one_ip_are_counted_and_listed_boundedly() -> None:
     events = [ev(i * 0.01, f"acct{i % 400:03d}") for i in range(6000)]
     (found,) = evaluate(IP, "198.51.100.7", events, T)
     assert found.failures == 6000 and found.distinct_users == 400 and not found.users_estimated
-    assert len(found.users) == detection.MAX_LISTED
+    assert len(found.users) == windows.MAX_LISTED
 
 
 def test_distinct_users_beyond_the_sketch_are_estimated() -> None:
@@ -186,22 +191,22 @@ def test_twenty_thousand_failures_of_one_subject_evaluate_fast() -> None:
 
 def test_folding_an_account_into_the_ip_incident_that_covers_it() -> None:
     attack = [ev(i * 0.2, "root", "198.51.100.7") for i in range(10)]
-    buckets = detection.build_buckets(USER, attack, T)
-    own, marks, hot = detection.fold_user("root", buckets, T, lambda ip, m: True)
+    buckets = windows.build_buckets(USER, attack, T)
+    own, marks, hot = windows.fold_user("root", buckets, T, lambda ip, m: True)
     assert not hot and not marks and sum(b.failures for b in own) == 0
-    own, marks, hot = detection.fold_user("root", buckets, T, lambda ip, m: False)
+    own, marks, hot = windows.fold_user("root", buckets, T, lambda ip, m: False)
     assert hot and sum(b.failures for b in own) == 10
 
 
 def test_a_sign_in_after_a_covered_attack_becomes_a_mark_on_the_ip() -> None:
     attack = [ev(i * 0.2, "root", "198.51.100.7") for i in range(10)]
     success = ev(3, "root", "203.0.113.50", ok=True)  # the password used from elsewhere
-    buckets = detection.build_buckets(USER, [*attack, success], T)
-    _, marks, hot = detection.fold_user("root", buckets, T, lambda ip, m: ip == "198.51.100.7")
+    buckets = windows.build_buckets(USER, [*attack, success], T)
+    _, marks, hot = windows.fold_user("root", buckets, T, lambda ip, m: ip == "198.51.100.7")
     assert [(m.ip, m.user) for m in marks] == [("198.51.100.7", "root")] and not hot
-    ip_buckets = detection.build_buckets(IP, attack, T)
-    (found,) = detection.incidents(
-        IP, "198.51.100.7", ip_buckets, detection.hot_rules(IP, ip_buckets, T), T, marks
+    ip_buckets = windows.build_buckets(IP, attack, T)
+    (found,) = windows.incidents(
+        IP, "198.51.100.7", ip_buckets, windows.hot_rules(IP, ip_buckets, T), T, marks
     )
     assert found.severity is Severity.CRITICAL and found.compromised == ("root",)
     assert found.successes == 1
@@ -209,9 +214,9 @@ def test_a_sign_in_after_a_covered_attack_becomes_a_mark_on_the_ip() -> None:
 
 def test_a_distributed_attack_on_one_account_stays_the_accounts() -> None:
     attack = [ev(i * 0.5, "root", f"203.0.113.{i}") for i in range(12)]
-    buckets = detection.build_buckets(USER, attack, T)
-    own, _marks, hot = detection.fold_user("root", buckets, T, lambda ip, m: False)
-    found = detection.incidents(USER, "root", own, hot, T)
+    buckets = windows.build_buckets(USER, attack, T)
+    own, _marks, hot = windows.fold_user("root", buckets, T, lambda ip, m: False)
+    found = windows.incidents(USER, "root", own, hot, T)
     # Many addresses at once: the distributed rule names it (high), brute force stays listed.
     rules = ("distributed_slow_user", "slow_brute_force_user", "user_brute_force")
     assert [i.rules for i in found] == [rules]
@@ -220,9 +225,9 @@ def test_a_distributed_attack_on_one_account_stays_the_accounts() -> None:
 
 def test_sign_ins_no_rule_looks_at_keep_no_bucket() -> None:
     alone = [ev(i, "alice", ok=True) for i in range(3)]
-    assert detection.build_buckets(USER, alone, T) == []
+    assert windows.build_buckets(USER, alone, T) == []
     after = [ev(0, "alice"), ev(10, "alice", ok=True), ev(40, "alice", ok=True)]
-    kept = detection.build_buckets(USER, after, T)
+    kept = windows.build_buckets(USER, after, T)
     assert [b.minute.minute for b in kept] == [50, 0]  # 10:50 failure, 11:00 sign-in
 
 
@@ -240,7 +245,7 @@ _ROWS = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(_ROWS, st.integers(0, 180), st.integers(0, 60), st.sampled_from([IP, USER]))
 def test_buckets_rebuilt_from_a_window_of_events_equal_those_built_from_all(
-    rows: list[tuple[float, str, str, bool]], first: int, length: int, kind: detection.Kind
+    rows: list[tuple[float, str, str, bool]], first: int, length: int, kind: domain.Kind
 ) -> None:
     """What an invocation does: rebuild minutes [lo, hi] from the events around them only. The
     result must not depend on anything outside that read window, or answers would depend on
@@ -251,9 +256,9 @@ def test_buckets_rebuilt_from_a_window_of_events_equal_those_built_from_all(
     lo = T0 + timedelta(minutes=first)
     hi = lo + timedelta(minutes=length)
     after = T.window if kind is IP else timedelta(0)
-    window = [e for e in mine if lo - T.window <= e.time < hi + detection.MINUTE + after]
-    part = detection.build_buckets(kind, window, T, lo, hi)
-    whole = [b for b in detection.build_buckets(kind, mine, T) if lo <= b.minute <= hi]
+    window = [e for e in mine if lo - T.window <= e.time < hi + domain.MINUTE + after]
+    part = windows.build_buckets(kind, window, T, lo, hi)
+    whole = [b for b in windows.build_buckets(kind, mine, T) if lo <= b.minute <= hi]
     assert part == whole
 
 
@@ -267,9 +272,7 @@ def test_incidents_do_not_depend_on_the_order_events_arrive_in(
     rnd.shuffle(shuffled)
     for kind, subject in ((IP, "198.51.100.7"), (USER, "alice")):
 
-        def mine(
-            evs: list[Event], kind: detection.Kind = kind, subject: str = subject
-        ) -> list[Event]:
+        def mine(evs: list[Event], kind: domain.Kind = kind, subject: str = subject) -> list[Event]:
             return [e for e in evs if (e.ip if kind is IP else e.user) == subject]
 
         assert evaluate(kind, subject, mine(events), T) == evaluate(

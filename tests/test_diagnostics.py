@@ -19,9 +19,9 @@ import pytest
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
-from shared import diagnostics
-from shared.arm import Checker
-from shared.diagnostics import Verdict, decide
+from shared.core import resources
+from shared.hosts.arm import Checker
+from shared.hosts.diagnostics import Verdict, decide
 
 SUB = "7e1c5a3b-0d2f-4b8e-9a61-3c5d7f9b1e24"
 RG = f"/subscriptions/{SUB}/resourceGroups"
@@ -169,17 +169,17 @@ def test_junk_entries_inside_the_list_are_skipped() -> None:
 
 
 def test_setting_parsers() -> None:
-    assert diagnostics.bastion_ids("") == ()
-    assert diagnostics.bastion_ids(f" {BASTION} ,{OTHER_BASTION},{BASTION.upper()}") == (
+    assert resources.bastion_ids("") == ()
+    assert resources.bastion_ids(f" {BASTION} ,{OTHER_BASTION},{BASTION.upper()}") == (
         BASTION,
         OTHER_BASTION,
     )
     for bad in ("bas-hub", BASTION + "?x=1", BASTION + "/../x", OURS):
         with pytest.raises(ValueError):
-            diagnostics.bastion_ids(bad)
-    assert diagnostics.storage_account_id(OURS + "/") == OURS
+            resources.bastion_ids(bad)
+    assert resources.storage_account_id(OURS + "/") == OURS
     with pytest.raises(ValueError):
-        diagnostics.storage_account_id(BASTION)
+        resources.storage_account_id(BASTION)
 
 
 # -- against a local HTTP server that answers like ARM -----------------------------------------
@@ -306,7 +306,7 @@ def test_http_errors_are_no_finding_and_logged_by_type_and_status(
         result = c.check(BASTION)
     assert result.verdict is Verdict.ERROR and result.finding() is None
     assert result.status == status and result.error == "HttpResponseError"
-    ours = [r for r in caplog.records if r.name == "shared.arm"]
+    ours = [r for r in caplog.records if r.name == "shared.hosts.arm"]
     assert len(ours) == 1 and ours[0].levelno == logging.WARNING
     line = ours[0].getMessage()
     assert f"status={status}" in line and "HttpResponseError" in line and "bas-hub" in line
@@ -319,13 +319,13 @@ def test_http_errors_are_no_finding_and_logged_by_type_and_status(
 
 def test_timeout_is_no_finding_and_logged(arm: FakeArm, caplog: pytest.LogCaptureFixture) -> None:
     arm.answer(BASTION, 200, body(), delay=3.0)
-    caplog.set_level(logging.WARNING, logger="shared.arm")
+    caplog.set_level(logging.WARNING, logger="shared.hosts.arm")
     started = time.monotonic()
     with checker(arm, timeout=0.5) as c:
         result = c.check(BASTION)
     assert time.monotonic() - started < 2.5
     assert result.verdict is Verdict.ERROR and result.status is None and result.finding() is None
-    (record,) = [r for r in caplog.records if r.name == "shared.arm"]
+    (record,) = [r for r in caplog.records if r.name == "shared.hosts.arm"]
     assert "status=-" in record.getMessage() and result.error in record.getMessage()
 
 
@@ -341,7 +341,7 @@ def test_broken_body_is_an_error(arm: FakeArm) -> None:
 def test_credential_failure_is_an_error_and_sends_nothing(
     arm: FakeArm, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="shared.arm")
+    caplog.set_level(logging.WARNING, logger="shared.hosts.arm")
     with checker(arm, FakeCredential(fail=True)) as c:
         result = c.check(BASTION)
     assert result.verdict is Verdict.ERROR and result.error == "ClientAuthenticationError"

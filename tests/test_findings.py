@@ -15,9 +15,10 @@ from test_campaigns import incidents, lines, queue
 from test_diagnostics import BASTION, OURS, FakeArm, audit, body, checker, setting
 
 from devtools import samples
-from shared import functions, layout
-from shared.alerting import DeliveryError
-from shared.ingest import Pipeline
+from shared import functions
+from shared.ingest.loop import Pipeline
+from shared.notify.delivery import DeliveryError
+from shared.store import layout
 
 pytestmark = pytest.mark.azurite
 DAY0 = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday

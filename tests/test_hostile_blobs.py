@@ -18,10 +18,11 @@ import orjson
 import pytest
 
 from devtools import samples
-from shared import keys, quarantine
-from shared.ingest import Pipeline
-from shared.parse import Mode, Piece, split, stream
-from shared.settings import LOGS_CONTAINER
+from shared.core.domain import Piece
+from shared.core.settings import LOGS_CONTAINER
+from shared.ingest.loop import Pipeline
+from shared.ingest.parse import Mode, split, stream
+from shared.store import keys, quarantine
 
 MAX = 1024
 R1 = {"time": "2026-11-24T10:00:00Z", "category": "BastionAuditLogs", "n": 1}
@@ -215,12 +216,15 @@ CACHE_PROBE = textwrap.dedent(
     """
     import gc, json, os
     from devtools import samples
-    from shared import keys, layout, model
+    from shared.store import keys
+    from shared.store import layout
+    from shared.ingest import normalize
+    from shared.core import domain
     def rss():
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     rec = samples.record(samples.START, "alice", samples.FAIL, "10.0.0.1")
-    model.normalize(rec, "b", 0, 0)
+    normalize.normalize(rec, "b", 0, 0)
     gc.collect()
     before = rss()
     for i in range(5000):
@@ -229,9 +233,9 @@ CACHE_PROBE = textwrap.dedent(
         r["properties"]["targetResourceId"] = "/VIRTUALMACHINES/" + long
         r["properties"]["message"] = "Login Failed " + long
         r["resourceId"] = r["resourceId"] + long
-        e = model.normalize(r, "b", i, 0)
+        e = normalize.normalize(r, "b", i, 0)
         list(layout.index_rows([e]))
-        model.ip_key(long), model.vm_name(long), keys.encode(long), keys.identity(long)
+        normalize.ip_key(long), normalize.vm_name(long), keys.encode(long), keys.identity(long)
     gc.collect()
     print(json.dumps({"before": before, "after": rss()}))
     """

@@ -17,8 +17,9 @@ from test_campaigns import lines
 from test_outcomes import api_status, cli_status, last_hour
 
 from devtools import samples
-from shared import functions, keys, layout
-from shared.ingest import Pipeline
+from shared import functions
+from shared.ingest.loop import Pipeline
+from shared.store import keys, layout
 
 #: Not the sample data's BASTION-PROD: the logs container is shared with other tests, whose
 #: `status` would then see three hosts of one name.

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from devtools import samples
-from shared.ingest import Pipeline
+from shared.ingest.loop import Pipeline
 
 pytestmark = pytest.mark.azurite
 RANGE = {"from": "2026-11-23T09:00:00Z", "to": "2026-11-23T12:00:00Z"}

@@ -1,4 +1,4 @@
-"""Sign-in in front of the audit data (issue 13): the decision is pure (`shared.auth`); the
+"""Sign-in in front of the audit data (issue 13): the decision is pure (`shared.answer.auth`); the
 routes are checked through the indexed app with real HttpRequest objects against Azurite."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import azure.functions as func
 import orjson
 import pytest
 
-from shared import auth
-from shared.ingest import Pipeline
-from shared.settings import Settings
+from shared.answer import auth
+from shared.core.settings import Settings
+from shared.ingest.loop import Pipeline
 
 ROLE = "BastionAudit.Read"
 
@@ -95,7 +95,7 @@ def test_every_route_answers_only_readers(
 ) -> None:
     monkeypatch.setenv("WEBSITE_AUTH_ENABLED", platform)
     app_env(**tables)
-    caplog.set_level(logging.INFO, logger="shared.http")
+    caplog.set_level(logging.INFO, logger="shared.answer.http")
     for name in ("http_activity", "http_alerts", "http_report"):
         route = name.removeprefix("http_")
         request = func.HttpRequest(

@@ -10,8 +10,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import incidents, messages, text
-from shared.detection import IP, USER, Incident, Severity
+from shared.core import text
+from shared.core.domain import Incident, Kind, Severity
+from shared.notify import incidents, messages
+
+USER, IP = Kind.USER, Kind.IP
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 NOW = T0 + timedelta(hours=1)

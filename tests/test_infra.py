@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from shared.settings import CONNECTION, DEFAULTS, LOGS_CONTAINER
+from shared.core.settings import CONNECTION, DEFAULTS, LOGS_CONTAINER
 
 pycep = pytest.importorskip("pycep")
 
@@ -103,7 +103,7 @@ WEBHOOK_SECRETS = {
     "ALERT_TEAMS_WEBHOOK_URL": ("alert-teams-webhook-url", "alertTeamsWebhookUrl"),
     "ALERT_SLACK_WEBHOOK_URL": ("alert-slack-webhook-url", "alertSlackWebhookUrl"),
 }
-#: Settings only the Bicep declares (none: shared/settings.py DEFAULTS lists every setting).
+#: Settings only the Bicep declares (none: shared/core/settings.py DEFAULTS lists every setting).
 BICEP_ONLY_SETTINGS: dict[str, str] = {}
 #: The identity-based connection group for the logs account (host trigger + our SDK clients).
 CONNECTION_SETTINGS = {

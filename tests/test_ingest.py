@@ -14,9 +14,10 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from devtools import samples
-from shared import blobs, keys, layout, quarantine
-from shared.ingest import Pipeline
-from shared.settings import LOGS_CONTAINER
+from shared.core.settings import LOGS_CONTAINER
+from shared.ingest import blobs
+from shared.ingest.loop import Pipeline
+from shared.store import keys, layout, quarantine
 
 pytestmark = pytest.mark.azurite
 

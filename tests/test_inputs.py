@@ -28,10 +28,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import cli, functions, http, queries
-from shared.ingest import Pipeline
-from shared.settings import CONNECTION, DEFAULTS, Settings, SettingsError, cron_problem
-from shared.storage import Storage
+from shared import cli, functions
+from shared.answer import http, queries
+from shared.core.settings import CONNECTION, DEFAULTS, Settings, SettingsError, cron_problem
+from shared.ingest.loop import Pipeline
+from shared.store.tables import Storage
 
 ROOT = Path(__file__).resolve().parent.parent
 _SCALE = float(os.environ.get("RELIABILITY_BUDGET_SCALE", "1"))  # < 1 for quick local runs

@@ -8,31 +8,32 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import detection as d
-from shared import incidents
-from shared.detection import MINUTE, Severity, Step
+from shared.core import catalog, domain
+from shared.core.domain import MINUTE, Severity, Step
+from shared.detect import windows as d
+from shared.notify import incidents
 
 T0 = datetime(2026, 11, 24, 9, 55, tzinfo=UTC)
 IP = "198.51.100.77"
 HOUR = timedelta(hours=1)
 
 
-def fails(times: list[datetime], user: str = "admin") -> list[d.Event]:
-    return [d.Event(t, f"k{i}", user, IP, False, "VM", "BH") for i, t in enumerate(times)]
+def fails(times: list[datetime], user: str = "admin") -> list[domain.Event]:
+    return [domain.Event(t, f"k{i}", user, IP, False, "VM", "BH") for i, t in enumerate(times)]
 
 
-def trickle_then_flood(steady: int = 0) -> list[d.Event]:
+def trickle_then_flood(steady: int = 0) -> list[domain.Event]:
     trickle = [T0 + timedelta(minutes=i, seconds=40) for i in range(5)]
     flood = [T0 + timedelta(minutes=5, seconds=i / 10) for i in range(300)]
     more = [T0 + timedelta(minutes=6 + i // 5, seconds=12 * (i % 5)) for i in range(steady)]
     return fails([*trickle, *flood, *more])
 
 
-def timeline_of(events: list[d.Event]) -> tuple[d.Incident, tuple[Step, ...]]:
-    t = d.Thresholds()
-    buckets = d.build_buckets(d.IP, events, t)
-    [inc] = d.incidents(d.IP, IP, buckets, d.hot_rules(d.IP, buckets, t), t)
-    return inc, d.timeline(inc, buckets, d.evaluator(d.IP, IP, t))
+def timeline_of(events: list[domain.Event]) -> tuple[domain.Incident, tuple[Step, ...]]:
+    t = catalog.Thresholds()
+    buckets = d.build_buckets(domain.Kind.IP, events, t)
+    [inc] = d.incidents(domain.Kind.IP, IP, buckets, d.hot_rules(domain.Kind.IP, buckets, t), t)
+    return inc, d.timeline(inc, buckets, d.evaluator(domain.Kind.IP, IP, t))
 
 
 def test_a_flood_after_a_trickle_is_high_volume_from_its_minute_on() -> None:
@@ -46,9 +47,11 @@ def test_a_flood_after_a_trickle_is_high_volume_from_its_minute_on() -> None:
 
 def test_a_steady_flood_is_high_volume_from_its_first_minute_and_a_trickle_never() -> None:
     flood = fails([T0 + timedelta(minutes=m, seconds=s) for m in range(5) for s in range(60)])
-    assert d.evaluate(d.IP, IP, flood, d.Thresholds())[0].rule == "high_volume_ip"
+    assert d.evaluate(domain.Kind.IP, IP, flood, catalog.Thresholds())[0].rule == "high_volume_ip"
     trickle = fails([T0 + timedelta(minutes=m, seconds=s) for m in range(30) for s in (0, 30)])
-    assert d.evaluate(d.IP, IP, trickle, d.Thresholds())[0].rules == ("ip_brute_force",)
+    assert d.evaluate(domain.Kind.IP, IP, trickle, catalog.Thresholds())[0].rules == (
+        "ip_brute_force",
+    )
 
 
 def test_the_ledger_opens_escalates_and_updates_by_event_time() -> None:

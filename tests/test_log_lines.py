@@ -18,7 +18,7 @@ from azure.functions.timer import TimerRequest
 from test_campaigns import lines
 
 from devtools import samples
-from shared.ingest import Pipeline
+from shared.ingest.loop import Pipeline
 
 #: Most lines one invocation may send the host at its default level.
 MOST = 5

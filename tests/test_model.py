@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 import pytest
 
 from devtools import samples
-from shared import keys, layout
-from shared.layout import index_rows
-from shared.model import Outcome, Rejected, normalize, outcome
+from shared.core.domain import Outcome
+from shared.ingest.normalize import Rejected, normalize, outcome
+from shared.store import keys, layout
+from shared.store.layout import index_rows
 
 WHEN = datetime(2026, 11, 24, 10, 58, 3, 250000, tzinfo=UTC)
 FORBIDDEN = set("/\\#?") | {chr(c) for c in (*range(0x20), *range(0x7F, 0xA0))}
@@ -232,7 +233,7 @@ def test_a_name_of_only_invisible_characters_falls_back_to_the_email() -> None:
 
 def test_queries_find_a_user_by_any_spelling_of_the_key() -> None:
     """The API and CLI build the user key with the same rule as ingest."""
-    from shared import queries
+    from shared.answer import queries
 
     stored = user_of("Jos\u00e9")["UserKey"]
     for typed in ("JOSE\u0301", " jos\u00e9", "jos\u200b\u00e9"):

@@ -16,9 +16,12 @@ import pytest
 from test_campaigns import incidents, lines
 
 from devtools import samples
-from shared import cli, keys, layout, model, report, status
-from shared.entities import EventRow
-from shared.ingest import Pipeline
+from shared import cli
+from shared.answer import report, status
+from shared.ingest import normalize
+from shared.ingest.loop import Pipeline
+from shared.store import keys, layout
+from shared.store.entities import EventRow
 
 UNREACHABLE = "Connection failed: target VM unreachable"
 ATTACKER = "198.51.100.77"
@@ -175,11 +178,11 @@ def test_other_messages_are_bounded_per_blob_and_neutralised() -> None:
     rows = [{**base, "Message": f"odd {i} " + "y" * 300} for i in range(30)]
     rows.append({**base, "Message": "Login Failed"})  # stored as Other only if it is Other
     rows[-1]["Outcome"] = "Failure"
-    counts = model.count_others((), [EventRow(**r) for r in rows])  # type: ignore[typeddict-item]
+    counts = normalize.count_others((), [EventRow(**r) for r in rows])  # type: ignore[typeddict-item]
     named = [t for t, _ in counts if t is not None]
-    assert len(named) == model.MAX_OTHER_TEXTS and dict(counts)[None] == 10
-    assert all(len(t) == model.MAX_OTHER_CHARS for t in named)
-    again = model.count_others(counts, [EventRow(**rows[0])])  # type: ignore[typeddict-item]
+    assert len(named) == normalize.MAX_OTHER_TEXTS and dict(counts)[None] == 10
+    assert all(len(t) == normalize.MAX_OTHER_CHARS for t in named)
+    again = normalize.count_others(counts, [EventRow(**rows[0])])  # type: ignore[typeddict-item]
     assert dict(again)[named[0]] == 2 and len(again) == len(counts)
     shown = status.other_messages(Counter({"see https://evil.example/\u202egnp.exe": 3, None: 4}))
     assert shown["otherMessages24h"] == [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from shared.parse import BOM, Mode, split
+from shared.ingest.parse import BOM, Mode, split
 
 MAX = 32768
 R1 = {"time": "2026-11-24T10:00:00Z", "category": "BastionAuditLogs", "n": 1}

@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from devtools import samples
-from shared import keys, model, parse, queries
-from shared.ingest import Pipeline
+from shared.answer import queries
+from shared.ingest import normalize, parse
+from shared.ingest.loop import Pipeline
+from shared.store import keys
 
 pytestmark = pytest.mark.azurite
 FROM, TO = "2026-11-23T09:00:00Z", "2026-11-23T12:00:00Z"
@@ -30,8 +32,8 @@ def events() -> list[dict[str, Any]]:
         for piece in parse.split(data, 0, parse.Mode.UNKNOWN, True, 32768).pieces:
             if piece.error is None:
                 try:
-                    out.append(model.normalize(piece.value, "x", 0, 0))
-                except model.Rejected:
+                    out.append(normalize.normalize(piece.value, "x", 0, 0))
+                except normalize.Rejected:
                     continue
     return out
 

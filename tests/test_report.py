@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from devtools import samples
-from shared import report
-from shared.ingest import Pipeline
+from shared.answer import report
+from shared.ingest.loop import Pipeline
 
 START = datetime(2026, 11, 23, 9, tzinfo=UTC)
 END = START + timedelta(hours=3)

@@ -14,9 +14,13 @@ import orjson
 import pytest
 
 from devtools import samples
-from shared import cli, keys, layout, queries, retain, retention, store
-from shared.ingest import Pipeline
-from shared.settings import LOGS_CONTAINER
+from shared import cli
+from shared.answer import queries
+from shared.core.settings import LOGS_CONTAINER
+from shared.ingest import chunks
+from shared.ingest.loop import Pipeline
+from shared.keep import expiry, policy
+from shared.store import keys, layout
 
 RANGE = {"from": "2026-11-23T09:00:00Z", "to": "2026-11-23T12:00:00Z"}
 CLI_RANGE = ["--from", RANGE["from"], "--to", RANGE["to"]]
@@ -68,13 +72,13 @@ def test_two_domains_with_one_bare_name_are_shown_as_ambiguous() -> None:
 
 def test_an_erasure_of_several_accounts_holding_records_must_be_asked_for() -> None:
     two = layout.resolution("bob", [{"Account": "contoso\\bob"}, {"Account": "fabrikam\\bob"}])
-    with pytest.raises(retention.Ambiguous, match="--all-matches"):
-        retention.accounts_to_erase(two, False, False)
-    assert retention.accounts_to_erase(two, False, True) == two.accounts
+    with pytest.raises(policy.Ambiguous, match="--all-matches"):
+        policy.accounts_to_erase(two, False, False)
+    assert policy.accounts_to_erase(two, False, True) == two.accounts
     one = layout.resolution("bob", [{"Account": "contoso\\bob"}])
-    assert retention.accounts_to_erase(one, False, False) == ("bob", "contoso\\bob")
-    with pytest.raises(retention.Ambiguous):  # `bob` holds records of its own: another person?
-        retention.accounts_to_erase(one, True, False)
+    assert policy.accounts_to_erase(one, False, False) == ("bob", "contoso\\bob")
+    with pytest.raises(policy.Ambiguous):  # `bob` holds records of its own: another person?
+        policy.accounts_to_erase(one, True, False)
 
 
 # -- through storage ------------------------------------------------------------------------
@@ -189,14 +193,14 @@ def fresh(make_pipeline: Callable[..., Pipeline], blob_prefix: str) -> Iterator[
 
 def test_erasure_by_email_reaches_the_account_and_its_aliases(fresh: Pipeline) -> None:
     s = fresh.storage
-    eraser = retain.Eraser(s)
+    eraser = expiry.Eraser(s)
     removed = eraser.erase("Alice@Contoso.com")
     assert removed["events"] == ALICE_EVENTS and removed["aliases"] == 1
     assert eraser.found.others == ("alice",)
     assert not list(s.index.seek(layout.alias_seek("alice@contoso.com")))
-    assert not list(s.events.query(retention.PK_RANGE, retention.event_range("alice")))
-    with pytest.raises(retention.NoSuchAccount):  # a second run: nothing left under the name
-        retain.Eraser(s).erase("alice@contoso.com")
+    assert not list(s.events.query(policy.PK_RANGE, policy.event_range("alice")))
+    with pytest.raises(policy.NoSuchAccount):  # a second run: nothing left under the name
+        expiry.Eraser(s).erase("alice@contoso.com")
 
 
 def test_erasure_refuses_two_accounts_unless_asked(
@@ -241,7 +245,7 @@ def test_backfill_lets_old_records_be_found_by_email(fresh: Pipeline) -> None:
     end = datetime(2026, 11, 23, 12, tzinfo=UTC)
     q = queries.ActivityQuery(end - timedelta(hours=3), end, "bob@contoso.com")
     assert list(queries.activity_rows(s, q)) == []
-    assert store.backfill_aliases(s) >= 10
+    assert chunks.backfill_aliases(s) >= 10
     assert len(list(queries.activity_rows(s, q))) == BOB_EVENTS
     assert len(list(queries.activity_rows(s, queries.ActivityQuery(q.start, end, "nina")))) == 1
 
@@ -257,9 +261,9 @@ def test_backfill_lets_old_records_be_found_by_machine(fresh: Pipeline) -> None:
     end = datetime(2026, 11, 23, 12, tzinfo=UTC)
     q = queries.ActivityQuery(end - timedelta(hours=3), end, vm="win-jump-01")
     assert list(queries.activity_rows(s, q)) == []
-    assert store.backfill_vm_keys(s) == len(old)
+    assert chunks.backfill_vm_keys(s) == len(old)
     assert len(list(queries.activity_rows(s, q))) >= BOB_EVENTS
-    assert store.backfill_vm_keys(s) == 0
+    assert chunks.backfill_vm_keys(s) == 0
 
 
 def test_a_worker_writes_who_rows_once_and_again_after_it_erased_them(fresh: Pipeline) -> None:
@@ -288,7 +292,7 @@ def test_a_worker_writes_who_rows_once_and_again_after_it_erased_them(fresh: Pip
         return len(written)
 
     assert store(1) == 0  # the sample data's ingest wrote alice's rows already
-    retain.Eraser(fresh.storage).erase("alice")
+    expiry.Eraser(fresh.storage).erase("alice")
     assert store(2) > 0
     q = queries.ActivityQuery(at, at + timedelta(minutes=1), "alice@contoso.com")
     assert len(list(queries.activity_rows(fresh.storage, q))) == 1
@@ -300,8 +304,8 @@ def test_erasure_of_all_matches_takes_every_account(fresh: Pipeline) -> None:
     name = "extra/y=2026/m=11/d=23/h=09/PT1H.json"
     logs.upload_blob(name, orjson.dumps(rec) + b"\n", overwrite=True)
     fresh.ingest(logs.get_blob_client(name))
-    eraser = retain.Eraser(fresh.storage)
-    with pytest.raises(retention.Ambiguous):
+    eraser = expiry.Eraser(fresh.storage)
+    with pytest.raises(policy.Ambiguous):
         eraser.erase("bob")
     removed = eraser.erase("bob", all_matches=True)
     assert removed["events"] == 1 + BOB_EVENTS and eraser.found.others == ("contoso\\bob",)

@@ -20,10 +20,14 @@ from reliability_support import quarantine_lines
 from test_http_auth import principal
 
 from devtools import samples
-from shared import cli, clients, keys, layout, queries, retain, retention
-from shared.ingest import Pipeline
-from shared.settings import LOGS_CONTAINER, Settings, SettingsError
-from shared.storage import Storage
+from shared import cli
+from shared.answer import queries
+from shared.baselines import agents
+from shared.core.settings import LOGS_CONTAINER, Settings, SettingsError
+from shared.ingest.loop import Pipeline
+from shared.keep import expiry, policy
+from shared.store import keys, layout
+from shared.store.tables import Storage
 
 NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 Dump = dict[str, dict[tuple[str, str], dict[str, Any]]]
@@ -31,19 +35,19 @@ Dump = dict[str, dict[tuple[str, str], dict[str, Any]]]
 
 # -- the pure rules ---------------------------------------------------------------------------
 def test_a_day_expires_only_once_all_of_it_is_older_than_the_retention() -> None:
-    assert retention.first_kept(5, NOW) == "2026-11-25"
-    assert retention.first_kept(0, NOW) is None  # kept for ever
-    assert retention.expiring("2026-11-25", "2026-11-23", None) == ["2026-11-24"]
-    assert retention.expiring("2026-11-25", "2026-11-24", "2020-01-01") == []
-    assert retention.expiring("2026-11-25", None, "2026-11-21") == [
+    assert policy.first_kept(5, NOW) == "2026-11-25"
+    assert policy.first_kept(0, NOW) is None  # kept for ever
+    assert policy.expiring("2026-11-25", "2026-11-23", None) == ["2026-11-24"]
+    assert policy.expiring("2026-11-25", "2026-11-24", "2020-01-01") == []
+    assert policy.expiring("2026-11-25", None, "2026-11-21") == [
         "2026-11-21", "2026-11-22", "2026-11-23", "2026-11-24"]  # fmt: skip
-    assert retention.expiring("2026-11-25", None, None) == []
-    assert retention.expiring(None, None, "2020-01-01") == []
+    assert policy.expiring("2026-11-25", None, None) == []
+    assert policy.expiring(None, None, "2020-01-01") == []
 
 
 def test_retention_settings() -> None:
     s = Settings.from_env({"RETENTION_DAYS": "30", "ALERT_RETENTION_DAYS": "0"})
-    assert retention.Policy.of(s) == retention.Policy(30, 0, 30)
+    assert policy.Policy.of(s) == policy.Policy(30, 0, 30)
     for bad in ("1", "-3", "x"):
         with pytest.raises(SettingsError, match="RETENTION_DAYS"):
             Settings.from_env({"RETENTION_DAYS": bad})
@@ -55,18 +59,18 @@ def test_an_alert_keeps_its_row_with_a_marker_in_place_of_the_account() -> None:
            "Subject": "45.83.64.7",
            "Users": '["Alice","root"]', "CompromisedUsers": "[]", "FailureCount": 7,
            "DistinctUsers": 2, "FirstSeen": NOW, "LastSeen": NOW}  # fmt: skip
-    (op,) = retention.redact_alert(row, "alice", "[erased 2026-11-30]", "t")
+    (op,) = policy.redact_alert(row, "alice", "[erased 2026-11-30]", "t")
     assert op[0] == "update" and op[1]["Users"] == '["[erased 2026-11-30]","root"]'
     assert "erased" in op[1]["Erasure"] and op[1]["RowKey"] == row["RowKey"]
     own = {**row, "RowKey": "user|alice|2026-11-23T10:20:00", "SubjectKind": "user",
            "Subject": "alice", "Users": '["alice"]'}  # fmt: skip
-    delete, put = retention.redact_alert(own, "alice", "[erased 2026-11-30]", "t")
+    delete, put = policy.redact_alert(own, "alice", "[erased 2026-11-30]", "t")
     assert delete[0] == "delete" and put[1]["RowKey"] == "user|~erased-t|2026-11-23T10:20:00"
     assert "alice" not in orjson.dumps({k: v for k, v in put[1].items() if k != "FirstSeen"
                                         and k != "LastSeen"}).decode()  # fmt: skip
     head = {"PartitionKey": "2026-11-23", "RowKey": "user|alice|~"}
-    assert retention.redact_alert(head, "alice", "m", "t")[0][0] == "delete"
-    assert retention.redact_alert(row, "bob", "m", "t") == []
+    assert policy.redact_alert(head, "alice", "m", "t")[0][0] == "delete"
+    assert policy.redact_alert(row, "bob", "m", "t") == []
 
 
 def test_quarantined_text_is_redacted_in_every_form_a_name_takes_there() -> None:
@@ -76,7 +80,7 @@ def test_quarantined_text_is_redacted_in_every_form_a_name_takes_there() -> None
     raw = [r'{"userName": "CONTOSO\\aléx"}', r'{"userName": "CONTOSO\\al\u00e9x"}',
            '{"userName": "al"}', '{"userName": "alan"}']  # fmt: skip
     lines = [{"Raw": text, "Reason": "bad"} for text in raw]
-    out, changed = retention.redact_quarantine(lines, ["CONTOSO\\aléx", "al"], "[erased]")
+    out, changed = policy.redact_quarantine(lines, ["CONTOSO\\aléx", "al"], "[erased]")
     assert changed == 3 and [line["Raw"] for line in out][-1] == '{"userName": "alan"}'
 
 
@@ -112,7 +116,7 @@ def days_blobs(now: datetime) -> dict[str, bytes]:
     """Records on days 9, 6, 5, 4 and 1 back; with RETENTION_DAYS=5 days before `keep` go,
     including the last minute before it, and its first minute stays. Each day has a brute
     force (an alert) and a bad line (quarantine)."""
-    keep = datetime.fromisoformat(retention.first_kept(5, now) or "").replace(tzinfo=UTC)
+    keep = datetime.fromisoformat(policy.first_kept(5, now) or "").replace(tzinfo=UTC)
     times = [keep - timedelta(days=k, hours=-10) for k in (4, 1)]
     times += [keep - timedelta(seconds=30), keep + timedelta(seconds=30)]
     times += [keep + timedelta(days=1, hours=10), keep + timedelta(days=4, hours=10)]
@@ -131,7 +135,7 @@ def days_blobs(now: datetime) -> dict[str, bytes]:
 
 
 def _day(pk: str) -> str:
-    return retention.day_of_partition(pk)
+    return policy.day_of_partition(pk)
 
 
 def test_a_blob_backfilled_after_its_days_expired_is_gone_after_the_next_run(
@@ -181,9 +185,9 @@ def test_a_first_run_out_of_time_is_finished_by_the_next(
         blobs[samples.blob_path("BASTION-YEAR", at)] = orjson.dumps(rec) + b"\n"
     ingest(p, blobs, blob_prefix)
     s = p.storage
-    assert retain.Expirer(s).run(budget=0.0)["events"] == 0  # out of time before the first day
+    assert expiry.Expirer(s).run(budget=0.0)["events"] == 0  # out of time before the first day
     assert len(_events(dump(s))) == 4
-    done = retain.Expirer(s).run()
+    done = expiry.Expirer(s).run()
     assert done["events"] == 3 and [r["UserName"] for r in _events(dump(s)).values()] == ["u0"]
 
 
@@ -212,12 +216,12 @@ def test_baselines_go_by_last_use_and_forget_old_times(
             logs.delete_blob(blob.name)
     indexed_app["expire_old_data"].get_user_function()(TimerRequest(past_due=False))
     after = dump(s)
-    keep = datetime.fromisoformat(retention.first_kept(30, datetime.now(UTC)) or "")
+    keep = datetime.fromisoformat(policy.first_kept(30, datetime.now(UTC)) or "")
     line = keep.replace(tzinfo=UTC) - timedelta(days=1)  # one day's slack
     for name in ("events", "index", "state"):
         for key, row in after[name].items():
             assert not mentions(row, key, "gone-user"), (name, key, row)
-            if key[0] == retention.WATERMARK_PARTITION:
+            if key[0] == policy.WATERMARK_PARTITION:
                 continue
             old = [v for v in row.values() if isinstance(v, datetime) and v < line]
             assert not old, (name, key, row)
@@ -228,16 +232,16 @@ def test_baselines_go_by_last_use_and_forget_old_times(
         for value in row.values():
             if isinstance(value, datetime):
                 assert value >= keep.replace(tzinfo=UTC) - timedelta(days=1), row
-    from shared import baseline
-    from shared.profile import Profiler
+    from shared.baselines import habits
+    from shared.baselines.profiler import Profiler
 
     rows = Profiler.rows(cast(Profiler, SimpleNamespace(storage=s)), "erin")
     later = fresh + timedelta(minutes=30)
-    usual = baseline.Sighting(later, "k", "203.0.113.10", "LINUX-WEB-01", "B",
-                              clients.client_of(edge))  # fmt: skip
-    assert baseline.known(rows, usual)
-    assert not baseline.known(rows, replace(usual, ip="198.51.100.9"))  # 60 days unused: new
-    assert baseline.armed(rows, later, timedelta(days=7))  # known from before the window
+    usual = habits.Sighting(later, "k", "203.0.113.10", "LINUX-WEB-01", "B",
+                              agents.client_of(edge))  # fmt: skip
+    assert habits.known(rows, usual)
+    assert not habits.known(rows, replace(usual, ip="198.51.100.9"))  # 60 days unused: new
+    assert habits.armed(rows, later, timedelta(days=7))  # known from before the window
 
 
 def test_the_timer_removes_what_expired_and_nothing_younger(
@@ -245,7 +249,7 @@ def test_the_timer_removes_what_expired_and_nothing_younger(
 ) -> None:
     p = app_env(RETENTION_DAYS="5", ALERT_RETENTION_DAYS="5", QUARANTINE_RETENTION_DAYS="5")
     now = datetime.now(UTC)
-    keep = retention.first_kept(5, now) or ""
+    keep = policy.first_kept(5, now) or ""
     blobs = days_blobs(now)
     ingest(p, blobs, blob_prefix)
     logs, s = p.storage.logs(), p.storage
@@ -284,7 +288,7 @@ def test_the_timer_removes_what_expired_and_nothing_younger(
                                    .isoformat(), "to": now.isoformat()}, now)  # fmt: skip
     assert len(list(queries.activity_rows(s, user))) == 3
     # The next run has nothing to do.
-    assert not {k: v for k, v in retain.Expirer(s).run().items() if v}
+    assert not {k: v for k, v in expiry.Expirer(s).run().items() if v}
     assert dump(s).keys() == after.keys()
 
 
@@ -310,15 +314,15 @@ class Crash(RuntimeError):
 
 
 def crash_after(monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
-    real = retain.Deleter.delete
+    real = expiry.Deleter.delete
     count = iter(range(calls))
 
-    def delete(self: retain.Deleter, table: Any, keys: Any) -> int:
+    def delete(self: expiry.Deleter, table: Any, keys: Any) -> int:
         if next(count, None) is None:
             raise Crash("the worker died")
         return real(self, table, keys)
 
-    monkeypatch.setattr(retain.Deleter, "delete", delete)
+    monkeypatch.setattr(expiry.Deleter, "delete", delete)
 
 
 def test_a_retention_run_that_crashed_is_finished_by_the_next(
@@ -330,12 +334,12 @@ def test_a_retention_run_that_crashed_is_finished_by_the_next(
                                     QUARANTINE_RETENTION_DAYS="5") for _ in range(2))  # fmt: skip
     for p in (clean, crashed):
         ingest(p, blobs, blob_prefix)
-    retain.Expirer(clean.storage).run(now)
+    expiry.Expirer(clean.storage).run(now)
     with monkeypatch.context() as m:
         crash_after(m, 5)
         with pytest.raises(Crash):
-            retain.Expirer(crashed.storage).run(now)
-    retain.Expirer(crashed.storage).run(now)
+            expiry.Expirer(crashed.storage).run(now)
+    expiry.Expirer(crashed.storage).run(now)
     a, b = dump(clean.storage), dump(crashed.storage)
     assert [set(t) for t in a.values()] == [set(t) for t in b.values()]
 
@@ -357,7 +361,7 @@ def test_erasure_removes_the_person_everywhere_and_leaves_others_alone(
     s = two_stores[0].storage
     before = dump(s)
     assert any(mentions(r, k, "alice") for t in before.values() for k, r in t.items())
-    removed = retain.Eraser(s).erase("ALICE")
+    removed = expiry.Eraser(s).erase("ALICE")
     assert removed["events"] == 7 and removed["alerts_redacted"] >= 1 and removed["baseline"]
     after = dump(s)
     for name, rows in after.items():
@@ -371,8 +375,8 @@ def test_erasure_removes_the_person_everywhere_and_leaves_others_alone(
     spray = next(r for r in _alerts(after).values() if r.get("Rule") == "password_spray")
     assert "[erased " in spray["Users"] and "erased" in spray["Erasure"]
     assert "bob" in _events(after).__repr__()
-    with pytest.raises(retention.NoSuchAccount):  # idempotent: nothing is left to erase
-        retain.Eraser(s).erase("alice")
+    with pytest.raises(policy.NoSuchAccount):  # idempotent: nothing is left to erase
+        expiry.Eraser(s).erase("alice")
     assert dump(s) == after
 
 
@@ -389,7 +393,7 @@ def test_erasure_removes_the_machine_rows_earlier_versions_wrote(
             rk = keys.subject_prefix(row["TargetVMKey"]) + row["EventRowKey"]
             legacy.append({**row, "PartitionKey": layout.VM_PREFIX + day, "RowKey": rk})
     s.upsert((s.index, legacy))
-    retain.Eraser(s).erase("alice")
+    expiry.Eraser(s).erase("alice")
     left = [r for r in s.index.client.list_entities() if r["PartitionKey"].startswith("vm|")]
     assert left and len(left) == sum(1 for r in legacy if r["UserKey"] != "alice")
 
@@ -408,8 +412,8 @@ def test_erasure_by_email_and_by_name_remove_the_same_rows_and_quarantined_text(
                blob_prefix)  # fmt: skip
         assert any("alice" in str(line.get("Raw")) for line in quarantine_lines(p).values())
     listed = len(quarantine_lines(two_stores[0]))
-    by_mail = retain.Eraser(two_stores[0].storage).erase("alice@contoso.com", now=NOW)
-    by_name = retain.Eraser(two_stores[1].storage).erase("alice", now=NOW)
+    by_mail = expiry.Eraser(two_stores[0].storage).erase("alice@contoso.com", now=NOW)
+    by_name = expiry.Eraser(two_stores[1].storage).erase("alice", now=NOW)
     assert by_mail == by_name and by_mail["events"] == 7 and by_mail["quarantine_redacted"] == 1
     a, b = (dump(p.storage) for p in two_stores)
     assert [set(t) for t in a.values()] == [set(t) for t in b.values()]
@@ -424,13 +428,13 @@ def test_an_erasure_that_crashed_is_finished_by_the_next(
     two_stores: tuple[Pipeline, Pipeline], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clean, crashed = (p.storage for p in two_stores)
-    retain.Eraser(clean).erase("svc-deploy")
+    expiry.Eraser(clean).erase("svc-deploy")
     for calls in (1, 3):
         with monkeypatch.context() as m:
             crash_after(m, calls)
             with pytest.raises(Crash):
-                retain.Eraser(crashed).erase("svc-deploy")
-    retain.Eraser(crashed).erase("svc-deploy")
+                expiry.Eraser(crashed).erase("svc-deploy")
+    expiry.Eraser(crashed).erase("svc-deploy")
     a, b = dump(clean), dump(crashed)
     assert [set(t) for t in a.values()] == [set(t) for t in b.values()]
     for key, row in _alerts(a).items():

@@ -14,10 +14,15 @@ from hypothesis import strategies as st
 from test_campaigns import incidents, lines, queue, view
 
 from devtools import samples
-from shared import baseline, clients, detection, planning
-from shared.baseline import Sighting
-from shared.detection import IP, USER, Event, Severity, Thresholds
-from shared.ingest import Pipeline
+from shared.baselines import agents, habits
+from shared.baselines.habits import Sighting
+from shared.core import domain
+from shared.core.catalog import Thresholds
+from shared.core.domain import Event, Kind, Severity
+from shared.detect import planning, windows
+from shared.ingest.loop import Pipeline
+
+USER, IP = Kind.USER, Kind.IP
 
 T = Thresholds()
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -44,12 +49,12 @@ def known_all(e: Event) -> bool:
     return True
 
 
-def found(kind: detection.Kind, events: list[Event], known: detection.Known = known_all) -> list:
+def found(kind: domain.Kind, events: list[Event], known: windows.Known = known_all) -> list:
     subject = NAT if kind is IP else events[0].user
     mine = [e for e in events if (e.ip if kind is IP else e.user) == subject]
-    buckets = detection.build_buckets(kind, mine, T, known=known)
-    hot = detection.hot_rules(kind, buckets, T)
-    return detection.incidents(kind, subject, buckets, hot, T)
+    buckets = windows.build_buckets(kind, mine, T, known=known)
+    hot = windows.hot_rules(kind, buckets, T)
+    return windows.incidents(kind, subject, buckets, hot, T)
 
 
 def test_a_forgotten_password_on_the_usual_client_is_a_low_finding_and_no_page() -> None:
@@ -97,33 +102,33 @@ def test_a_few_failures_before_a_usual_sign_in_raise_nothing() -> None:
 
 
 def test_the_baseline_knows_a_sign_in_only_from_its_network_client_and_machine() -> None:
-    first = Sighting(T0, "a", NAT, "LINUX-WEB-01", "B", clients.client_of(EDGE))
-    rows = baseline.fold({}, [first])
+    first = Sighting(T0, "a", NAT, "LINUX-WEB-01", "B", agents.client_of(EDGE))
+    rows = habits.fold({}, [first])
     later = T0 + timedelta(days=1)
-    same = Sighting(later, "b", "203.0.113.99", "linux-web-01", "B", clients.client_of(EDGE))
-    assert baseline.known(rows, same)  # same /24, same client family and OS, same machine
-    assert not baseline.known(rows, Sighting(later, "c", NAT, "LINUX-WEB-01", "B",
-                                             clients.client_of(FIREFOX)))  # fmt: skip
-    assert not baseline.known(rows, Sighting(later, "d", "198.51.100.1", "LINUX-WEB-01", "B",
-                                             clients.client_of(EDGE)))  # fmt: skip
-    assert not baseline.known(rows, Sighting(later, "e", NAT, "WIN-DB-02", "B",
-                                             clients.client_of(EDGE)))  # fmt: skip
-    assert not baseline.known(rows, Sighting(later, "f", NAT, "LINUX-WEB-01", "B", None))
-    assert not baseline.known(rows, first)  # the first sighting itself is new
-    vpn = Sighting(later, "g", "100.64.1.7", "LINUX-WEB-01", "B", clients.client_of(EDGE))
-    assert not baseline.known(rows, vpn)  # a network the account never used ...
-    assert baseline.known(rows, vpn, trusted=True)  # ... unless it is the organisation's own
-    guess = Sighting(later, "h", "100.64.1.7", "LINUX-WEB-01", "B", clients.client_of(FIREFOX))
-    assert not baseline.known(rows, guess, trusted=True)  # its client and machine still decide
+    same = Sighting(later, "b", "203.0.113.99", "linux-web-01", "B", agents.client_of(EDGE))
+    assert habits.known(rows, same)  # same /24, same client family and OS, same machine
+    assert not habits.known(rows, Sighting(later, "c", NAT, "LINUX-WEB-01", "B",
+                                             agents.client_of(FIREFOX)))  # fmt: skip
+    assert not habits.known(rows, Sighting(later, "d", "198.51.100.1", "LINUX-WEB-01", "B",
+                                             agents.client_of(EDGE)))  # fmt: skip
+    assert not habits.known(rows, Sighting(later, "e", NAT, "WIN-DB-02", "B",
+                                             agents.client_of(EDGE)))  # fmt: skip
+    assert not habits.known(rows, Sighting(later, "f", NAT, "LINUX-WEB-01", "B", None))
+    assert not habits.known(rows, first)  # the first sighting itself is new
+    vpn = Sighting(later, "g", "100.64.1.7", "LINUX-WEB-01", "B", agents.client_of(EDGE))
+    assert not habits.known(rows, vpn)  # a network the account never used ...
+    assert habits.known(rows, vpn, trusted=True)  # ... unless it is the organisation's own
+    guess = Sighting(later, "h", "100.64.1.7", "LINUX-WEB-01", "B", agents.client_of(FIREFOX))
+    assert not habits.known(rows, guess, trusted=True)  # its client and machine still decide
 
 
 def test_clients_are_family_and_os_and_survive_hostile_agents() -> None:
-    assert clients.client_of(EDGE) == "edge on windows"
-    assert clients.client_of(EDGE.replace("131", "132")) == clients.client_of(EDGE)
-    assert clients.client_of(FIREFOX) == "firefox on linux"
-    assert clients.client_of("") == clients.NONE
-    assert clients.client_of("curl/8.5.0").startswith("curl")
-    assert len(clients.client_of("Mozilla/5.0 (" * 100_000)) < 100
+    assert agents.client_of(EDGE) == "edge on windows"
+    assert agents.client_of(EDGE.replace("131", "132")) == agents.client_of(EDGE)
+    assert agents.client_of(FIREFOX) == "firefox on linux"
+    assert agents.client_of("") == agents.NONE
+    assert agents.client_of("curl/8.5.0").startswith("curl")
+    assert len(agents.client_of("Mozilla/5.0 (" * 100_000)) < 100
 
 
 _ROWS = st.lists(
@@ -140,7 +145,7 @@ _ROWS = st.lists(
 @settings(max_examples=120, deadline=None)
 @given(_ROWS, st.integers(0, 120), st.integers(0, 60), st.sampled_from([IP, USER]))
 def test_buckets_rebuilt_from_a_window_equal_those_built_from_all_with_retries(
-    rows: list[tuple[float, str, bool, str]], first: int, length: int, kind: detection.Kind
+    rows: list[tuple[float, str, bool, str]], first: int, length: int, kind: domain.Kind
 ) -> None:
     """What an invocation does (`planning.event_span`): minutes [lo, hi] from a window of
     events on either side; the retries explained must not depend on what lies outside it."""
@@ -152,9 +157,9 @@ def test_buckets_rebuilt_from_a_window_equal_those_built_from_all_with_retries(
 
     lo = T0 + timedelta(minutes=first)
     hi = lo + timedelta(minutes=length)
-    window = [e for e in mine if lo - T.window <= e.time < hi + detection.MINUTE + T.window]
-    part = detection.build_buckets(kind, window, T, lo, hi, known)
-    whole = [b for b in detection.build_buckets(kind, mine, T, known=known) if lo <= b.minute <= hi]
+    window = [e for e in mine if lo - T.window <= e.time < hi + domain.MINUTE + T.window]
+    part = windows.build_buckets(kind, window, T, lo, hi, known)
+    whole = [b for b in windows.build_buckets(kind, mine, T, known=known) if lo <= b.minute <= hi]
     assert part == whole
 
 
@@ -171,7 +176,7 @@ def test_failures_no_sign_in_follows_change_their_own_minutes_only(
     rows: list[tuple[float, str, bool, str]],
     new: list[tuple[float, str]],
     at: int,
-    kind: detection.Kind,
+    kind: domain.Kind,
 ) -> None:
     """What an invocation reads for new failures (`planning.narrow`): with no sign-in from
     their first minute to a window after the last, every other minute's bucket stays as it
@@ -189,21 +194,21 @@ def test_failures_no_sign_in_follows_change_their_own_minutes_only(
     mine = [e for e in stored + added if kind is IP or e.user == "dana"]
     before = [e for e in stored if kind is IP or e.user == "dana"]
 
-    def outside(events: list[Event]) -> list[detection.Bucket]:
-        built = detection.build_buckets(kind, events, T, known=known_all)
+    def outside(events: list[Event]) -> list[domain.Bucket]:
+        built = windows.build_buckets(kind, events, T, known=known_all)
         return [b for b in built if not first <= b.minute <= last]
 
     assert outside(mine) == outside(before)
     read = [e for e in mine if first <= e.time < end]
-    part = detection.build_buckets(kind, read, T, first, hi, known_all)
-    whole = detection.build_buckets(kind, mine, T, known=known_all)
+    part = windows.build_buckets(kind, read, T, first, hi, known_all)
+    whole = windows.build_buckets(kind, mine, T, known=known_all)
     assert part == [b for b in whole if first <= b.minute <= hi]
 
 
 @settings(max_examples=150, deadline=None)
 @given(_ROWS, st.floats(0, 7200, allow_nan=False), st.sampled_from([IP, USER]))
 def test_a_sign_in_no_failure_comes_just_before_changes_no_bucket(
-    rows: list[tuple[float, str, bool, str]], second: float, kind: detection.Kind
+    rows: list[tuple[float, str, bool, str]], second: float, kind: domain.Kind
 ) -> None:
     """What `fail|<hour>` rows decide (`planning.failed_nearby`, from the minutes the actor
     failed in): a sign-in they say no failure came just before is in no bucket, and explains
@@ -219,8 +224,8 @@ def test_a_sign_in_no_failure_comes_just_before_changes_no_bucket(
     touch = planning.Touch(sign_in.time, sign_in.time, successes=1, records=True)
     if planning.failed_nearby(planning.Actor(kind, "x"), touch, failing, T):
         return
-    with_it = detection.build_buckets(kind, [*mine, sign_in], T, known=known_all)
-    assert with_it == detection.build_buckets(kind, mine, T, known=known_all)
+    with_it = windows.build_buckets(kind, [*mine, sign_in], T, known=known_all)
+    assert with_it == windows.build_buckets(kind, mine, T, known=known_all)
 
 
 def test_fail_rows_name_the_minutes_and_old_rows_any() -> None:
@@ -245,7 +250,7 @@ def test_retries_do_not_depend_on_the_order_events_arrive_in(
         subject = NAT if kind is IP else "dana"
         a = [e for e in events if kind is IP or e.user == subject]
         b = [e for e in shuffled if kind is IP or e.user == subject]
-        assert detection.build_buckets(kind, a, T, known=known_all) == detection.build_buckets(
+        assert windows.build_buckets(kind, a, T, known=known_all) == windows.build_buckets(
             kind, b, T, known=known_all
         )
 

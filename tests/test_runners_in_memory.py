@@ -17,10 +17,10 @@ import orjson
 import pytest
 
 from devtools import alerts, azurite, memtables, samples
-from shared import retain
-from shared.ingest import Pipeline
-from shared.settings import Settings
-from shared.storage import Storage
+from shared.core.settings import Settings
+from shared.ingest.loop import Pipeline
+from shared.keep import expiry
+from shared.store.tables import Storage
 
 LATER = samples.START + timedelta(days=3)
 
@@ -126,6 +126,6 @@ def test_retention_removes_what_is_past_it(pipeline: Pipeline) -> None:
     ingest(pipeline, blobs, sorted(blobs))
     assert len(rows(pipeline, pipeline.settings.events_table)) == expected.records
     far = samples.START + timedelta(days=pipeline.settings.retention_days + 3)
-    removed = retain.Expirer(pipeline.storage).run(far.astimezone(UTC))
+    removed = expiry.Expirer(pipeline.storage).run(far.astimezone(UTC))
     assert removed["events"] == expected.records
     assert rows(pipeline, pipeline.settings.events_table) == []

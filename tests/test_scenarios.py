@@ -19,10 +19,11 @@ import orjson
 import pytest
 
 from devtools import azurite, memtables, samples
-from shared import detection
-from shared.ingest import Pipeline
-from shared.settings import Settings
-from shared.storage import Storage
+from shared.core import catalog, domain
+from shared.core.settings import Settings
+from shared.detect import windows
+from shared.ingest.loop import Pipeline
+from shared.store.tables import Storage
 
 HERE = Path(__file__).parent / "scenarios"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "detection-quality.md"
@@ -99,14 +100,22 @@ def test_scenario(path: Path) -> None:
 
 
 def test_the_registry_of_rules() -> None:
-    """Names unique, each with a severity and a sentence naming its subject, each named in
-    docs/detection-quality.md; every rule of the logs has a firing and a quiet scenario."""
-    described = list(detection.RULES) + list(detection.FINDING_RULES)
+    """Every rule and finding declared once (`core/catalog.py`): names unique, each with a
+    severity and a sentence naming its subject, each named in docs/detection-quality.md; every
+    rule that is not a finding has its logic, and its limits name `Thresholds` fields; every
+    rule of the logs has a firing and a quiet scenario."""
+    described = list(catalog.RULES)
     names = [r.name for r in described]
-    assert len(names) == len(set(names)) == len(detection.DESCRIBED)
+    assert len(names) == len(set(names)) == len(catalog.DESCRIBED)
+    logic = {r.name: r for r in windows.RULES}
+    assert set(logic) == {r.name for r in described if not r.finding}
+    assert all(logic[n].spec is catalog.DESCRIBED[n] for n in logic)
+    fields = set(catalog.Thresholds.__dataclass_fields__)
+    assert all(set(limits) <= fields for limits in catalog.TUNABLE.values())
+    assert {lim.field for lim in catalog.LIMITS} == fields - {"overrides"}
     doc = DOCS.read_text()
     for rule in described:
-        assert isinstance(rule.severity, detection.Severity) and "{subject}" in rule.description
+        assert isinstance(rule.severity, domain.Severity) and "{subject}" in rule.description
         assert f"`{rule.name}`" in doc, f"{rule.name} is not in docs/detection-quality.md"
     scenarios = {(p.stem.split(".")[0], p.stem.split(".")[-1]) for p in FILES}
     for name in set(names) - NOT_FROM_LOGS - FROM_BASELINES:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from shared.settings import CONNECTION, DEFAULTS, Settings, SettingsError
-from shared.storage import Storage
+from shared.core.settings import CONNECTION, DEFAULTS, Settings, SettingsError
+from shared.store.tables import Storage
 
 
 def test_defaults_build_a_valid_settings_object() -> None:
     s = Settings.from_env({})
-    assert s.events_table == DEFAULTS["EVENTS_TABLE"] and s.failure_threshold == 5
+    assert s.events_table == DEFAULTS["EVENTS_TABLE"] and s.thresholds.failures == 5
     assert s.ip_allowlist == () and s.blob_trigger_source == "LogsAndContainerScan"
 
 
@@ -39,8 +39,8 @@ def test_rule_overrides_set_one_rule_apart_from_the_defaults() -> None:
     env = {"RULE_OVERRIDES": " ip_brute_force.threshold=20, password_spray.window_minutes=60,"
                              "ip_brute_force.window_minutes=30"}  # fmt: skip
     s = Settings.from_env(env)
-    assert s.rule_overrides == (("ip_brute_force", 20, 30), ("password_spray", None, 60))
-    assert Settings.from_env({}).rule_overrides == ()
+    assert s.thresholds.overrides == (("ip_brute_force", 20, 30), ("password_spray", None, 60))
+    assert Settings.from_env({}).thresholds.overrides == ()
 
 
 def test_secrets_are_not_in_the_repr() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.storage import MAX_BATCH, MAX_BATCH_BYTES, _batches
+from shared.store.tables import MAX_BATCH, MAX_BATCH_BYTES, _batches
 
 
 def test_batches_hold_one_partition_at_most_100_entities() -> None:
@@ -27,14 +27,14 @@ def test_batch_parts_are_prepared_in_the_calling_thread() -> None:
     from azure.core import __version__
     from azure.core.pipeline import Pipeline
 
-    from shared import storage
+    from shared.store import tables
 
-    assert __version__ == "1.41.0" and storage.SERIAL_BATCH_PARTS
-    assert Pipeline._prepare_multipart_mixed_request is storage._prepare_parts
+    assert __version__ == "1.41.0" and tables.SERIAL_BATCH_PARTS
+    assert Pipeline._prepare_multipart_mixed_request is tables._prepare_parts
 
 
 def test_days_in_runs_of_consecutive_days() -> None:
-    from shared import layout
+    from shared.store import layout
 
     days = ["2026-11-24", "2026-11-22", "2026-11-23", "2026-12-01", "2026-02-28", "2026-03-01"]
     assert layout.day_runs(days) == [

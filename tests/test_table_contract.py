@@ -17,9 +17,9 @@ from azure.data.tables import EdmType, EntityProperty
 
 from devtools import azurite
 from devtools.memtables import MemoryTableService
-from shared import layout
-from shared.settings import Settings
-from shared.storage import Conflict, Storage, Table
+from shared.core.settings import Settings
+from shared.store import layout
+from shared.store.tables import Conflict, Storage, Table
 
 T0 = datetime(2026, 11, 23, 9, 0, 1, 250000, tzinfo=UTC)
 _names = itertools.count()
@@ -168,7 +168,7 @@ def test_what_the_service_refuses(table: Table, bad: dict[str, Any]) -> None:
 
 def test_a_slash_in_a_key_is_refused_in_memory_as_azure_does() -> None:
     """Azure answers 400 (a key may not hold `/`); Azurite 3.37 answers 500, so this one is
-    not in the contract. The app's keys never hold one (`shared.keys.encode`)."""
+    not in the contract. The app's keys never hold one (`shared.store.keys.encode`)."""
     env = azurite.isolated_env("UseDevelopmentStorage=true")
     storage = Storage(Settings.from_env(env), services=(None, MemoryTableService(), None))
     with pytest.raises(HttpResponseError) as refused:
@@ -193,7 +193,7 @@ def test_whole_numbers_past_int32_go_in_and_come_back_plain(table: Table) -> Non
 
 
 def test_a_cursor_past_two_gib(table: Table) -> None:
-    from shared.storage import Cursor
+    from shared.store.tables import Cursor
 
     storage = table._storage
     blob = "resourceId=/X/y=2026/m=11/d=23/h=09/m=00/PT1H.json"

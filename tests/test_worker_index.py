@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from shared.settings import CONNECTION, DEFAULTS, LOGS_CONTAINER
+from shared.core.settings import CONNECTION, DEFAULTS, LOGS_CONTAINER
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "function_app.py"
@@ -193,7 +193,7 @@ def test_timers(azure_index: dict[str, dict[str, Any]]) -> None:
         assert trigger["schedule"] == schedule
         assert len(fn["bindings"]) == 1
         setting = schedule.strip("%")
-        assert setting in DEFAULTS, f"{setting} has no default in shared/settings.py"
+        assert setting in DEFAULTS, f"{setting} has no default in shared/core/settings.py"
 
 
 def test_http_functions(azure_index: dict[str, dict[str, Any]]) -> None:

@@ -31,8 +31,8 @@ from reliability_support import (
 
 from devtools import samples
 from devtools.azurite import Azurite
-from shared import model
-from shared.ingest import Pipeline
+from shared.ingest import normalize
+from shared.ingest.loop import Pipeline
 
 pytestmark = pytest.mark.azurite
 INSTANCES = 8
@@ -147,7 +147,7 @@ def test_concurrent_invocations_on_growing_append_blob(emulator: Azurite) -> Non
 
     expected = {
         (e["PartitionKey"], e["RowKey"])
-        for e in (model.normalize(r, name, 0, 0) for r in map(orjson.loads, data.splitlines()))
+        for e in (normalize.normalize(r, name, 0, 0) for r in map(orjson.loads, data.splitlines()))
     }
     assert set(got.events) == expected and len(got.events) == len(records)
     cursor = got.cursors[name]

@@ -30,8 +30,10 @@ from reliability_support import (
 
 from devtools import samples
 from devtools.azurite import Azurite
-from shared import alerting, detect, storage
-from shared.ingest import Pipeline
+from shared.detect import runner
+from shared.ingest.loop import Pipeline
+from shared.notify import delivery
+from shared.store import tables
 
 pytestmark = pytest.mark.azurite
 CHUNK = {"READ_CHUNK_BYTES": "65536"}  # the smallest chunk: the big blob takes several
@@ -94,12 +96,12 @@ def on_nth_call(
 # (index rows stored, events not: the order `store` keeps), a cursor advance, the start of
 # incident bookkeeping, and alert delivery.
 STOP_POINTS = [
-    pytest.param(storage.Storage, "upsert", 1, id="index-write-1"),
-    pytest.param(storage.Storage, "upsert", 2, id="events-write-1"),
-    pytest.param(storage.Storage, "quarantine", 1, id="quarantine-1"),
-    pytest.param(storage.Storage, "write_cursor", 2, id="cursor-advance-2"),
-    pytest.param(detect.Evaluation, "_settle", 2, id="incident-record-2"),
-    pytest.param(alerting.Deliverer, "deliver", 1, id="alert-delivery-1"),
+    pytest.param(tables.Storage, "upsert", 1, id="index-write-1"),
+    pytest.param(tables.Storage, "upsert", 2, id="events-write-1"),
+    pytest.param(tables.Storage, "quarantine", 1, id="quarantine-1"),
+    pytest.param(tables.Storage, "write_cursor", 2, id="cursor-advance-2"),
+    pytest.param(runner.Evaluation, "_settle", 2, id="incident-record-2"),
+    pytest.param(delivery.Deliverer, "deliver", 1, id="alert-delivery-1"),
 ]
 
 
@@ -146,7 +148,7 @@ def test_failure_between_records_and_cursor(
         raise InjectedFault("storage went away before the cursor moved")
 
     p = new_pipeline(emulator.connection_string, names(**CHUNK))
-    calls = on_nth_call(monkeypatch, storage.Storage, "write_cursor", nth, fault)
+    calls = on_nth_call(monkeypatch, tables.Storage, "write_cursor", nth, fault)
     raised = ingest_all(p, fault_blobs(), retries=1)
     assert raised == 1 and calls[0] > nth
     got = snapshot(p)
@@ -184,14 +186,14 @@ def test_a_conflict_after_an_actors_day_was_written_still_sends_its_notice(
         return state
 
     want = run()
-    original = detect.CoverReader.moved
+    original = runner.CoverReader.moved
     moved: list[bool] = []
 
-    def once(self: detect.CoverReader, cover: Any) -> bool:
+    def once(self: runner.CoverReader, cover: Any) -> bool:
         moved.append(not moved)
         return moved[-1] or original(self, cover)
 
-    monkeypatch.setattr(detect.CoverReader, "moved", once)
+    monkeypatch.setattr(runner.CoverReader, "moved", once)
     got = run()
     assert moved[:1] == [True] and want.notices  # it decided again
     assert_same_state(got, want)

@@ -1,6 +1,6 @@
 """Hostile input, generated: whatever a blob holds, nothing escapes and nothing is lost.
 
-Pure code only (parse.split, model.normalize, and Pipeline.ingest over in-memory fakes of the
+Pure code only (parse.split, normalize.normalize, and Pipeline.ingest over in-memory fakes of the
 blob and of storage): every record read is stored, quarantined or skipped as a duplicate, no
 exception but `Rejected` leaves `normalize`, splitting at any byte gives what splitting at once
 gives, and every entity is one Azure Table Storage accepts (legal keys, strings <= 32K chars).
@@ -25,10 +25,12 @@ from hypothesis import strategies as st
 
 from devtools import samples
 from devtools.memtables import MemoryBlob
-from shared import keys, layout, model, parse, quarantine
-from shared.ingest import Pipeline
-from shared.settings import Settings
-from shared.storage import Conflict, Cursor
+from shared.core import domain
+from shared.core.settings import Settings
+from shared.ingest import normalize, parse
+from shared.ingest.loop import Pipeline
+from shared.store import keys, layout, quarantine
+from shared.store.tables import Conflict, Cursor
 
 #: Inputs generated per test; the totals are quoted in README, "What we guarantee".
 BUDGET = {"normalize": 2800, "chunks": 2000, "ingest": 1200, "keys": 4000, "identity": 2000}
@@ -92,8 +94,8 @@ def check_entities(entity: dict[str, Any]) -> None:
 # -- bugs known when this suite was written (see the regression tests at the end) ----------
 def _escapes(record: dict[str, Any]) -> bool:
     try:
-        model.normalize(record, "b", 0, 0)
-    except model.Rejected:
+        normalize.normalize(record, "b", 0, 0)
+    except normalize.Rejected:
         return False
     except Exception:
         return True
@@ -102,7 +104,7 @@ def _escapes(record: dict[str, Any]) -> bool:
 
 def _too_long(record: dict[str, Any]) -> bool:
     try:
-        return bool(table_problems(model.normalize(record, "b", 0, 0)))
+        return bool(table_problems(normalize.normalize(record, "b", 0, 0)))
     except Exception:
         return False
 
@@ -118,14 +120,14 @@ BUG_CASEFOLD = _with(userName="ΐ" * 11000)  # 22 KB of UTF-8; "ΐ".casefold() i
 BUG_EXTRA = {**BASE, "counts": orjson.loads(b"[" + b",".join([b"1e5"] * 6000) + b"]")}
 
 
-def normalize_piece(piece: parse.Piece) -> dict[str, Any] | None:
+def normalize_piece(piece: domain.Piece) -> dict[str, Any] | None:
     """What ingest does with one piece; only `Rejected` may come out of normalize."""
     if piece.error is not None:
         assert len(piece.raw) <= 32768
         return None
     try:
-        entity = model.normalize(piece.value, "c/blob.json", piece.offset, piece.item)
-    except model.Rejected:
+        entity = normalize.normalize(piece.value, "c/blob.json", piece.offset, piece.item)
+    except normalize.Rejected:
         return None
     check_entities(entity)
     return entity
@@ -177,8 +179,8 @@ values = st.recursive(
     ),
     max_leaves=12,
 )
-FIELDS = [*model._TOP, *model._DROPPED, "TimeGenerated", "Type", "_ResourceId", "TIME"]
-PROPS = [*model._KNOWN_PROPS, "UserName", "ClientIpAddress", "ClientPort", "Duration", "x"]
+FIELDS = [*normalize._TOP, *normalize._DROPPED, "TimeGenerated", "Type", "_ResourceId", "TIME"]
+PROPS = [*normalize._KNOWN_PROPS, "UserName", "ClientIpAddress", "ClientPort", "Duration", "x"]
 
 
 @st.composite
@@ -291,9 +293,9 @@ def cuts(data: bytes) -> st.SearchStrategy[list[int]]:
 
 
 # -- splitting ------------------------------------------------------------------------------
-def split_at(data: bytes, ends: list[int], max_record: int) -> list[parse.Piece]:
+def split_at(data: bytes, ends: list[int], max_record: int) -> list[domain.Piece]:
     """Feed the blob in chunks ending at `ends`, carrying the rest over as ingest does."""
-    pieces: list[parse.Piece] = []
+    pieces: list[domain.Piece] = []
     carry, pos, mode, read_at = b"", 0, parse.Mode.UNKNOWN, 0
     for end in ends:
         buf = carry + data[read_at:end]
@@ -308,7 +310,7 @@ def split_at(data: bytes, ends: list[int], max_record: int) -> list[parse.Piece]
     return pieces
 
 
-def comparable(piece: parse.Piece) -> tuple[Any, ...]:
+def comparable(piece: domain.Piece) -> tuple[Any, ...]:
     kind = piece.error.split(":")[0] if piece.error else None
     return piece.offset, piece.item, repr(piece.value), kind, piece.raw
 
@@ -617,9 +619,9 @@ def test_cached_helpers_answer_like_uncached_ones(text: str) -> None:
     """Caches: only short values are cached; whatever the length, the answer is the same."""
     RUN["identity"] += 1
     assert keys.encode(text) == keys._encode(text)
-    assert model.ip_key(text) == model._ip_key.__wrapped__(text)
-    assert model.vm_name(text) == model._vm_name.__wrapped__(text)
-    assert model.outcome(text) == model._outcome.__wrapped__(text)
+    assert normalize.ip_key(text) == normalize._ip_key.__wrapped__(text)
+    assert normalize.vm_name(text) == normalize._vm_name.__wrapped__(text)
+    assert normalize.outcome(text) == normalize._outcome.__wrapped__(text)
 
 
 INVISIBLE = st.sampled_from(["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u202e"])

@@ -4,7 +4,7 @@
 happens to produce; an extra account incident once showed up there in CI and not again. Here
 two invocations (each stores its records and detects over them, as one chunk of the blob
 trigger does) run in their own threads and stop at every checkpoint the product declares
-(`shared.planning.checkpoint`): after the index rows are stored, before the coverage is read,
+(`shared.detect.planning.checkpoint`): after the index rows are stored, before the coverage is read,
 before an actor decides from its rows, before it settles its incidents under its head row's
 ETag. A scheduler lets one of them go at a time and, run after run, walks through every order
 of the two step sequences (depth first over the choices, so each interleaving runs once).
@@ -24,9 +24,10 @@ from reliability_support import Snapshot, close, lines, names, new_pipeline, sna
 
 from devtools import samples
 from devtools.azurite import Azurite
-from shared import parse, planning
-from shared.ingest import Pipeline
-from shared.store import store
+from shared.detect import planning
+from shared.ingest import parse
+from shared.ingest.chunks import store
+from shared.ingest.loop import Pipeline
 
 pytestmark = pytest.mark.azurite
 #: How long a step may take before the scheduler calls the run hung (a step is a few requests).

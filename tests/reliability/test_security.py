@@ -17,7 +17,7 @@ from reliability_support import close, logs_container, names, new_pipeline, snap
 
 from devtools import azurite, samples
 from devtools.azurite import AZURITE_KEY, Azurite
-from shared import model
+from shared.ingest import normalize
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 #: A comparison operator right before (or after) an interpolated value: `f"X eq '{v}'"`.
@@ -37,7 +37,7 @@ def _calls(tree: ast.AST, name: str) -> Iterator[ast.Call]:
 
 def test_every_query_passes_values_as_parameters() -> None:
     checked = 0
-    for path in sorted(SHARED.glob("*.py")):
+    for path in sorted(SHARED.rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
         for call in _calls(tree, "query_entities"):
             checked += 1
@@ -196,12 +196,12 @@ def test_quarantine_is_stored_as_json_data_and_cut(emulator: Azurite) -> None:
 
 
 def test_report_escapes_hostile_strings() -> None:
-    report = pytest.importorskip("shared.report")
+    report = pytest.importorskip("shared.answer.report")
     evil = "<script>alert(1)</script>"
     when = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
     rec = samples.record(when, evil, samples.FAIL, "10.0.0.1", vm=f"VM{evil}")
     rec["properties"]["clientIpAddress"] = f"1.2.3.4{evil}"
-    events = [model.normalize(rec, "b", i, 0) for i in range(3)]
+    events = [normalize.normalize(rec, "b", i, 0) for i in range(3)]
     data = report.aggregate(events, [], when - timedelta(hours=1), when + timedelta(hours=1))
     page = report.render(data, when)
     assert evil not in page and "<script" not in page.lower()
