@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import azure.functions as func
@@ -63,24 +64,30 @@ def _bad(exc: queries.BadQuery) -> func.HttpResponse:
     return _json({"error": "bad_request", "message": str(exc)}, 400)
 
 
+def _paged(
+    req: func.HttpRequest,
+    storage: Storage,
+    parse: Callable[[Any], Any],
+    answer: Callable[[Storage, Any], queries.Page],
+) -> func.HttpResponse:
+    """A page of a listing: its parameters checked (a 400 names the bad one), then read."""
+    try:
+        query = parse(req.params)
+    except queries.BadQuery as exc:
+        return _bad(exc)
+    return _json(answer(storage, query).json())
+
+
 @signed_in
 def activity(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
     """`?user=&vm=&ip=&from=&to=&outcome=&limit=&continuation=` -> `{"items", "continuation"}`."""
-    try:
-        query = queries.parse_activity(req.params)
-    except queries.BadQuery as exc:
-        return _bad(exc)
-    return _json(queries.activity(storage, query).json())
+    return _paged(req, storage, queries.parse_activity, queries.activity)
 
 
 @signed_in
 def alerts(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
     """`?status=&from=&to=&limit=&continuation=` -> `{"items", "continuation"}`."""
-    try:
-        query = queries.parse_alerts(req.params)
-    except queries.BadQuery as exc:
-        return _bad(exc)
-    return _json(queries.alerts(storage, query).json())
+    return _paged(req, storage, queries.parse_alerts, queries.alerts)
 
 
 @signed_in

@@ -377,26 +377,32 @@ def activity(storage: Storage, q: ActivityQuery) -> Page:
     kind, flt, segments = activity_filter(q)
     table = storage.events if kind == "events" else storage.index
     select = [*FIELDS, "PartitionKey", "RowKey"]
+    read = _Read(table, flt, segments, select, q.limit, state, fingerprint)
     if q.mode in ("scan", "vm"):
-        page = _scan_page(table, flt, segments, select, q.limit, state, fingerprint)
-        return replace(page, matched=found)
+        return replace(_scan_page(read), matched=found)
     if q.mode == "user" and len(segments) > 1:
-        page = _merged_page(table, flt, segments, select, q.limit, state, fingerprint)
-        return replace(page, matched=found)
-    page = _segment_page(table, flt, segments, select, q.limit, state, fingerprint)
-    return replace(page, matched=found)
+        return replace(_merged_page(read), matched=found)
+    return replace(_segment_page(read), matched=found)
 
 
-def _segment_page(
-    table: Table,
-    flt: str,
-    segments: list[dict[str, Any]],
-    select: list[str],
-    limit: int,
-    state: dict[str, Any],
-    fingerprint: str,
-) -> Page:
+@dataclass(frozen=True)
+class _Read:
+    """One page's read: the table, its filter and key ranges, the columns, how many rows, and
+    where the page before stopped (`state`, valid for the query's `fingerprint` only)."""
+
+    table: Table
+    flt: str
+    segments: list[dict[str, Any]]
+    select: list[str]
+    limit: int
+    state: dict[str, Any]
+    fingerprint: str
+
+
+def _segment_page(r: _Read) -> Page:
     """Segments one after the other, the service's token within one."""
+    table, flt, segments, select, limit = r.table, r.flt, r.segments, r.select, r.limit
+    state, fingerprint = r.state, r.fingerprint
     items: list[dict[str, Any]] = []
     segment, token = int(state.get("s", 0)), state.get("t")
     while segment < len(segments) and len(items) < limit:
@@ -409,15 +415,9 @@ def _segment_page(
     return Page(items, encode_token(fingerprint, {"s": segment, "t": token}))
 
 
-def _scan_page(
-    table: Table,
-    flt: str,
-    segments: list[dict[str, Any]],
-    select: list[str],
-    limit: int,
-    state: dict[str, Any],
-    fingerprint: str,
-) -> Page:
+def _scan_page(r: _Read) -> Page:
+    table, flt, segments, select, limit = r.table, r.flt, r.segments, r.select, r.limit
+    state, fingerprint = r.state, r.fingerprint
     after = state.get("after")
     if after:  # skip what earlier pages showed without reading past it again
         since = parse_time(after[0], "continuation")
@@ -430,17 +430,11 @@ def _scan_page(
     return _ordered_page(found, after, limit, "TimeGenerated", fingerprint, activity_item)
 
 
-def _merged_page(
-    table: Table,
-    flt: str,
-    segments: list[dict[str, Any]],
-    select: list[str],
-    limit: int,
-    state: dict[str, Any],
-    fingerprint: str,
-) -> Page:
+def _merged_page(r: _Read) -> Page:
     """Several accounts' events in time order: each account's hour partitions come back in
     time order, so a page merges them and reads at most `limit + 1` rows of each."""
+    table, flt, segments, select, limit = r.table, r.flt, r.segments, r.select, r.limit
+    state, fingerprint = r.state, r.fingerprint
     after = state.get("after")
     if after:  # start each range at the hour of the last row shown
         since = parse_time(after[0], "continuation")
@@ -453,7 +447,7 @@ def _merged_page(
         return [row["TimeGenerated"].isoformat(), row["PartitionKey"], row["RowKey"]]
 
     streams = [table.query(flt, params, select) for params in segments]
-    merged = (r for r in heapq.merge(*streams, key=key) if after is None or key(r) > after)
+    merged = (row for row in heapq.merge(*streams, key=key) if after is None or key(row) > after)
     return _ordered_page(itertools.islice(merged, limit + 1), after, limit, "TimeGenerated",
                          fingerprint, activity_item)  # fmt: skip
 

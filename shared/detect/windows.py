@@ -299,28 +299,39 @@ class BruteForce(Rule):
         return dense(buckets, span, count)
 
 
-class PasswordSpray(Rule):
-    """Failures for many distinct accounts from one address."""
+class Distinct(Rule):
+    """Failures that come from, or go to, many distinct others within a window: each bucket's
+    others (`others`) are counted as they enter and leave it (O(n))."""
+
+    def others(self, b: Bucket) -> Iterable[object]:
+        raise NotImplementedError
 
     def hot(self, buckets: Sequence[Bucket], t: Thresholds) -> Iterable[int]:
-        seen: Counter[int] = Counter()
+        seen: Counter[object] = Counter()
 
         def add(b: Bucket) -> int:
             new = 0
-            for h in b.user_hashes:
-                new += not seen[h]
-                seen[h] += 1
+            for other in self.others(b):
+                new += not seen[other]
+                seen[other] += 1
             return new
 
         def remove(b: Bucket) -> int:
             gone = 0
-            for h in b.user_hashes:
-                seen[h] -= 1
-                gone += not seen[h]
+            for other in self.others(b):
+                seen[other] -= 1
+                gone += not seen[other]
             return gone
 
         count, span = self.counts(t)
         return _windows(buckets, span, add, remove, count)
+
+
+class PasswordSpray(Distinct):
+    """Failures for many distinct accounts from one address."""
+
+    def others(self, b: Bucket) -> Iterable[object]:
+        return b.user_hashes
 
 
 class SuccessAfterFailures(Rule):
@@ -330,29 +341,12 @@ class SuccessAfterFailures(Rule):
         return compromised(buckets, t, [b.failures for b in buckets])
 
 
-class DistributedSlow(Rule):
+class DistributedSlow(Distinct):
     """Failures for one account from many distinct addresses over hours: a botnet that keeps
     each address under every per-address threshold."""
 
-    def hot(self, buckets: Sequence[Bucket], t: Thresholds) -> Iterable[int]:
-        seen: Counter[str] = Counter()
-
-        def add(b: Bucket) -> int:
-            new = 0
-            for ip, _ in b.ips:
-                new += not seen[ip]
-                seen[ip] += 1
-            return new
-
-        def remove(b: Bucket) -> int:
-            gone = 0
-            for ip, _ in b.ips:
-                seen[ip] -= 1
-                gone += not seen[ip]
-            return gone
-
-        count, span = self.counts(t)
-        return _windows(buckets, span, add, remove, count)
+    def others(self, b: Bucket) -> Iterable[object]:
+        return (ip for ip, _ in b.ips)
 
 
 class HighVolume(Rule):

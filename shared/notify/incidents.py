@@ -193,22 +193,10 @@ def single(
 ) -> Incident:
     """An incident that is one finding about one subject (a baseline's, a host's), not
     derived from buckets: no account sketch; an account is its own only account."""
-    return Incident(
-        kind=kind,
-        subject=subject,
-        first_seen=first,
-        last_seen=last,
-        rules=rules,
-        severity=severity,
-        failures=failures,
-        successes=int(kind is Kind.USER),
-        users=(subject,) if kind is Kind.USER else (),
-        distinct_users=int(kind is Kind.USER),
-        users_estimated=False,
-        ips=ips,
-        targets=targets,
-        hosts=hosts,
-    )
+    account = kind is Kind.USER
+    who = (subject,) if account else ()
+    return Incident(kind, subject, first, last, rules, severity, failures, int(account), who,
+                    int(account), False, ips, targets, hosts)  # fmt: skip
 
 
 def settle_one(
