@@ -294,7 +294,8 @@ def table(world: World, scores: dict[str, Score]) -> list[str]:
     lines = [head, "-" * len(head)]
     for kind in (*pop.KINDS, *pop.NOT_IN_RECORDS):
         if kind in pop.NOT_IN_RECORDS:
-            lines.append(f"{kind:20s} {'-':>8s} {'(tests/test_diagnostics.py: ARM check)':>40s}")
+            where = "(tests/hosts/test_diagnostics.py: ARM check)"
+            lines.append(f"{kind:20s} {'-':>8s} {where:>40s}")
             continue
         n = ours.episodes.get(kind, 0)
         found = [

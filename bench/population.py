@@ -44,7 +44,8 @@ Episodes, all after the learning days (`Config.learn_days`):
   no failure (user, ip);
 - `host_silence`: a regional host's blobs are dropped for 4-7 h of its busy weekday hours (host).
 
-`diagnostic_setting_removed` leaves no trace in the records; `tests/test_diagnostics.py` covers it.
+`diagnostic_setting_removed` leaves no trace in the records; `tests/hosts/test_diagnostics.py`
+covers it.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ not`, parentheses, typed literals) evaluated as the service does (a missing prop
 comparison across types is false), results in (PartitionKey, RowKey) order, pages of at most
 1,000 with continuation tokens, entity-group transactions all or nothing, ETag conditions
 (412), create of an existing row (409), update of a missing one (404), the limits on keys and
-values (400). `tests/test_table_contract.py` runs one suite against this and against Azurite;
+values (400). `tests/store/test_table_contract.py` runs one suite against this and against Azurite;
 it stands in for Azurite only where that suite says they agree.
 """
 

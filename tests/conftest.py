@@ -1,5 +1,10 @@
 """Shared fixtures: one real Azurite per test session, isolated names per test, the indexed app.
 
+Tests mirror the package: `tests/<stage>/` for each folder of `shared/`, beside
+`reliability/` (faults, races, hostile input), `acceptance/` (the README, the worker's indexer,
+the deployment, the architecture) and `runners/` (every runner on the in-memory services).
+Fixtures that one folder alone uses live in its own `conftest.py`.
+
 Tests that touch storage take the `pipeline` (or `app_env`) fixture; the emulator is started
 on free loopback ports on first use and stopped when the session ends. Such tests are marked
 `azurite` here, from the fixtures they use; every other test is a unit test (`make unit`):
@@ -12,6 +17,7 @@ import ipaddress
 import itertools
 import os
 import socket
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,12 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import Restartable
 
 from devtools import azurite, samples
 from shared import functions
 from shared.core.settings import CONNECTION, DEFAULTS, LOGS_CONTAINER, Settings
 from shared.ingest.loop import Pipeline
+
+#: A test module may import another's helpers by module name (`from test_campaigns import
+#: lines`), whatever stage folder either sits in: every folder of tests/ is on the path.
+sys.path[:0] = sorted(
+    str(d) for d in Path(__file__).parent.iterdir() if d.is_dir() and "_" not in d.name
+)
 
 _ids = itertools.count(1)
 _NEEDS_AZURITE = {"emulator", "restartable"}
@@ -144,17 +155,6 @@ def unit_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket, "getaddrinfo", lookup)
-
-
-@pytest.fixture
-def restartable() -> Iterator[Restartable]:
-    """An Azurite of the test's own that it can stop and start again (on the same data)."""
-    with tempfile.TemporaryDirectory(prefix="azurite-") as folder:
-        emulator = Restartable(folder)
-        try:
-            yield emulator
-        finally:
-            emulator.stop()
 
 
 @pytest.fixture(scope="session")

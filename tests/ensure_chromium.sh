@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install headless Chromium (Debian package) for tests/test_report.py where it is missing.
+# Install headless Chromium (Debian package) for tests/answer/test_report.py where it is missing.
 # Needs root (CI runs as root); without it, say so and let the report test skip.
 set -euo pipefail
 if command -v chromium >/dev/null 2>&1; then

@@ -1,5 +1,5 @@
 """Every rule, a scenario that fires it and one that does not, as sample logs with the expected
-result inline (as fail2ban keeps its sample logs): `tests/scenarios/<rule>.fires.jsonl` and
+result inline (as fail2ban keeps its sample logs): `tests/detect/scenarios/<rule>.fires.jsonl` and
 `<rule>.quiet.jsonl`. The first line says what is expected and why; each other line is one or
 more records (`n` of them, `every` seconds apart; `{i}` in a name or an address counts 1..n,
 `{i%k}` cycles through 1..k), on `day` (0: 2026-11-02, a Monday) at `at` UTC; `settings` on the
@@ -26,13 +26,14 @@ from shared.ingest.loop import Pipeline
 from shared.store.tables import Storage
 
 HERE = Path(__file__).parent / "scenarios"
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "detection-quality.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "detection-quality.md"
 DAY0 = datetime(2026, 11, 2, tzinfo=UTC)
 #: Rules whose scenarios are not sample logs: they need a silent host's history and its timer,
-#: or the Azure Resource Manager (tests/test_findings.py, tests/test_diagnostics.py).
+#: or the Azure Resource Manager (tests/baselines/test_findings.py,
+#: tests/hosts/test_diagnostics.py).
 NOT_FROM_LOGS = {"host_silent", "diagnostic_setting_changed"}
-#: Findings of the baselines, which need weeks of history first (tests/test_findings.py,
-#: tests/test_baseline.py, tests/test_retries.py).
+#: Findings of the baselines, which need weeks of history first (tests/baselines/test_findings.py,
+#: tests/baselines/test_habits.py, tests/detect/test_retries.py).
 FROM_BASELINES = {"new_source_success", "off_hours", "first_time_target", "failures_before"}
 FILES = sorted(HERE.glob("*.jsonl"))
 

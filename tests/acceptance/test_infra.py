@@ -32,7 +32,7 @@ from shared.core.settings import CONNECTION, DEFAULTS, LOGS_CONTAINER
 
 pycep = pytest.importorskip("pycep")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 HOOKS = INFRA / "hooks"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"

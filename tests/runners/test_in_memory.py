@@ -1,6 +1,6 @@
 """The runners (ingest, detection, baselines, delivery, retention) on the in-memory services
 (`devtools.memtables`), in milliseconds: the inner loop of `make unit`. What the memory table
-may stand in for, `tests/test_table_contract.py` proves against Azurite; the Azurite suites
+may stand in for, `tests/store/test_table_contract.py` proves against Azurite; the Azurite suites
 stay the proof of the product.
 """
 

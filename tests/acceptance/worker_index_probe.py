@@ -1,7 +1,7 @@
 """Index a function app the way the Python worker does, and print what it registered as JSON.
 
 Runs under Python 3.13 with `azure-functions-runtime` (the worker's own loader and function
-registry; see tests/test_worker_index.py, which sets up that interpreter). Usage:
+registry; see tests/acceptance/test_worker_index.py, which sets up that interpreter). Usage:
 
     python worker_index_probe.py /path/to/function_app.py
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 SECTIONS = ("Try the command line", "Is it working?")
 pytestmark = [pytest.mark.azurite, pytest.mark.slow]

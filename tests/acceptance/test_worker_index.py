@@ -4,8 +4,8 @@
 no binding, an annotation that does not fit the binding, a broken SDK-type binding). The worker's
 loader and registry ship as `azure-functions-runtime`, which installs only on Python 3.13, so
 this test keeps a second venv, `.venv313/` (gitignored), created on first use, and runs
-tests/worker_index_probe.py in it. It skips, saying why, when no Python 3.13 is found or that
-venv cannot be built (no network to PyPI, for instance).
+tests/acceptance/worker_index_probe.py in it. It skips, saying why, when no Python 3.13 is
+found or that venv cannot be built (no network to PyPI, for instance).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 
 from shared.core.settings import CONNECTION, DEFAULTS, LOGS_CONTAINER
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "function_app.py"
 PROBE = Path(__file__).resolve().parent / "worker_index_probe.py"
 VENV = ROOT / ".venv313"

@@ -34,7 +34,7 @@ from shared.core.settings import CONNECTION, DEFAULTS, Settings, SettingsError, 
 from shared.ingest.loop import Pipeline
 from shared.store.tables import Storage
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 _SCALE = float(os.environ.get("RELIABILITY_BUDGET_SCALE", "1"))  # < 1 for quick local runs
 BUDGET = {"http": 40, "cli": 25, "settings": 300, "status": 2}
 BUDGET = {k: max(1, int(v * _SCALE)) for k, v in BUDGET.items()}
