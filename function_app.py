@@ -63,6 +63,12 @@ def http_activity(req: func.HttpRequest) -> func.HttpResponse:
     return api.activity(req, functions.storage())
 
 
+@app.function_name("http_sessions")
+@app.route(route="sessions", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def http_sessions(req: func.HttpRequest) -> func.HttpResponse:
+    return api.sessions(req, functions.storage())
+
+
 @app.function_name("http_alerts")
 @app.route(route="alerts", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def http_alerts(req: func.HttpRequest) -> func.HttpResponse:

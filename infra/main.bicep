@@ -48,6 +48,16 @@ param bastionHostName string = ''
 @description('Resource group of the Bastion host. Defaults to the logs account resource group.')
 param bastionResourceGroupName string = ''
 
+@description('Active response: end the Bastion sessions a CRITICAL compromise opened. off (the default), dry-run (say which sessions it would end; may list sessions only) or on (may list and end them). The custom role it needs is granted on the Bastion host only, and only when this is not off.')
+@allowed(['off', 'dry-run', 'on'])
+param activeResponse string = 'off'
+
+@description('Accounts whose sessions active response never ends (comma-separated names or e-mails).')
+param breakGlassAccounts string = ''
+
+@description('Subscriptions whose every Bastion host the health timer checks is covered (its audit log reaches this app); the app gets Reader on each, and only on those. Empty: no coverage check.')
+param coverageSubscriptions array = []
+
 @description('Name of an Event Grid system topic that already exists for the logs account (an account can have only one). Leave empty to create one.')
 param existingSystemTopicName string = ''
 
@@ -307,6 +317,16 @@ var bastionAuditSettings = union(logsTables, {
   HEALTH_SCHEDULE: '0 */15 * * * *'
   // The health timer checks this host's diagnostic setting (Monitoring Reader on it, below).
   BASTION_RESOURCE_IDS: empty(bastionHostName) ? '' : resourceId(bastionRgName, 'Microsoft.Network/bastionHosts', bastionHostName)
+  // The health timer lists these subscriptions' Bastion hosts and proves each one is covered
+  // (Reader on each, below).
+  COVERAGE_SUBSCRIPTIONS: join(coverageSubscriptions, ',')
+  // Active response (off unless asked): what it may do is granted below, on the host only.
+  ACTIVE_RESPONSE: activeResponse
+  ACTIVE_RESPONSE_SEVERITIES: 'critical'
+  BREAK_GLASS_ACCOUNTS: breakGlassAccounts
+  // The sessions view: open past this many hours, and the working day (UTC) for out-of-hours.
+  SESSION_OPEN_LIMIT_HOURS: '12'
+  WORKING_HOURS: '07-19'
   LOGS_STORAGE_ACCOUNT_ID: resourceId(logsStorageResourceGroupName, 'Microsoft.Storage/storageAccounts', logsStorageAccountName)
   ARM_ENDPOINT: environment().resourceManager
   DIGEST_SCHEDULE: '0 0 6 * * *'
@@ -382,6 +402,26 @@ module bastionDiagnostics 'app/bastion-diagnostics.bicep' = if (!empty(bastionHo
     principalId: functionApp.outputs.principalId
   }
 }
+
+// Active response's custom role on the Bastion host, only when it is asked for (issue 27).
+module bastionResponse 'app/bastion-response.bicep' = if (activeResponse != 'off' && !empty(bastionHostName)) {
+  name: 'bastionResponse'
+  scope: resourceGroup(bastionRgName)
+  params: {
+    bastionHostName: bastionHostName
+    principalId: functionApp.outputs.principalId
+    mode: activeResponse
+  }
+}
+
+// Reader on the covered subscriptions only, when there are any (issue 27, part 2).
+module coverageReaders 'app/subscription-reader.bicep' = [for sub in coverageSubscriptions: {
+  name: 'coverageReader-${sub}'
+  scope: subscription(sub)
+  params: {
+    principalId: functionApp.outputs.principalId
+  }
+}]
 
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId

@@ -62,6 +62,19 @@ ALERT_COLUMNS = [
     ("status", "Status"),
     ("summary", "Summary"),
 ]
+SESSION_COLUMNS = [
+    ("start", "Start (UTC)"),
+    ("end", "End (UTC)"),
+    ("lengthSeconds", "Seconds"),
+    ("state", "State"),
+    ("account", "Account"),
+    ("sourceIp", "From"),
+    ("client", "Client"),
+    ("target", "Target"),
+    ("protocol", "Protocol"),
+    ("bastionHost", "Bastion"),
+    ("openNow", "Open now (Bastion)"),
+]
 STATUS_COLUMNS = [
     ("host", "Bastion host"),
     ("verdict", "Verdict"),
@@ -140,6 +153,11 @@ def _commands(sub: Any) -> None:
     _range_args(act, "at most 7 days, or 31 with --user/--vm/--ip")
     act.add_argument("--limit", type=count, help="print at most this many events")
     _format_arg(act)
+    ses = sub.add_parser("sessions", help="who was connected to what, from when to when")
+    ses.add_argument("--user", help="user name, e-mail or DOMAIN\\name (as for activity)")
+    _range_args(ses, "at most 7 days, or 31 with --user")
+    ses.add_argument("--limit", type=count, help="print at most this many sessions (1000)")
+    _format_arg(ses)
     alr = sub.add_parser("alerts", help="incidents first seen in a time range")
     alr.add_argument("--status", help="pending, delivered or withdrawn")
     _range_args(alr, "of the incident's first record, at most 366 days")
@@ -332,6 +350,24 @@ def _activity(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _sessions(args: argparse.Namespace, out: TextIO) -> int:
+    from shared.answer import queries
+
+    params = {"user": args.user, "from": args.start, "to": args.end}
+    query = queries.parse_sessions(params | ({"limit": str(args.limit)} if args.limit else {}))
+    with _App() as storage:
+        found = queries.session_list(storage, query, queries.sessions_asker(storage.settings))
+    if args.format == "json":
+        out.write(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    write(found["items"], SESSION_COLUMNS, args.format, out)
+    if args.format == "table":
+        print(f"sessions: {found['total']}, open: {found['open']}"
+              + (f"; open now asked of {found['openNowFrom']}" if found["openNowFrom"] else ""),
+              file=out)  # fmt: skip
+    return 0
+
+
 def _matched(note: str, fmt: str, out: TextIO) -> None:
     """Which accounts a name reached: a header line above a table, on stderr beside JSON or
     CSV (which stay machine-readable)."""
@@ -373,7 +409,16 @@ def _status(args: argparse.Namespace, out: TextIO) -> int:
                 file=out,
             )
         _print_others(body, out)
+        _print_coverage(body, out)
     return 0
+
+
+def _print_coverage(body: dict[str, Any], out: TextIO) -> None:
+    """One line per Bastion host of the covered subscriptions, the uncovered first."""
+    for item in body["coverage"]:
+        mark = "covered" if item["covered"] else "NOT COVERED"
+        print(f"coverage: {item['host']} ({item['sku'] or 'sku?'}): {mark}, {item['verdict']} "
+              f"since {item['since']}: {item['detail']}", file=out)  # fmt: skip
 
 
 def _print_others(body: dict[str, Any], out: TextIO) -> None:
@@ -577,6 +622,7 @@ def _counts(verb: str, counts: Any, out: TextIO) -> None:
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
     "activity": _activity,
+    "sessions": _sessions,
     "alerts": _alerts,
     "status": _status,
     "quarantine": _quarantine,

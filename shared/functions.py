@@ -80,15 +80,17 @@ def on_digest(past_due: bool = False, now: datetime | None = None) -> int:
     if past_due:
         log.info("digest timer is past due; running now")
     day = ((now or datetime.now(UTC)) - timedelta(days=1)).date().isoformat()
-    return services().deliverer.send_digests(day)
+    return services().digests.send_digests(day)
 
 
 def on_redeliver() -> tuple[int, int]:
-    """Timer: send notifications still pending or due, and detect again for actors whose
-    detection failed alone."""
+    """Timer: send notifications still pending or due, detect again for actors whose
+    detection failed alone, and respond to compromises an invocation could not."""
     s = services()
     s.detector.retry_failed()
-    return s.deliverer.redeliver_pending()
+    sent = s.deliverer.redeliver_pending()
+    s.responder.sweep()
+    return sent
 
 
 def on_retention(past_due: bool = False) -> dict[str, int]:

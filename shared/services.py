@@ -15,13 +15,15 @@ from shared.detect.runner import Detector
 from shared.hosts.health import Health
 from shared.ingest.loop import Pipeline
 from shared.ingest.sweep import Sweeper
-from shared.notify.delivery import Deliverer
+from shared.notify.delivery import Deliverer, Digests
+from shared.respond.ending import Responder
 from shared.store.tables import Storage
 
 
 @dataclass(frozen=True)
 class Services:
-    """What the triggers run, side by side: detection, the host checks, delivery, the sweep."""
+    """What the triggers run, side by side: detection, the host checks, delivery, active
+    response, the sweep."""
 
     settings: Settings
     storage: Storage
@@ -30,6 +32,8 @@ class Services:
     sweeper: Sweeper  # remembers the Bastion hosts' folders between sweeps
     health: Health
     deliverer: Deliverer
+    responder: Responder
+    digests: Digests
 
     @classmethod
     def build(cls, storage: Storage) -> Services:
@@ -37,7 +41,8 @@ class Services:
         found = runner.build(storage)
         pipeline = Pipeline(s, storage, found)
         sweeper = Sweeper(storage, pipeline, timedelta(hours=s.sweep_lookback_hours))
-        return cls(s, storage, found, pipeline, sweeper, found.health, found.deliverer)
+        return cls(s, storage, found, pipeline, sweeper, found.health, found.deliverer,
+                   found.responder, Digests(found.deliverer))  # fmt: skip
 
     def close(self) -> None:
         self.detector.close()

@@ -91,6 +91,18 @@ def alerts(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
 
 
 @signed_in
+def sessions(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
+    """`?user=&from=&to=&limit=` -> `{"items", "total", "open", "openNowFrom"}`: who was
+    connected to what, from when to when (open sessions: Bastion's word where it may be asked)."""
+    try:
+        query = queries.parse_sessions(req.params)
+    except queries.BadQuery as exc:
+        return _bad(exc)
+    ask = queries.sessions_asker(storage.settings)
+    return _json(queries.session_list(storage, query, ask))
+
+
+@signed_in
 def report_page(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
     """`?from=&to=&user=` -> the HTML report (at most `report.MAX_DAYS`; with `user`, only the
     accounts that name reaches, listed on the page)."""

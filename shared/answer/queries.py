@@ -37,7 +37,7 @@ import hashlib
 import heapq
 import itertools
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -46,7 +46,9 @@ import ciso8601
 import orjson
 from azure.core.exceptions import ResourceNotFoundError
 
+from shared.answer import sessions
 from shared.core import domain, text
+from shared.core.settings import Settings
 from shared.ingest import normalize
 from shared.notify.messages import message as alert_message
 from shared.store import keys, layout, quarantine
@@ -499,6 +501,106 @@ def alerts(storage: Storage, q: AlertQuery) -> Page:
         params["status"] = q.status
     rows = storage.alerts.query(" and ".join(clauses), params)
     return _ordered_page(rows, state.get("after"), q.limit, "FirstSeen", fingerprint, alert_item)
+
+
+# -- sessions (issue 27, part 3) -----------------------------------------------------------------
+#: Most accounts whose records one sessions query reads (a busy week names fewer).
+MAX_SESSION_ACCOUNTS = 2000
+Ask = Callable[[str], list[Any]]
+
+
+@dataclass(frozen=True)
+class SessionQuery:
+    start: datetime
+    end: datetime
+    user: str | None
+    limit: int
+
+
+def parse_sessions(params: Mapping[str, str | None], now: datetime | None = None) -> SessionQuery:
+    """Validate `user, from, to, limit` (all optional); the range is of the sessions' records."""
+    user = _param(params, "user").strip() or None
+    start, end = parse_range(params, now or datetime.now(UTC), MAX_DAYS if user else MAX_SCAN_DAYS)
+    return SessionQuery(start, end, user, parse_limit(params))
+
+
+def session_list(storage: Storage, q: SessionQuery, ask: Ask | None = None) -> dict[str, Any]:
+    """The sessions whose records fall in the range, latest first: those of the accounts the
+    user resolves to, else of every account that signed in (one read of each day's index
+    partition, then each account's hour partitions). With `ask` (Bastion's active sessions of
+    a host, where active response has its rights), open sessions say what Bastion says."""
+    found = sessions.build(session_rows(storage, q))
+    asked = _ask_open(found, ask) if ask is not None else None
+    return {
+        "items": [s.json() for s in found[: q.limit]],
+        "total": len(found),
+        "open": sum(1 for s in found if s.end is None),
+        "openNowFrom": asked,
+    }
+
+
+def session_rows(storage: Storage, q: SessionQuery) -> Iterator[dict[str, Any]]:
+    accounts: Sequence[str]
+    if q.user:
+        accounts = resolve(storage, q.user).accounts
+    else:
+        seen = (str(r.get("UserKey") or "") for r in report_events(storage, q.start, q.end)
+                if r.get("Outcome") == domain.Outcome.SUCCESS.value)  # fmt: skip
+        accounts = sorted(filter(None, set(seen)))[:MAX_SESSION_ACCOUNTS]
+    first, last = keys.hour_of(q.start.isoformat()), keys.hour_of(_last_instant(q.end))
+    flt = "PartitionKey ge @lo and PartitionKey lt @hi and TimeGenerated ge @start and " \
+          "TimeGenerated lt @end"  # fmt: skip
+    for account in accounts:
+        lo, hi = keys.hour_range(account, first, last)
+        yield from storage.events.query(
+            flt, {"lo": lo, "hi": hi, "start": q.start, "end": q.end}, sessions.FIELDS
+        )
+
+
+def _ask_open(found: list[sessions.Session], ask: Ask) -> str:
+    """Ask Bastion about each host with open sessions; what it could say (`bastion`, or why not)."""
+    active: dict[str, list[Any]] = {}
+    errors = []
+    for host in sorted({s.host_id for s in found if s.end is None and s.host_id}):
+        try:
+            active[host.casefold()] = ask(host)
+        except Exception as exc:  # noqa: BLE001 - a question Bastion could not answer is said
+            errors.append(f"{layout.host_name(host)}: {type(exc).__name__}")
+    sessions.mark_open(found, active)
+    return "bastion" + (f" (not asked: {'; '.join(errors)})" if errors else "")
+
+
+def sessions_asker(settings: Settings) -> Ask | None:
+    """Bastion's active sessions of a host, where active response has the right to ask."""
+    if settings.active_response == "off":
+        return None
+    from shared.hosts.arm import credential
+    from shared.respond.bastion import Sessions
+
+    client = Sessions(credential(settings), settings.arm_endpoint, retries=0)
+    return client.active
+
+
+def coverage_items(storage: Storage) -> list[dict[str, Any]]:
+    """Every Bastion host of the covered subscriptions as the health timer last found it: the
+    uncovered first (`COVERAGE_SUBSCRIPTIONS`; empty when the check is off)."""
+    rows = list(storage.state.partition(layout.COVERAGE))
+    labels = layout.host_labels(str(r.get("HostId") or "") for r in rows)
+    items = [
+        {
+            "host": labels.get(str(r.get("HostId") or ""), str(r.get("Host") or "")),
+            "hostId": str(r.get("HostId") or ""),
+            "subscription": str(r.get("Subscription") or ""),
+            "sku": str(r.get("Sku") or ""),
+            "verdict": str(r.get("Verdict") or ""),
+            "covered": r.get("Verdict") == "covered",
+            "detail": text.plain(str(r.get("Detail") or ""), 300),
+            "since": text.utc(r.get("Since")) or None,
+            "checkedAt": text.utc(r.get("CheckedAt")) or None,
+        }
+        for r in rows
+    ]
+    return sorted(items, key=lambda i: (i["covered"], i["host"].casefold(), i["hostId"]))
 
 
 def alert_rows(storage: Storage, q: AlertQuery) -> Iterator[dict[str, Any]]:

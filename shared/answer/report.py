@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.answer import queries
+from shared.answer import queries, sessions
 from shared.core import catalog, domain, text
 from shared.detect import windows
 from shared.ingest import normalize
@@ -59,6 +59,13 @@ class ReportData:
     others: list[tuple[str, int]] = field(default_factory=list)  # `Other` message, records
     #: host, records with no identity, all its records (a rising share is worth knowing)
     no_identity: list[tuple[str, int, int]] = field(default_factory=list)
+    #: Every Bastion host of the covered subscriptions (`queries.coverage_items`), or None in
+    #: a report about one person (coverage is nobody's in particular).
+    coverage: list[dict[str, Any]] | None = None
+    #: The range's sessions (`sessions.build`), and how the report picks them out.
+    sessions: list[sessions.Session] = field(default_factory=list)
+    open_limit: timedelta = timedelta(hours=12)
+    working_hours: tuple[int, int] = (7, 19)
 
 
 def esc(value: object) -> str:
@@ -358,7 +365,7 @@ table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eaecef;vertical-align:top}
 th{background:#f6f8fa}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 h3{font-size:14px;margin:14px 0 6px}.note{color:#57606a;font-size:13px;margin:0 0 8px}
-.bad{color:#c62828;font-weight:600}.empty{color:#57606a;font-style:italic}
+.bad{color:#c62828;font-weight:600}.ok{color:#2e7d32}.empty{color:#57606a;font-style:italic}
 .sev{display:inline-block;padding:1px 7px;border-radius:9px;color:#fff;font-size:12px}
 footer{color:#57606a;font-size:12px;padding:0 28px 18px}
 """
@@ -429,8 +436,10 @@ def _alerts_table(data: ReportData) -> str:
         color = SEVERITY.get(str(a["severity"]).lower(), "#616161")
         badge = f'<span class="sev" style="background:{color}">{esc(a["severity"])}</span>'
         first = esc(str(a["firstSeen"])[:16].replace("T", " "))
+        said = a.get("response") or {}
+        response = f'<br><span class="note">{esc(said["summary"])}</span>' if said else ""
         rows.append([badge, first, esc(a["rule"]), esc(a["subject"]), esc(a["failureCount"]),
-                     esc(a["status"]), esc(a["summary"])])  # fmt: skip
+                     esc(a["status"]), esc(a["summary"]) + response])  # fmt: skip
     heads = [("Severity", False), ("First seen (UTC)", False), ("Rule", False),
              ("Subject", False), ("Failures", True), ("Status", False),
              ("Summary", False)]  # fmt: skip
@@ -484,6 +493,57 @@ def _census(data: ReportData) -> str:
     )
 
 
+def _session_rows(found: list[sessions.Session]) -> list[list[str]]:
+    def length(s: sessions.Session) -> str:
+        return "open" if s.length is None else str(s.length).split(".")[0]
+
+    return [[esc(s.account), esc(s.source), esc(s.client), esc(s.target), esc(s.protocol),
+             esc(text.utc(s.start)), esc(text.utc(s.end) or "-"), esc(length(s))]
+            for s in found[:TOP]]  # fmt: skip
+
+
+def _sessions(data: ReportData) -> str:
+    """The longest sessions, those open past the limit, those begun out of hours."""
+    heads = [("Account", False), ("From", False), ("Client", False), ("Target", False),
+             ("Protocol", False), ("Start", False), ("End", False), ("Length", False)]  # fmt: skip
+    now = max(data.end, max((s.start for s in data.sessions), default=data.end))
+    late = sessions.open_past(data.sessions, now, data.open_limit)
+    night = sessions.out_of_hours(data.sessions, data.working_hours)
+    first, last = data.working_hours
+    ended = "No session in this range has a recorded end."
+    longest = _session_rows(sessions.longest(data.sessions))
+    return (
+        f'<p class="note">{len(data.sessions)} session(s) in this range; '
+        f"{sum(1 for s in data.sessions if s.end is None)} with no end recorded.</p>"
+        "<h3>Longest sessions</h3>"
+        + _table("sessions-longest", heads, longest, ended)
+        + f"<h3>Open past {esc(str(data.open_limit))} (no end recorded)</h3>"
+        + _table("sessions-open", heads, _session_rows(late), "None.")
+        + f"<h3>Begun outside working hours ({first:02d}:00-{last:02d}:00 UTC)</h3>"
+        + _table("sessions-out-of-hours", heads, _session_rows(night), "None.")
+    )
+
+
+def _coverage(data: ReportData) -> str:
+    """Is every Bastion host of the covered subscriptions covered (the health timer's last word)."""
+    if data.coverage is None:
+        return ""
+    rows = [
+        [esc(c["host"]), esc(c["sku"] or "?"),
+         f'<span class="{"ok" if c["covered"] else "bad"}">{esc(c["verdict"])}</span>',
+         esc(c["since"] or ""), esc(c["detail"])]
+        for c in data.coverage
+    ]  # fmt: skip
+    heads = [("Bastion host", False), ("SKU", False), ("Verdict", False), ("Since", False),
+             ("What it means", False)]  # fmt: skip
+    empty = "No coverage check: COVERAGE_SUBSCRIPTIONS names no subscription."
+    return (
+        "<section><h2>Coverage of the Bastion hosts</h2>"
+        + _table("coverage", heads, rows, empty)
+        + "</section>"
+    )
+
+
 def render(data: ReportData, generated: datetime | None = None) -> str:
     generated = generated or datetime.now(UTC)
     period = f"{data.start:%Y-%m-%d %H:%M} – {data.end:%Y-%m-%d %H:%M} UTC"
@@ -510,10 +570,12 @@ same address (outside a burst) raise nothing and are counted apart below.</p>
 </section></div>
 <section><h2>Incidents</h2>{severities}{alerts_timeline(data)}
 {_alerts_table(data)}</section>
+<section><h2>Sessions (who was connected, from when to when)</h2>{_sessions(data)}</section>
 <section><h2>Targets per user</h2>{_targets(data)}</section>
 <section><h2>Other messages and records with no identity</h2>{_census(data)}</section>
 <section><h2>Quarantined (set aside, with the reason: <code>python -m shared quarantine</code>)</h2>
 {_quarantine(data)}</section>
+{_coverage(data)}
 </main><footer>Generated {esc(f"{generated:%Y-%m-%d %H:%M:%S} UTC")} by bastion-audit.</footer>
 </body></html>
 """
@@ -528,13 +590,24 @@ def build(storage: Storage, start: datetime, end: datetime, user: str | None = N
     if not user:
         events = queries.report_events(storage, start, end)
         quarantined = queries.quarantine_items(storage, start, end, by_source_hour=True)
-        return render(aggregate(events, alerts, start, end, quarantined))
+        whole = aggregate(events, alerts, start, end, quarantined)
+        whole.coverage = queries.coverage_items(storage)
+        return render(_with_sessions(whole, storage, None))
     found = queries.resolve(storage, user)
     events = queries.person_events(storage, found.accounts, start, end)
     alerts = (a for a in alerts if queries.names_any(a, found.accounts))
     data = aggregate(events, alerts, start, end)
     data.person = found
-    return render(data)
+    return render(_with_sessions(data, storage, user))
+
+
+def _with_sessions(data: ReportData, storage: Storage, user: str | None) -> ReportData:
+    s = storage.settings
+    query = queries.SessionQuery(data.start, data.end, user, queries.MAX_LIMIT)
+    data.sessions = sessions.build(queries.session_rows(storage, query))
+    data.open_limit = timedelta(hours=s.session_open_limit_hours)
+    data.working_hours = s.working_hours
+    return data
 
 
 def parse(

@@ -4,7 +4,8 @@ message or no identity), and a verdict a person can act on; every undocumented m
 
 Read from the cursors of the last 24 hours (one query per hour), one listing per host and day
 (current blob sizes), the alerts still pending delivery, the detection retries queued and the
-blob trigger's poison queue. `verdict` is pure.
+blob trigger's poison queue; and whether every Bastion host of the covered subscriptions is
+covered, as the health timer last found it. `verdict` is pure.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import orjson
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
+from shared.answer import queries
 from shared.core import text
 from shared.ingest import normalize
 from shared.ingest.sweep import host_folders
@@ -85,6 +87,8 @@ class Status:
     #: `Other` messages of the window per text (every host), so a new one is seen the day it
     #: appears (`None`: texts a blob had no room to name, see `normalize.count_others`).
     others: Counter[str | None] = field(default_factory=Counter)
+    #: Every Bastion host of the covered subscriptions (`queries.coverage_items`).
+    coverage: list[dict[str, Any]] = field(default_factory=list)
 
     def json(self) -> dict[str, Any]:
         return {
@@ -95,6 +99,7 @@ class Status:
             "detectionRetries": self.detection_retries,
             "poisonMessages": self.poison_messages,
             **other_messages(self.others),
+            "coverage": self.coverage,
         }
 
 
@@ -156,6 +161,7 @@ def collect(storage: Storage, logs: ContainerClient, now: datetime | None = None
     out.pending_alerts, out.undelivered = _pending(storage, now)
     retries = storage.state.partition(layout.RETRY_PARTITION, ["RowKey"])
     out.detection_retries = sum(1 for _ in retries)
+    out.coverage = queries.coverage_items(storage)
     return out
 
 

@@ -75,6 +75,7 @@ class Profiler:
         self.arm = arm
         self.interval = interval
         self.deliverer = deliverer
+        self.findings = Findings(storage, thresholds, interval)
         #: account -> (when read, first sighting per row, last day used per row)
         self._known: OrderedDict[str, tuple[float, dict[str, datetime], dict[str, str]]] = (
             OrderedDict()
@@ -205,14 +206,14 @@ class Profiler:
 
         def failures(first: Sighting) -> int:
             if first.key not in counted:
-                counted[first.key] = self._failures_before(user, first)
+                counted[first.key] = self.findings.failures_before(user, first)
             return counted[first.key]
 
         found = habits.findings(merged, failures, self.arm, self.t.failures, self.t.resolve_max)
         pointers: dict[str, dict[str, Any]] = {}
         owed: list[tuple[str, str, str]] = []
         for rk in sorted({*found, *(k for k, r in stored.items() if r.get("FindingDay"))}):
-            pointer = self._settle(user, rk, found.get(rk), stored.get(rk), now, owed)
+            pointer = self.findings.settle(user, rk, found.get(rk), stored.get(rk), now, owed)
             if pointer is not None:
                 pointers[rk] = pointer
         self._write(pk, user, stored, {**{rk: merged[rk] for rk in used}, **changed}, merged,
@@ -222,49 +223,6 @@ class Profiler:
             notified.append(alert_id)
             self.deliverer.deliver_incident(day, rk, alert_id)
         return sorted(relooks)
-
-    def _settle(
-        self,
-        user: str,
-        rk: str,
-        finding: Finding | None,
-        row: TableEntity | None,
-        now: datetime,
-        owed: list[tuple[str, str, str]],
-    ) -> dict[str, Any] | None:
-        """Make the finding's alert row match; the pointer fields its network row should hold
-        (None: unchanged)."""
-        day = str(row.get("FindingDay") or "") if row is not None else ""
-        signature = finding.signature if finding is not None else ""
-        stored = str(row.get("FindingSig") or "") if row is not None else ""
-        if signature == stored and (finding is None or day == layout.day_of(finding.time)):
-            return None
-        net = rk[len(habits.NET) :]
-        old = self.storage.alerts.get(day, layout.finding_key(user, net)) if day else None
-        key = (layout.day_of(finding.time), layout.finding_key(user, net)) if finding else ("", "")
-        inc = None
-        if finding is not None:
-            f = finding
-            inc = incidents.single(Kind.USER, user, f.rules, f.severity, f.time, f.time, f.failures,
-                                   (f.ip,), (f.target,) if f.target else (),
-                                   (f.host,) if f.host else ())  # fmt: skip
-        ops, owes = incidents.settle_one(inc, old, key, now, self.interval)
-        for op in ops:  # the new row first, the old one (maybe another partition) after
-            self.storage.alerts.transact([op])
-        if owes:
-            owed.append((*key, str(ops[0][1]["AlertId"])))
-        return {"FindingDay": key[0], "FindingSig": signature}
-
-    def _failures_before(self, user: str, first: Sighting) -> int:
-        """Failed sign-ins of `user` from the first sign-in's address in the window before it."""
-        lo, hi = first.time - self.t.window, first.time
-        count = 0
-        for day in layout.days_between(lo, hi):
-            params = layout.index_seek(layout.IP_PREFIX, first.ip, day, lo, hi)
-            for row in self.storage.index.seek(params, ["UserKey", "Outcome"]):
-                failed = row.get("Outcome") == domain.Outcome.FAILURE.value
-                count += failed and row.get("UserKey") == user
-        return count
 
     def _write(
         self,
@@ -302,6 +260,57 @@ class Profiler:
             self._known.move_to_end(user)
             while len(self._known) > _CACHED_ACCOUNTS:
                 self._known.popitem(last=False)
+
+
+class Findings:
+    """A baseline finding's alert row, settled to match what the baseline now says (told once),
+    and what a finding needs of the stored records: the failures just before a first sign-in."""
+
+    def __init__(self, storage: Storage, thresholds: Thresholds, interval: timedelta) -> None:
+        self.storage, self.t, self.interval = storage, thresholds, interval
+
+    def settle(
+        self,
+        user: str,
+        rk: str,
+        finding: Finding | None,
+        row: TableEntity | None,
+        now: datetime,
+        owed: list[tuple[str, str, str]],
+    ) -> dict[str, Any] | None:
+        """Make the finding's alert row match; the pointer fields its network row should hold
+        (None: unchanged)."""
+        day = str(row.get("FindingDay") or "") if row is not None else ""
+        signature = finding.signature if finding is not None else ""
+        stored = str(row.get("FindingSig") or "") if row is not None else ""
+        if signature == stored and (finding is None or day == layout.day_of(finding.time)):
+            return None
+        net = rk[len(habits.NET) :]
+        old = self.storage.alerts.get(day, layout.finding_key(user, net)) if day else None
+        key = (layout.day_of(finding.time), layout.finding_key(user, net)) if finding else ("", "")
+        inc = None
+        if finding is not None:
+            f = finding
+            inc = incidents.single(Kind.USER, user, f.rules, f.severity, f.time, f.time, f.failures,
+                                   (f.ip,), (f.target,) if f.target else (),
+                                   (f.host,) if f.host else ())  # fmt: skip
+        ops, owes = incidents.settle_one(inc, old, key, now, self.interval)
+        for op in ops:  # the new row first, the old one (maybe another partition) after
+            self.storage.alerts.transact([op])
+        if owes:
+            owed.append((*key, str(ops[0][1]["AlertId"])))
+        return {"FindingDay": key[0], "FindingSig": signature}
+
+    def failures_before(self, user: str, first: Sighting) -> int:
+        """Failed sign-ins of `user` from the first sign-in's address in the window before it."""
+        lo, hi = first.time - self.t.window, first.time
+        count = 0
+        for day in layout.days_between(lo, hi):
+            params = layout.index_seek(layout.IP_PREFIX, first.ip, day, lo, hi)
+            for row in self.storage.index.seek(params, ["UserKey", "Outcome"]):
+                failed = row.get("Outcome") == domain.Outcome.FAILURE.value
+                count += failed and row.get("UserKey") == user
+        return count
 
 
 def _sighting(row: EventRow) -> Sighting:

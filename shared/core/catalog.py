@@ -104,6 +104,11 @@ RULES: tuple[Rule, ...] = (
          finding=True),
     Rule("diagnostic_setting_changed", _H, _HIGH,
          "The audit log of Bastion host {subject} no longer reaches this app", finding=True),
+    Rule("host_not_covered", _H, _HIGH,
+         "Bastion host {subject} is not covered: its audit log does not reach this app",
+         finding=True),
+    Rule("host_covered_again", _H, _MED,
+         "Bastion host {subject} is covered again: its audit log reaches this app", finding=True),
 )  # fmt: skip
 #: Every rule and finding by name: severity and the words people read.
 DESCRIBED: dict[str, Rule] = {r.name: r for r in RULES}

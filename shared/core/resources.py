@@ -42,3 +42,28 @@ def storage_account_id(raw: str) -> str:
             "resourceGroups/<rg>/providers/Microsoft.Storage/storageAccounts/<name>)"
         )
     return value
+
+
+#: A subscription id, as ARM writes it.
+SUBSCRIPTION = re.compile(r"(?i)^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_SUBSCRIPTION_OF = re.compile(r"(?i)^/subscriptions/([0-9a-f-]{36})/")
+
+
+def subscription_ids(raw: str) -> tuple[str, ...]:
+    """Comma-separated subscription ids (the `COVERAGE_SUBSCRIPTIONS` setting), checked and
+    lower-cased; empty means the coverage check is off. Raises ValueError naming the bad one."""
+    out: list[str] = []
+    for item in (p.strip() for p in raw.split(",")):
+        if not item:
+            continue
+        if not SUBSCRIPTION.match(item):
+            raise ValueError(f"not a subscription id: {item!r} (expected a GUID)")
+        if item.casefold() not in out:
+            out.append(item.casefold())
+    return tuple(out)
+
+
+def subscription_of(resource_id: str) -> str:
+    """The lower-case subscription id a resource id starts with ("" when it has none)."""
+    found = _SUBSCRIPTION_OF.match(resource_id)
+    return found.group(1).casefold() if found else ""

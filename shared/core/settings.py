@@ -56,6 +56,12 @@ DEFAULTS: dict[str, str] = {
     "HEALTH_SCHEDULE": "0 */15 * * * *",
     "BASTION_RESOURCE_IDS": "",
     "LOGS_STORAGE_ACCOUNT_ID": "",
+    "COVERAGE_SUBSCRIPTIONS": "",
+    "ACTIVE_RESPONSE": "off",
+    "ACTIVE_RESPONSE_SEVERITIES": "critical",
+    "BREAK_GLASS_ACCOUNTS": "",
+    "SESSION_OPEN_LIMIT_HOURS": "12",
+    "WORKING_HOURS": "07-19",
     "ARM_ENDPOINT": "https://management.azure.com",
     "DIGEST_SCHEDULE": "0 0 6 * * *",
     "DIGEST_WEBHOOKS": "false",
@@ -188,6 +194,17 @@ class Settings:
     health_schedule: str = "0 */15 * * * *"
     bastion_resource_ids: tuple[str, ...] = ()
     logs_storage_account_id: str = ""
+    #: Subscriptions whose every Bastion host the health timer checks is covered (issue 27).
+    coverage_subscriptions: tuple[str, ...] = ()
+    #: End the sessions a compromise opened: `off`, `dry-run` (say which) or `on` (issue 27).
+    active_response: str = "off"
+    active_response_severities: tuple[str, ...] = ("critical",)
+    #: Accounts whose sessions active response never ends (as typed; compared as accounts are).
+    break_glass_accounts: tuple[str, ...] = ()
+    #: Sessions still open this long after they began are listed apart (report, sessions).
+    session_open_limit_hours: int = 12
+    #: The working day, UTC hours `[first, last)`: a session that begins outside it is listed.
+    working_hours: tuple[int, int] = (7, 19)
     arm_endpoint: str = "https://management.azure.com"
     digest_schedule: str = "0 0 6 * * *"
     digest_webhooks: bool = False
@@ -219,7 +236,7 @@ class Settings:
         num = r.num
         for timer in SCHEDULES:
             r.schedule(timer)
-        bastions, account = r.diagnostics()
+        bastions, account, subscriptions = r.diagnostics()
         return cls(
             connection=env.get(CONNECTION, "").strip(),
             blob_trigger_source=source,
@@ -248,6 +265,12 @@ class Settings:
             health_schedule=r.schedule("HEALTH_SCHEDULE"),
             bastion_resource_ids=bastions,
             logs_storage_account_id=account,
+            coverage_subscriptions=subscriptions,
+            active_response=r.choice("ACTIVE_RESPONSE", ("off", "dry-run", "on"), lower=True),
+            active_response_severities=r.severities("ACTIVE_RESPONSE_SEVERITIES"),
+            break_glass_accounts=r.names("BREAK_GLASS_ACCOUNTS"),
+            session_open_limit_hours=num("SESSION_OPEN_LIMIT_HOURS", 1, 24 * 31),
+            working_hours=r.hours("WORKING_HOURS"),
             arm_endpoint=r.url("ARM_ENDPOINT"),
             digest_schedule=r.schedule("DIGEST_SCHEDULE"),
             digest_webhooks=r.flag("DIGEST_WEBHOOKS"),
@@ -348,15 +371,47 @@ class _Reader:
             raise SettingsError(f"{name} must be 0 (keep for ever) or at least 2 days, got 1")
         return value
 
-    def diagnostics(self) -> tuple[tuple[str, ...], str]:
-        """The Bastion hosts whose diagnostic setting is checked, and our account's id."""
+    def diagnostics(self) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
+        """The Bastion hosts whose diagnostic setting is checked, our account's id (which either
+        check needs), and the subscriptions whose every Bastion host is checked."""
+        try:
+            subscriptions = resources.subscription_ids(self.get("COVERAGE_SUBSCRIPTIONS"))
+        except ValueError as exc:
+            raise SettingsError(f"COVERAGE_SUBSCRIPTIONS: {exc}") from None
+        names = "BASTION_RESOURCE_IDS / COVERAGE_SUBSCRIPTIONS / LOGS_STORAGE_ACCOUNT_ID"
         try:
             bastions = resources.bastion_ids(self.get("BASTION_RESOURCE_IDS"))
             raw = self.get("LOGS_STORAGE_ACCOUNT_ID")
-            account = resources.storage_account_id(raw) if bastions or raw else ""
+            needed = bastions or subscriptions or raw
+            account = resources.storage_account_id(raw) if needed else ""
         except ValueError as exc:
-            raise SettingsError(f"BASTION_RESOURCE_IDS / LOGS_STORAGE_ACCOUNT_ID: {exc}") from None
-        return bastions, account
+            raise SettingsError(f"{names}: {exc}") from None
+        return bastions, account, subscriptions
+
+    def severities(self, name: str) -> tuple[str, ...]:
+        """Comma-separated severities (`low`, `medium`, `high`, `critical`), at least one."""
+        found = tuple(dict.fromkeys(p.strip().lower() for p in self.get(name).split(",")))
+        known = ("low", "medium", "high", "critical")
+        bad = [f for f in found if f not in known]
+        if bad or not any(found):
+            raise SettingsError(f"{name} must name severities among {', '.join(known)}, "
+                                f"got {shown(self.get(name))}")  # fmt: skip
+        return found
+
+    def hours(self, name: str) -> tuple[int, int]:
+        """`HH-HH`: the first hour of the working day and the hour it ends (UTC, 0-24)."""
+        first, _, last = self.get(name).strip().partition("-")
+        if not (_NUMBER.fullmatch(first) and _NUMBER.fullmatch(last)):
+            raise SettingsError(f"{name} must be HH-HH (UTC hours), got {shown(self.get(name))}")
+        lo, hi = int(first), int(last)
+        if not 0 <= lo < hi <= 24:
+            raise SettingsError(f"{name} must run from an hour to a later one, 00-24, got "
+                                f"{shown(self.get(name))}")  # fmt: skip
+        return lo, hi
+
+    def names(self, name: str) -> tuple[str, ...]:
+        """Comma-separated account names or e-mails (compared as accounts are where used)."""
+        return tuple(dict.fromkeys(filter(None, (p.strip() for p in self.get(name).split(",")))))
 
     def flag(self, name: str) -> bool:
         return self.choice(name, ("true", "false"), lower=True) == "true"

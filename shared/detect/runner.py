@@ -44,6 +44,7 @@ from shared.detect.planning import Actor, Coverage, Op, Stored, Touch
 from shared.hosts.health import Health
 from shared.notify import incidents
 from shared.notify.delivery import Deliverer
+from shared.respond.ending import Responder
 from shared.store import keys, layout
 from shared.store.entities import EventRow
 from shared.store.tables import Busy, Conflict, Storage, transient
@@ -301,10 +302,10 @@ class Evaluation:
         storage: Storage,
         thresholds: Thresholds,
         notify_interval: timedelta,
-        parts: tuple[ActorRows, CoverReader, Deliverer, Profiler],
+        parts: tuple[ActorRows, CoverReader, Deliverer, Profiler, Responder],
     ) -> None:
         self.storage, self.t, self.interval = storage, thresholds, notify_interval
-        self.rows, self.cover, self.deliverer, self.profiler = parts
+        self.rows, self.cover, self.deliverer, self.profiler, self.responder = parts
         self.trusted = storage.settings.trusted_networks
 
     def actor(self, task: Task) -> Result:
@@ -337,6 +338,7 @@ class Evaluation:
             if row is not None:
                 told.append(alert_id)
                 self.deliverer.deliver(row)
+                self.responder.respond(row)  # after the alert: never delays it
 
     def _actor_once(self, task: Task, heads: Heads | None) -> Result:
         """Decide and write. Incidents are decided only from rows read after the actor's head
@@ -553,9 +555,10 @@ class Detector:
         arm = timedelta(days=storage.settings.baseline_days)
         self.profiler = Profiler(storage, thresholds, arm, notify_interval, deliverer, pool)
         self.health = Health(storage, deliverer)
+        self.responder = Responder(storage, deliverer)
         self.rows = ActorRows(storage, thresholds, pool)
         self.cover = CoverReader(storage, thresholds)
-        parts = (self.rows, self.cover, deliverer, self.profiler)
+        parts = (self.rows, self.cover, deliverer, self.profiler, self.responder)
         self.evaluation = Evaluation(storage, thresholds, notify_interval, parts)
         self.retries = RetryQueue(storage)
 

@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, urlsplit
 
 from azure.core import PipelineClient
@@ -16,9 +16,12 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline import policies
 from azure.core.pipeline.transport import RequestsTransport
-from azure.core.rest import HttpRequest
+from azure.core.rest import HttpRequest, HttpResponse
 
 from shared.core import resources, text
+from shared.core.settings import Settings
+from shared.hosts import coverage
+from shared.hosts.coverage import NETWORK_API, Bastion
 from shared.hosts.diagnostics import (
     API_VERSION,
     ARM_ENDPOINT,
@@ -30,6 +33,8 @@ from shared.hosts.diagnostics import (
 )
 
 log = logging.getLogger(__name__)
+#: Most pages of one listing followed (ARM pages hold 100 or more entries).
+MAX_PAGES = 50
 
 
 def _loopback(host: str | None) -> bool:
@@ -43,20 +48,29 @@ def _loopback(host: str | None) -> bool:
         return False
 
 
-# -- the call (I/O) -----------------------------------------------------------------------------
-class Checker:
-    """Checks Bastion hosts' diagnostic settings through ARM; one per worker process (it keeps
-    the credential's token between timer runs). `check` and `check_all` never raise for an API,
-    network or credential failure: they return `error` and log one line (type and status)."""
+def credential(settings: Settings) -> TokenCredential:
+    """The app's identity for ARM: the managed identity the logs connection names (a
+    user-assigned one by its client id), else `DefaultAzureCredential`'s chain."""
+    from azure.identity import DefaultAzureCredential
+
+    parts = settings.connection_parts
+    client = parts.get("clientId") if parts.get("credential") == "managedidentity" else None
+    return DefaultAzureCredential(managed_identity_client_id=client)
+
+
+# -- the calls (I/O) ----------------------------------------------------------------------------
+class Arm:
+    """A client of Azure Resource Manager; one per worker process (it keeps the credential's
+    token between timer runs). Bearer tokens go to ARM's endpoint only: over https, or plain
+    http to a loopback address (a test's stand-in), and never to a link that leaves it."""
 
     def __init__(
         self,
-        storage_account_id: str,
         credential: TokenCredential,
         endpoint: str = ARM_ENDPOINT,
         timeout: float = 10.0,
         retries: int = 2,
-        groups: Iterable[str] = GROUPS,
+        agent: str = "bastion-audit",
     ) -> None:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -64,10 +78,6 @@ class Checker:
         self._plain = parts.scheme == "http"
         if self._plain and not _loopback(parts.hostname):
             raise ValueError("the ARM endpoint must use https (http only for a loopback test)")
-        if not storage_account_id.strip():
-            raise ValueError("the logs storage account's resource id is required")
-        self.storage_account_id = storage_account_id.strip()
-        self.groups = tuple(groups)
         self.endpoint = endpoint.rstrip("/")
         # ARM's token scope is its own endpoint + /.default (also in sovereign clouds).
         scope = (ARM_ENDPOINT if self._plain else self.endpoint) + "/.default"
@@ -75,7 +85,7 @@ class Checker:
             self.endpoint,
             policies=[
                 policies.HeadersPolicy({"Accept": "application/json"}),
-                policies.UserAgentPolicy("bastion-audit-diagnostics"),
+                policies.UserAgentPolicy(agent),
                 policies.RetryPolicy(
                     retry_total=retries, retry_backoff_factor=0.5, retry_backoff_max=4
                 ),
@@ -87,23 +97,81 @@ class Checker:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> Checker:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def follow(self, link: str) -> str:
+        """A `nextLink` or `Location` ARM answered, if it stays on ARM's endpoint."""
+        ours, theirs = urlsplit(self.endpoint), urlsplit(link)
+        if (theirs.scheme, theirs.netloc.casefold()) != (ours.scheme, ours.netloc.casefold()):
+            raise ValueError("a link away from Azure Resource Manager")
+        return link
+
+    def send(
+        self, method: str, url: str, params: dict[str, str] | None = None, body: Any = None
+    ) -> HttpResponse:
+        """One request; raises `HttpResponseError` (with `status_code`) for an error answer."""
+        request = HttpRequest(method, url, params=params, json=body)
+        options: dict[str, Any] = {"enforce_https": False} if self._plain else {}
+        response: HttpResponse = self._client.send_request(request, **options)
+        if response.status_code >= 400:
+            raise HttpResponseError(response=response)
+        return response
+
+    def _get(self, url: str, params: dict[str, str] | None) -> Any:
+        response = self.send("GET", url, params)
+        if response.status_code != 200:
+            raise HttpResponseError(response=response)
+        return response.json()
+
+
+class Checker(Arm):
+    """Checks Bastion hosts' diagnostic settings, and lists a subscription's Bastion hosts.
+    `check` and `check_all` never raise for an API, network or credential failure: they return
+    `error` and log one line (type and status)."""
+
+    def __init__(
+        self,
+        storage_account_id: str,
+        credential: TokenCredential,
+        endpoint: str = ARM_ENDPOINT,
+        timeout: float = 10.0,
+        retries: int = 2,
+        groups: Iterable[str] = GROUPS,
+    ) -> None:
+        if not storage_account_id.strip():
+            raise ValueError("the logs storage account's resource id is required")
+        super().__init__(credential, endpoint, timeout, retries, "bastion-audit-diagnostics")
+        self.storage_account_id = storage_account_id.strip()
+        self.groups = tuple(groups)
+
     def list_settings(self, bastion_id: str) -> Any:
         """The JSON body of `DiagnosticSettings_List` for one host. Raises `HttpResponseError`
         (with `status_code`) for an error answer, azure-core errors for network failures."""
         path = quote(bastion_id, safe="/") + "/providers/Microsoft.Insights/diagnosticSettings"
-        url = self.endpoint + path
-        request = HttpRequest("GET", url, params={"api-version": API_VERSION})
-        options: dict[str, Any] = {"enforce_https": False} if self._plain else {}
-        response = self._client.send_request(request, **options)
-        if response.status_code != 200:
-            raise HttpResponseError(response=response)
-        return response.json()
+        return self._get(self.endpoint + path, {"api-version": API_VERSION})
+
+    def list_bastions(self, subscription: str) -> list[Bastion]:
+        """Every Bastion host of one subscription (`BastionHosts_List`, every page). Raises as
+        `list_settings`, and ValueError for a page that is not one, or a `nextLink` that leaves
+        ARM's endpoint (a token is only ever sent there)."""
+        if not resources.SUBSCRIPTION.match(subscription):
+            raise ValueError("not a subscription id")
+        url = (
+            f"{self.endpoint}/subscriptions/{subscription}/providers/Microsoft.Network/bastionHosts"
+        )
+        params: dict[str, str] | None = {"api-version": NETWORK_API}
+        out: list[Bastion] = []
+        for _ in range(MAX_PAGES):
+            found, link = coverage.bastions(self._get(url, params), subscription)
+            out += found
+            if link is None:
+                return out
+            url, params = self.follow(link), None
+        raise ValueError(f"more than {MAX_PAGES} pages of Bastion hosts")
 
     def check(self, bastion_id: str) -> Check:
         """One host's verdict; never raises for a failed call (the verdict is then `error`)."""

@@ -1,5 +1,6 @@
 """Silence is noticed (I/O): which hours each Bastion host wrote records in, and the health
-timer that raises `host_silent` and `diagnostic_setting_changed`. The deciding is pure
+timer that raises `host_silent`, `diagnostic_setting_changed` and the coverage findings
+(`host_not_covered`, `host_covered_again`). The deciding is pure
 (`shared.hosts.activity`, `shared.hosts.diagnostics`, `shared.notify.incidents`).
 
 Ingest upserts one row per host and UTC hour that has records (`host|<resource ID>` partitions of
@@ -24,13 +25,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.core.domain import Incident, Kind, Severity
-from shared.hosts import activity
+from shared.hosts import activity, coverage
+from shared.hosts.coverage import Cover
 from shared.hosts.diagnostics import Check
 from shared.notify import incidents
 from shared.notify.delivery import Deliverer
 from shared.store import layout
 from shared.store.entities import EventRow
-from shared.store.tables import Storage
+from shared.store.tables import Conflict, Storage, etag_of
 
 log = logging.getLogger(__name__)
 _REMEMBERED = 50_000
@@ -93,7 +95,8 @@ class Health:
         told: list[str] = []
         for host in self.hosts():
             self._silence(host, now, told)
-        for check in self._checks():
+        covered = self._coverage(now, told)
+        for check in self._checks(skip=covered):
             self._diagnostic(check, now, told)
         return told
 
@@ -148,21 +151,67 @@ class Health:
                     return True
         return False
 
-    def _checks(self) -> list[Check]:
-        s = self.settings
-        if not s.bastion_resource_ids:
-            return []
+    def _checker(self) -> Any:
         if self.checker is None:
-            from azure.identity import DefaultAzureCredential
+            from shared.hosts.arm import Checker, credential
 
-            from shared.hosts.arm import Checker
+            s = self.settings
+            self.checker = Checker(s.logs_storage_account_id, credential(s), s.arm_endpoint)
+        return self.checker
 
-            parts = s.connection_parts
-            client = parts.get("clientId") if parts.get("credential") == "managedidentity" else None
-            credential = DefaultAzureCredential(managed_identity_client_id=client)
-            self.checker = Checker(s.logs_storage_account_id, credential, s.arm_endpoint)
-        checks: list[Check] = self.checker.check_all(s.bastion_resource_ids)
+    def _checks(self, skip: set[str]) -> list[Check]:
+        """The configured hosts' checks, but for those the coverage check just asked about."""
+        ids = [i for i in self.settings.bastion_resource_ids if i.casefold() not in skip]
+        if not ids:
+            return []
+        checks: list[Check] = self._checker().check_all(ids)
         return checks
+
+    # -- coverage -----------------------------------------------------------------------------
+    def _coverage(self, now: datetime, told: list[str]) -> set[str]:
+        """Every Bastion host of the covered subscriptions: its verdict kept, its news told.
+        A subscription ARM cannot list is logged and skipped (no finding). The hosts asked."""
+        asked: set[str] = set()
+        for subscription in self.settings.coverage_subscriptions:
+            try:
+                found = self._checker().list_bastions(subscription)
+            except Exception as exc:  # noqa: BLE001 - a failed listing is logged, never raised
+                status = getattr(exc, "status_code", None)
+                log.warning("coverage: listing the Bastion hosts of %s failed: %s status=%s",
+                            subscription, type(exc).__name__, status or "-")  # fmt: skip
+                continue
+            for host in found:
+                asked.add(host.host_id.casefold())
+                check = None if host.developer else self._checker().check(host.host_id)
+                self._cover(coverage.verdict(host, check), now, told)
+        return asked
+
+    def _cover(self, found: coverage.Finding, now: datetime, told: list[str]) -> None:
+        """Keep a host's verdict (ETag-guarded: of two timers, one writes and tells)."""
+        if found.verdict is Cover.UNKNOWN:
+            return
+        old = self.storage.state.get(layout.COVERAGE, layout.host_key(found.host_id))
+        news = coverage.change(old, found)
+        kept = old is not None and Cover(str(old["Verdict"])).covered == found.verdict.covered
+        since = layout.utc(old["Since"]) if old is not None and kept else now
+        row = layout.coverage_entity(found.host_id, found.subscription, found.sku,
+                                     found.verdict.value, found.detail, since, now)  # fmt: skip
+        guard = {"etag": etag_of(old)} if old is not None else {}
+        try:
+            self.storage.state.transact([("update" if old is not None else "create", row, guard)])
+        except Conflict:
+            return  # another run of the timer wrote it first, and tells
+        if news is None:
+            return
+        label = layout.host_labels([found.host_id])[found.host_id]
+        rule, severity = (
+            ("host_not_covered", Severity.HIGH)
+            if news == "uncovered"
+            else ("host_covered_again", Severity.MEDIUM)
+        )
+        inc = incidents.single(Kind.HOST, label, (rule,), severity, since, now, hosts=(label,))
+        key = (layout.day_of(since), layout.coverage_key(found.host_id, news, since))
+        self._settle(inc, key, now, told)
 
     def _diagnostic(self, check: Check, now: datetime, told: list[str]) -> None:
         if not check.is_finding:

@@ -82,9 +82,9 @@ class Deliverer:
         self._queue: Any = None
 
     def _send_queue(self, row: dict[str, Any]) -> None:
-        self._enqueue(orjson.dumps(messages.message(row)).decode())
+        self.enqueue(orjson.dumps(messages.message(row)).decode())
 
-    def _enqueue(self, body: str) -> None:
+    def enqueue(self, body: str) -> None:
         if self._queue is None:
             from azure.storage.queue import TextBase64EncodePolicy
 
@@ -96,9 +96,7 @@ class Deliverer:
             self._queue = queue
         self._queue.send_message(body)
 
-    def _send_webhook(
-        self, url: str, build: Callable[[dict[str, Any]], Any], row: dict[str, Any]
-    ) -> None:
+    def post(self, url: str, build: Callable[[dict[str, Any]], Any], row: dict[str, Any]) -> None:
         timeout = self.settings.webhook_timeout_seconds
         response = self.session.post(
             url,
@@ -154,7 +152,7 @@ class Deliverer:
         errors = []
         targets: list[tuple[str, Callable[[], None]]] = [("queue", lambda: self._send_queue(shown))]
         for name, url, build in channels(self.settings):
-            targets.append((name, functools.partial(self._send_webhook, url, build, shown)))
+            targets.append((name, functools.partial(self.post, url, build, shown)))
         for name, send in targets:
             if name in done:
                 continue
@@ -209,56 +207,6 @@ class Deliverer:
         log.info("alert %s kept changing while recording its delivery", row["RowKey"])
         return False
 
-    def send_digests(self, yesterday: str) -> int:
-        """Yesterday's digest, and again those of the days before whose delivery failed (the
-        timer runs once a day: a webhook down that morning must not lose the day). Returns
-        how many findings they held; raises if a channel still failed."""
-        horizon = max(DIGEST_RETRY_DAYS, -(-self.settings.alert_retry_hours // 24))
-        lo = (date.fromisoformat(yesterday) - timedelta(days=horizon)).isoformat()
-        params = {"pk": DIGEST_PARTITION, "lo": lo, "hi": yesterday}
-        failed = [str(r["RowKey"]) for r in self.storage.state.seek(params, ["RowKey", "LastError"])
-                  if r.get("LastError")]  # fmt: skip
-        total, errors = 0, []
-        for day in [*failed, yesterday]:
-            try:
-                total += self.send_digest(day)
-            except DeliveryError as exc:
-                errors.append(f"{day}: {exc}")
-        if errors:
-            raise DeliveryError("; ".join(errors))
-        return total
-
-    def send_digest(self, day: str) -> int:
-        """Send the day's digest of low findings once per channel (queue; webhooks only when
-        `DIGEST_WEBHOOKS`); the `digest` row of the state table remembers what was served.
-        Returns how many findings it holds."""
-        state = self.storage.state
-        row = state.get(DIGEST_PARTITION, day)
-        done = set(filter(None, str(row.get("DeliveredTo", "")).split(","))) if row else set()
-        body = digest.build(day, self.storage.alerts.partition(day))
-        targets: list[tuple[str, Callable[[], None]]] = []
-        if body is not None:
-            targets.append(("queue", lambda: self._enqueue(orjson.dumps(body).decode())))
-            for name, url, _ in channels(self.settings) if self.settings.digest_webhooks else []:
-                build = digest.RENDER[name]
-                targets.append((name, functools.partial(self._send_webhook, url, build, body)))
-        errors = []
-        for name, send in targets:
-            if name not in done:
-                try:
-                    send()
-                except Exception as exc:  # noqa: BLE001 - the next run sends what is left
-                    errors.append(f"{name}: {_describe(exc)}")
-                else:
-                    done.add(name)
-        findings = body["findings"] if body else 0
-        record = {"PartitionKey": DIGEST_PARTITION, "RowKey": day, "Findings": findings}
-        record.update(DeliveredTo=",".join(sorted(done)), LastError="; ".join(errors))
-        state.upsert([record])
-        if errors:
-            raise DeliveryError("digest not fully delivered: " + "; ".join(errors))
-        return int(findings)
-
     def redeliver_pending(self, now: datetime | None = None) -> tuple[int, int]:
         """Retry pending notifications and send due growth updates; returns (tried, completed).
 
@@ -294,6 +242,65 @@ class Deliverer:
         if expired:
             log.warning("%d notification(s) pending beyond ALERT_RETRY_HOURS: see status", expired)
         return tried, completed
+
+
+class Digests:
+    """The daily digest of low findings, once per channel and day, through the deliverer's
+    queue and webhooks (a day whose delivery failed is sent again on the next days)."""
+
+    def __init__(self, deliverer: Deliverer) -> None:
+        self.deliverer = deliverer
+        self.storage, self.settings = deliverer.storage, deliverer.settings
+
+    def send_digests(self, yesterday: str) -> int:
+        """Yesterday's digest, and again those of the days before whose delivery failed (the
+        timer runs once a day: a webhook down that morning must not lose the day). Returns
+        how many findings they held; raises if a channel still failed."""
+        horizon = max(DIGEST_RETRY_DAYS, -(-self.settings.alert_retry_hours // 24))
+        lo = (date.fromisoformat(yesterday) - timedelta(days=horizon)).isoformat()
+        params = {"pk": DIGEST_PARTITION, "lo": lo, "hi": yesterday}
+        failed = [str(r["RowKey"]) for r in self.storage.state.seek(params, ["RowKey", "LastError"])
+                  if r.get("LastError")]  # fmt: skip
+        total, errors = 0, []
+        for day in [*failed, yesterday]:
+            try:
+                total += self.send_digest(day)
+            except DeliveryError as exc:
+                errors.append(f"{day}: {exc}")
+        if errors:
+            raise DeliveryError("; ".join(errors))
+        return total
+
+    def send_digest(self, day: str) -> int:
+        """Send the day's digest of low findings once per channel (queue; webhooks only when
+        `DIGEST_WEBHOOKS`); the `digest` row of the state table remembers what was served.
+        Returns how many findings it holds."""
+        state = self.storage.state
+        row = state.get(DIGEST_PARTITION, day)
+        done = set(filter(None, str(row.get("DeliveredTo", "")).split(","))) if row else set()
+        body = digest.build(day, self.storage.alerts.partition(day))
+        targets: list[tuple[str, Callable[[], None]]] = []
+        if body is not None:
+            targets.append(("queue", lambda: self.deliverer.enqueue(orjson.dumps(body).decode())))
+            for name, url, _ in channels(self.settings) if self.settings.digest_webhooks else []:
+                build = digest.RENDER[name]
+                targets.append((name, functools.partial(self.deliverer.post, url, build, body)))
+        errors = []
+        for name, send in targets:
+            if name not in done:
+                try:
+                    send()
+                except Exception as exc:  # noqa: BLE001 - the next run sends what is left
+                    errors.append(f"{name}: {_describe(exc)}")
+                else:
+                    done.add(name)
+        findings = body["findings"] if body else 0
+        record = {"PartitionKey": DIGEST_PARTITION, "RowKey": day, "Findings": findings}
+        record.update(DeliveredTo=",".join(sorted(done)), LastError="; ".join(errors))
+        state.upsert([record])
+        if errors:
+            raise DeliveryError("digest not fully delivered: " + "; ".join(errors))
+        return int(findings)
 
 
 def _outcome(

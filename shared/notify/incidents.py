@@ -25,6 +25,8 @@ from shared.notify import messages
 from shared.store import layout
 
 OPENED, ESCALATED, UPDATED = "opened", "escalated", "updated"
+#: The notice of what active response did about an incident (`shared.respond`).
+RESPONDED = "response"
 OPEN, WITHDRAWN = "open", "withdrawn"
 #: Growth that is worth telling people about again (and at most once per interval).
 GROWTH = 1.5
@@ -53,6 +55,8 @@ CONTENT = (
 )
 #: Delivery bookkeeping an incident keeps when it is re-keyed, merged or split.
 _NOTIFY_STATE = (
+    "Response",
+    "ResponseSummary",
     "AlertId",
     "CreatedAt",
     "Seq",
@@ -422,6 +426,21 @@ def _owe(row: dict[str, Any], notices: Sequence[Notice], now: datetime) -> None:
     if not row.get("Pending"):
         row.update(Pending=queue[0]["event"], PendingSince=now, DeliveredTo="", Attempts=0,
                    LastError="")  # fmt: skip
+
+
+#: What `owe_response` changes on a row (with `Response` and `ResponseSummary`).
+RESPONSE_FIELDS = ("Seq", "Owed", "ToldSeverity", "ToldFailures", "ToldAt", "Pending",
+                   "PendingSince", "DeliveredTo", "Attempts", "LastError",
+                   "ResponseSummary")  # fmt: skip
+
+
+def owe_response(row: dict[str, Any], now: datetime) -> None:
+    """Owe people a `response` notice: what active response did about the incident as it is
+    (its event time is the incident's last, so the ledger of growth is not moved by it)."""
+    rules = tuple(r for r in str(row.get("Rules") or row["Rule"]).split(",") if r)
+    notice = Notice(RESPONDED, layout.utc(row["LastSeen"]), Severity(str(row["Severity"])), rules,
+                    int(row.get("FailureCount") or 0))  # fmt: skip
+    _owe(row, [notice], now)
 
 
 def due_update(row: dict[str, Any], now: datetime, interval: timedelta) -> dict[str, Any] | None:

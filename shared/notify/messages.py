@@ -61,6 +61,8 @@ def current(row: dict[str, Any]) -> dict[str, Any]:
     if isinstance(at, str) and isinstance(end, datetime):  # as far as the notice tells
         shown["LastSeen"] = shown["WindowEnd"] = min(end, datetime.fromisoformat(at))
     shown["Summary"] = summary(shown)
+    if head["event"] == "response" and row.get("ResponseSummary"):
+        shown["Summary"] = f"[{str(shown['Severity']).upper()}] {row['ResponseSummary']}"
     return shown
 
 
@@ -142,7 +144,18 @@ def message(row: dict[str, Any]) -> dict[str, Any]:
         "windowEnd": text.utc(row["WindowEnd"]),
         "firstSeen": text.utc(row["FirstSeen"]),
         "lastSeen": text.utc(row["LastSeen"]),
+        "response": response(row),
     }
+
+
+def response(row: dict[str, Any]) -> dict[str, Any] | None:
+    """What active response did about the incident (`shared.respond`), once it acted: its mode,
+    each session's fate, the error that stopped it; None before (or without) it."""
+    value = orjson.loads(row.get("Response") or "null")
+    if not isinstance(value, dict) or value.get("state") != "done":
+        return None
+    return {"mode": value.get("mode"), "at": value.get("at"), "summary": value.get("summary"),
+            "error": value.get("error") or None, "actions": value.get("actions") or []}  # fmt: skip
 
 
 def _facts(body: dict[str, Any]) -> list[tuple[str, str]]:
@@ -167,6 +180,11 @@ def _facts(body: dict[str, Any]) -> list[tuple[str, str]]:
         ("First seen", body["firstSeen"]),
         ("Last seen", body["lastSeen"]),
         ("Alert id", text.plain(body["alertId"], 300)),
+        *(
+            [("Response", text.plain(body["response"]["summary"] or "", 600))]
+            if body.get("response")
+            else []
+        ),
     ]
 
 

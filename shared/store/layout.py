@@ -339,6 +339,33 @@ def diagnostic_key(host: str, verdict: str) -> str:
     return f"{FINDING_PREFIX}diagnostic_setting_changed|{keys.encode(host.casefold())}|{verdict}"
 
 
+#: One row per Bastion host of the covered subscriptions (state table): its last verdict.
+COVERAGE = "coverage"
+
+
+def coverage_entity(
+    host_id: str,
+    subscription: str,
+    sku: str,
+    verdict: str,
+    detail: str,
+    since: datetime,
+    checked: datetime,
+) -> dict[str, Any]:
+    """A host's coverage: the verdict, since when its host has been covered or not, and when
+    it was last asked."""
+    return {"PartitionKey": COVERAGE, "RowKey": host_key(host_id), "HostId": host_id,
+            "Host": host_name(host_id), "Subscription": subscription, "Sku": sku,
+            "Verdict": verdict, "Detail": detail, "Since": since, "CheckedAt": checked}  # fmt: skip
+
+
+def coverage_key(host_id: str, news: str, since: datetime) -> str:
+    """The alert row of a host's coverage news (`uncovered`, `covered`) that began at `since`."""
+    return (
+        f"{FINDING_PREFIX}coverage|{keys.encode(host_id.casefold())}|{news}|{since:%Y-%m-%dT%H%M}"
+    )
+
+
 # -- events and their index rows --------------------------------------------------------------
 def time_key(when: datetime) -> str:
     """The leading part of event RowKeys at `when` (they start with the UTC time)."""

@@ -48,6 +48,7 @@ STORAGE_QUEUE_DATA_MESSAGE_SENDER = "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a"
 KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 MONITORING_READER = "43d0d8ad-25c7-4714-9337-8ba259a9fe05"
 MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
+READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 
 #: Every role the templates may assign, with its name (docs/deploy.md explains each one).
 KNOWN_ROLES = {
@@ -60,6 +61,7 @@ KNOWN_ROLES = {
     KEY_VAULT_SECRETS_USER: "Key Vault Secrets User",
     MONITORING_READER: "Monitoring Reader",
     MONITORING_METRICS_PUBLISHER: "Monitoring Metrics Publisher",
+    READER: "Reader",
 }
 #: Roles that can write or delete storage data.
 STORAGE_WRITE_ROLES = {
@@ -94,6 +96,7 @@ AZURE_EXPRESSIONS = {
     "BASTION_RESOURCE_IDS": ("Microsoft.Network/bastionHosts", "bastionHostName"),
     "LOGS_STORAGE_ACCOUNT_ID": ("Microsoft.Storage/storageAccounts", "logsStorageAccountName"),
     "ARM_ENDPOINT": ("resourceManager",),
+    "COVERAGE_SUBSCRIPTIONS": ("join", "coverageSubscriptions"),
 }
 #: Settings whose local value (local.settings.sample.json) is not the default.
 LOCAL_VALUES = {"API_AUTH": "none"}  # `func start` has no App Service Authentication
@@ -225,6 +228,8 @@ def role_assignments(relative: str) -> list[dict[str, Any]]:
         role_ref = body["properties"]["roleDefinitionId"]["function"]
         assert role_ref["type"] == "subscription_resource_id", (relative, key)
         role = _resolve(doc, role_ref["parameters"]["resource_name_1"])
+        if isinstance(role, dict):  # `someRole.name`: a custom role defined in this file
+            role = "custom:" + _accessor(role)[0]
         scope_name = _scope_resource(doc, body.get("scope"))
         scope = doc["resources"][scope_name] if scope_name else None
         found.append(
@@ -376,8 +381,35 @@ def test_every_role_is_known_and_none_is_broad() -> None:
     assignments = all_role_assignments()
     assert assignments
     for a in assignments:
-        assert a["role"] in KNOWN_ROLES, a
+        assert a["role"] in KNOWN_ROLES or a["role"].startswith("custom:"), a
         assert a["principal_type"] == "ServicePrincipal", a
+    custom = [a for a in assignments if a["role"].startswith("custom:")]
+    assert [(a["file"], a["scope_name"]) for a in custom] == [
+        ("app/bastion-response.bicep", "bastion")
+    ]
+
+
+def test_active_response_role_has_the_two_session_actions_only_when_asked() -> None:
+    """Issue 27: a custom role of exactly Bastion's two session actions (in dry-run, the one
+    that lists), assignable in the host's resource group, assigned on the host; deployed only
+    when `activeResponse` is not `off` and a host is named."""
+    doc = bicep("app/bastion-response.bicep")
+    (role,) = _resources(doc, "Microsoft.Authorization/roleDefinitions").values()
+    body = _body(role)
+    (permissions,) = body["properties"]["permissions"]
+    named = {_resolve(doc, v) for v in ("listSessions", "endSessions")}
+    assert named == {
+        "Microsoft.Network/bastionHosts/getactivesessions/action",
+        "Microsoft.Network/bastionHosts/disconnectactivesessions/action",
+    }
+    assert permissions["dataActions"] == [] and permissions["notActions"] == []
+    text = json.dumps(permissions["actions"])
+    assert "listSessions" in text and "endSessions" in text and '"on"' in text
+    assert "resource_group" in json.dumps(body["properties"]["assignableScopes"])
+    module = bicep("main.bicep")["modules"]["bastionResponse"]
+    condition = json.dumps(module["config"]["condition"])
+    assert "activeResponse" in condition and "off" in condition and "bastionHostName" in condition
+    assert bicep("main.bicep")["parameters"]["activeResponse"]["default"] == "off"
 
 
 def test_no_storage_data_role_at_account_or_service_scope() -> None:
@@ -813,6 +845,22 @@ def test_bastion_diagnostic_setting_and_read_access() -> None:
     assert "functionApp" in json.dumps(_module("bastionDiagnostics")["params"]["principalId"])
 
 
+def test_reader_only_on_the_covered_subscriptions_and_only_when_asked() -> None:
+    """Issue 27: Reader is the only right the coverage check adds, on each subscription named in
+    `coverageSubscriptions` and on no other scope: none when the list is empty."""
+    (reader,) = role_assignments("app/subscription-reader.bicep")
+    assert reader["role"] == READER and reader["scope_name"] is None  # the module's subscription
+    doc = bicep("app/subscription-reader.bicep")
+    assert doc["globals"]["scope"]["value"] == "subscription"
+    module = bicep("main.bicep")["modules"]["coverageReaders"]
+    loop = json.dumps(module["config"])
+    assert "coverageSubscriptions" in loop and "subscription" in json.dumps(module)
+    assert bicep("main.bicep")["parameters"]["coverageSubscriptions"]["default"] == []
+    assert READER in {a["role"] for a in all_role_assignments()}
+    others = [a for a in all_role_assignments() if a["role"] == READER]
+    assert [a["file"] for a in others] == ["app/subscription-reader.bicep"]
+
+
 # -- settings ---------------------------------------------------------------------------------
 
 
@@ -890,7 +938,8 @@ def test_readme_mentions_every_setting() -> None:
 
 def test_deploy_doc_explains_roles_sign_in_and_machine_clients() -> None:
     doc = DEPLOY_DOC.read_text(encoding="utf-8")
-    used = {a["role"] for a in all_role_assignments()}
+    used = {a["role"] for a in all_role_assignments() if not a["role"].startswith("custom:")}
+    assert "Bastion Audit session responder" in doc and "getactivesessions/action" in doc
     for role in used:
         assert KNOWN_ROLES[role] in doc, f"docs/deploy.md does not explain {KNOWN_ROLES[role]}"
         assert role in doc, f"docs/deploy.md does not give the ID of {KNOWN_ROLES[role]}"

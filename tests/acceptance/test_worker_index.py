@@ -40,6 +40,7 @@ WORKER_PACKAGES = [
 HTTP_ROUTES = {
     "http_activity": "activity",
     "http_alerts": "alerts",
+    "http_sessions": "sessions",
     "http_report": "report",
     "http_status": "status",
     "http_erase": "erase",

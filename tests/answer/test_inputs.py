@@ -50,6 +50,7 @@ PROPERTY = settings(
 ROUTES = {
     "http_activity": ("user", "vm", "ip", "from", "to", "outcome", "limit", "continuation"),
     "http_alerts": ("status", "from", "to", "limit", "continuation"),
+    "http_sessions": ("user", "from", "to", "limit"),
     "http_report": ("from", "to", "user"),
     "http_status": (),
     "http_erase": ("user", "all", "exact"),
@@ -58,6 +59,7 @@ ROUTES = {
 COMMANDS = {
     "activity": ("--user", "--vm", "--ip", "--outcome", "--from", "--to", "--limit", "--format"),
     "alerts": ("--status", "--from", "--to", "--format"),
+    "sessions": ("--user", "--from", "--to", "--limit", "--format"),
     "status": ("--format",),
     "quarantine": ("--blob", "--from", "--to", "--format"),
     "ingest": ("--prefix",),
@@ -155,7 +157,8 @@ def answered(response: func.HttpResponse) -> None:
 def test_routes_and_their_parameters_are_all_here(indexed_app: dict[str, Any]) -> None:
     assert set(ROUTES) == {name for name in indexed_app if name.startswith("http_")}
     handlers = {"http_activity": http.activity, "http_alerts": http.alerts,
-                "http_report": http.report_page, "http_erase": http._erase}  # fmt: skip
+                "http_sessions": http.sessions, "http_report": http.report_page,
+                "http_erase": http._erase}  # fmt: skip
     for name, handler in handlers.items():
         documented = tuple(re.findall(r"[?&](\w+)=", handler.__doc__ or ""))
         assert documented == ROUTES[name], name
@@ -164,11 +167,12 @@ def test_routes_and_their_parameters_are_all_here(indexed_app: dict[str, Any]) -
 @pytest.mark.parametrize(
     ("route", "params"),
     [
-        *[(r, {"from": t}) for r in ("http_activity", "http_alerts", "http_report")
-          for t in OVERFLOWING],
-        *[(r, {"to": t}) for r in ("http_activity", "http_alerts", "http_report")
-          for t in OVERFLOWING],
-        *[(r, {"limit": n}) for r in ("http_activity", "http_alerts") for n in BAD_NUMBERS],
+        *[(r, {"from": t}) for r in ("http_activity", "http_alerts", "http_sessions",
+                                     "http_report") for t in OVERFLOWING],
+        *[(r, {"to": t}) for r in ("http_activity", "http_alerts", "http_sessions",
+                                   "http_report") for t in OVERFLOWING],
+        *[(r, {"limit": n}) for r in ("http_activity", "http_alerts", "http_sessions")
+          for n in BAD_NUMBERS],
         *[("http_activity", {**SAMPLE, "user": "alice", "continuation": token(s)})
           for s in (-1, True, 10**6, "0")],  # a forged segment: IndexError once
         ("http_erase", {"user": ""}),

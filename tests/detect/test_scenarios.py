@@ -31,7 +31,8 @@ DAY0 = datetime(2026, 11, 2, tzinfo=UTC)
 #: Rules whose scenarios are not sample logs: they need a silent host's history and its timer,
 #: or the Azure Resource Manager (tests/baselines/test_findings.py,
 #: tests/hosts/test_diagnostics.py).
-NOT_FROM_LOGS = {"host_silent", "diagnostic_setting_changed"}
+NOT_FROM_LOGS = {"host_silent", "diagnostic_setting_changed", "host_not_covered",
+                 "host_covered_again"}  # fmt: skip
 #: Findings of the baselines, which need weeks of history first (tests/baselines/test_findings.py,
 #: tests/baselines/test_habits.py, tests/detect/test_retries.py).
 FROM_BASELINES = {"new_source_success", "off_hours", "first_time_target", "failures_before"}

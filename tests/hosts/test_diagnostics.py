@@ -218,6 +218,9 @@ class FakeArm:
                 )
                 suffix = "/providers/Microsoft.Insights/diagnosticSettings"
                 resource = parts.path[: -len(suffix)] if parts.path.endswith(suffix) else ""
+                if not resource:  # a listing: the path, and the page its `$skipToken` asks for
+                    token = parse_qs(parts.query).get("$skipToken", [""])[0]
+                    resource = parts.path + (f"?$skipToken={token}" if token else "")
                 status, payload, delay = arm.answers.get(
                     resource.lower(),
                     (404, {"error": {"code": "ResourceNotFound", "message": "nope"}}, 0.0),

@@ -24,8 +24,8 @@ from shared.ingest.loop import Pipeline
 MOST = 5
 TIMERS = ("sweep_recent_blobs", "redeliver_alerts", "check_health", "send_digest",
           "expire_old_data")  # fmt: skip
-ROUTES = {"http_activity": "GET", "http_alerts": "GET", "http_report": "GET",
-          "http_status": "GET", "http_erase": "POST"}  # fmt: skip
+ROUTES = {"http_activity": "GET", "http_alerts": "GET", "http_sessions": "GET",
+          "http_report": "GET", "http_status": "GET", "http_erase": "POST"}  # fmt: skip
 
 
 class _Count(logging.Handler):
