@@ -10,6 +10,7 @@ import itertools
 import json
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -243,21 +244,47 @@ def armed(bastion: FakeBastion) -> None:
     )
 
 
-def responses(p: Pipeline) -> list[dict[str, Any]]:
-    return [orjson.loads(r["Response"]) for r in incidents(p) if r.get("Response")]
+@dataclass
+class Scene:
+    """The app pointed at Azurite with the Bastion stand-in armed: `start` with settings, then
+    `ingest` the compromise through the indexed blob trigger."""
+
+    app_env: Callable[..., Pipeline]
+    app: dict[str, Any]
+    logs: Any
+    prefix: str
+    bastion: FakeBastion
+
+    def start(self, **settings: str) -> Pipeline:
+        p = self.app_env(**settings)
+        armed(self.bastion)
+        return p
+
+    def ingest(self) -> None:
+        run(self.app, self.logs, self.prefix, compromise())
 
 
-def test_a_critical_compromise_ends_exactly_its_session_and_says_so(
+@pytest.fixture
+def scene(
     app_env: Callable[..., Pipeline],
     indexed_app: dict[str, Any],
     logs: Any,
     blob_prefix: str,
     bastion: FakeBastion,
+) -> Scene:
+    return Scene(app_env, indexed_app, logs, blob_prefix, bastion)
+
+
+def responses(p: Pipeline) -> list[dict[str, Any]]:
+    return [orjson.loads(r["Response"]) for r in incidents(p) if r.get("Response")]
+
+
+def test_a_critical_compromise_ends_exactly_its_session_and_says_so(
+    scene: Scene, bastion: FakeBastion
 ) -> None:
-    p = app_env(ACTIVE_RESPONSE="on")
-    armed(bastion)
+    p = scene.start(ACTIVE_RESPONSE="on")
     bastion.lro, bastion.page_size = 1, 2  # a 202 to poll, and two pages
-    run(indexed_app, logs, blob_prefix, compromise())
+    scene.ingest()
     assert bastion.disconnects == [["attacker"]]
     left = {s["sessionId"] for s in bastion.sessions[HOST.lower()]}
     assert left == {"own-web", "colleague", "yesterday"}
@@ -272,53 +299,34 @@ def test_a_critical_compromise_ends_exactly_its_session_and_says_so(
     assert "ended: session" in told[-1]["summary"]
     page = report.build(p.storage, DAY, DAY + timedelta(days=1))
     assert "Active response (on): ended: session" in page.replace("&quot;", '"')
-    run(indexed_app, logs, blob_prefix, compromise())  # a replay acts and tells nothing again
+    scene.ingest()  # a replay acts and tells nothing again
     functions.on_redeliver()
     assert bastion.disconnects == [["attacker"]] and queue(p) == []
 
 
-def test_dry_run_ends_nothing_and_says_which_it_would(
-    app_env: Callable[..., Pipeline],
-    indexed_app: dict[str, Any],
-    logs: Any,
-    blob_prefix: str,
-    bastion: FakeBastion,
-) -> None:
-    p = app_env(ACTIVE_RESPONSE="dry-run")
-    armed(bastion)
-    run(indexed_app, logs, blob_prefix, compromise())
+def test_dry_run_ends_nothing_and_says_which_it_would(scene: Scene, bastion: FakeBastion) -> None:
+    p = scene.start(ACTIVE_RESPONSE="dry-run")
+    scene.ingest()
     assert bastion.disconnects == [] and len(bastion.sessions[HOST.lower()]) == 4
     (done,) = responses(p)
     assert [(a["sessionId"], a["result"]) for a in done["actions"]] == [("attacker", "would end")]
     assert "would end: session" in queue(p)[-1]["summary"]
 
 
-def test_a_break_glass_account_is_never_ended(
-    app_env: Callable[..., Pipeline],
-    indexed_app: dict[str, Any],
-    logs: Any,
-    blob_prefix: str,
-    bastion: FakeBastion,
-) -> None:
-    p = app_env(ACTIVE_RESPONSE="on", BREAK_GLASS_ACCOUNTS="ops-admin, SVC-Deploy")
-    armed(bastion)
-    run(indexed_app, logs, blob_prefix, compromise())
+def test_a_break_glass_account_is_never_ended(scene: Scene, bastion: FakeBastion) -> None:
+    p = scene.start(ACTIVE_RESPONSE="on", BREAK_GLASS_ACCOUNTS="ops-admin, SVC-Deploy")
+    scene.ingest()
     assert bastion.disconnects == []
     (done,) = responses(p)
     assert [a["result"] for a in done["actions"]] == ["spared (break-glass account)"]
 
 
 def test_arm_down_leaves_the_alert_delivered_and_the_failure_written(
-    app_env: Callable[..., Pipeline],
-    indexed_app: dict[str, Any],
-    logs: Any,
-    blob_prefix: str,
-    bastion: FakeBastion,
+    scene: Scene, bastion: FakeBastion
 ) -> None:
-    p = app_env(ACTIVE_RESPONSE="on")
-    armed(bastion)
+    p = scene.start(ACTIVE_RESPONSE="on")
     bastion.fail = 503
-    run(indexed_app, logs, blob_prefix, compromise())
+    scene.ingest()
     told = queue(p)
     assert ("escalated", "critical") in [(m["event"], m["severity"]) for m in told[:-1]]
     (done,) = responses(p)
@@ -327,15 +335,8 @@ def test_arm_down_leaves_the_alert_delivered_and_the_failure_written(
     assert bastion.disconnects == []
 
 
-def test_off_by_default_asks_nothing(
-    app_env: Callable[..., Pipeline],
-    indexed_app: dict[str, Any],
-    logs: Any,
-    blob_prefix: str,
-    bastion: FakeBastion,
-) -> None:
-    p = app_env()
-    armed(bastion)
-    run(indexed_app, logs, blob_prefix, compromise())
+def test_off_by_default_asks_nothing(scene: Scene, bastion: FakeBastion) -> None:
+    p = scene.start()
+    scene.ingest()
     assert bastion.requests == [] and responses(p) == []
     assert "response" not in [m["event"] for m in queue(p)]
