@@ -155,7 +155,8 @@ def response(row: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(value, dict) or value.get("state") != "done":
         return None
     return {"mode": value.get("mode"), "at": value.get("at"), "summary": value.get("summary"),
-            "error": value.get("error") or None, "actions": value.get("actions") or []}  # fmt: skip
+            "error": value.get("error") or None, "actions": value.get("actions") or [],
+            "unlisted": int(value.get("unlisted") or 0)}  # fmt: skip
 
 
 def _facts(body: dict[str, Any]) -> list[tuple[str, str]]:

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 #: A claim older than this was left by a worker that stopped: the incident is taken again.
 STALE = timedelta(minutes=10)
 _ATTEMPTS = 5
+#: Sessions a response lists on the incident (the rest are counted): whoever opened hundreds
+#: of sessions must not push the row past Table Storage's 64 KiB a property.
+MAX_LISTED = 20
 _SIGN_IN_FIELDS = ["UserName", "UserEmail", "UserKey", "ClientIpKey", "TargetResourceId",
                    "TargetVMIPAddress", "TargetVMName", "TimeGenerated", "BastionResourceId",
                    "SourceBlob", "Outcome"]  # fmt: skip
@@ -81,8 +84,10 @@ class Responder:
             return  # another worker holds it, or it was answered meanwhile
         actions, error = self._act(self.sign_ins(claimed))
         summary = matching.summary(self.mode, actions, error)
+        listed = [a.json() for a in actions[:MAX_LISTED]]
         done = {"state": "done", "mode": self.mode, "at": now.isoformat(), "summary": summary,
-                "error": error, "actions": [a.json() for a in actions]}  # fmt: skip
+                "error": error, "actions": listed,
+                "unlisted": len(actions) - len(listed)}  # fmt: skip
         written = self._write(claimed, done, now, owe=True)
         log.info("active response to %s: %s", row.get("AlertId"), summary)
         if written is not None:

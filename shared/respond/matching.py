@@ -75,8 +75,10 @@ class Action:
     result: str
 
     def json(self) -> dict[str, str]:
-        return {"sessionId": self.session_id, "account": self.account, "target": self.target,
-                "host": self.host_id.rsplit("/", 1)[-1], "result": self.result}  # fmt: skip
+        """As written on the incident: every value cut to a length a row can hold many of."""
+        return {"sessionId": self.session_id[:200], "account": self.account[:200],
+                "target": self.target[:200], "host": self.host_id.rsplit("/", 1)[-1][:100],
+                "result": self.result}  # fmt: skip
 
 
 def page(body: Any) -> tuple[list[Any], str | None]:

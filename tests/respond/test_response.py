@@ -340,3 +340,23 @@ def test_off_by_default_asks_nothing(scene: Scene, bastion: FakeBastion) -> None
     scene.ingest()
     assert bastion.requests == [] and responses(p) == []
     assert "response" not in [m["event"] for m in queue(p)]
+
+
+def test_hundreds_of_matching_sessions_are_all_ended_and_the_incident_stays_writable(
+    scene: Scene, bastion: FakeBastion
+) -> None:
+    """Whoever opened 300 sessions must not push the incident's row past a property's 64 KiB
+    or the alert queue's message size: all are ended, 20 are listed, the rest counted."""
+    p = scene.start(ACTIVE_RESPONSE="on")
+    bastion.sessions[HOST.lower()] = [
+        session(f"{i:03d}-" + "x" * 190, USER, T + timedelta(seconds=i % 200)) for i in range(300)
+    ]
+    bastion.page_size = 100
+    scene.ingest()
+    assert len(bastion.disconnects) == 1 and len(bastion.disconnects[0]) == 300
+    assert bastion.sessions[HOST.lower()] == []
+    (done,) = responses(p)
+    assert len(done["actions"]) == 20 and done["unlisted"] == 280
+    told = queue(p)
+    assert told[-1]["event"] == "response" and told[-1]["response"]["unlisted"] == 280
+    assert all(len(orjson.dumps(m)) < 48 * 1024 for m in told)  # base64 of it fits 64 KiB
