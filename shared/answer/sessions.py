@@ -86,9 +86,11 @@ def build(rows: Iterable[Mapping[str, Any]]) -> list[Session]:
     tunnels: dict[str, list[Mapping[str, Any]]] = {}
     for r in rows:
         tunnel = str(r.get("TunnelId") or "").strip()
-        tunnels.setdefault(tunnel or "row:" + str(r.get("RowKey", "")), []).append(r)
-    out = [s for group in tunnels.values() if (s := _session(group)) is not None]
-    return sorted(out, key=lambda s: (s.start, s.tunnel), reverse=True)
+        alone = f"row:{r.get('PartitionKey', '')}|{r.get('RowKey', '')}"
+        tunnels.setdefault(tunnel or alone, []).append(r)
+    found = [(key, s) for key, group in tunnels.items() if (s := _session(group)) is not None]
+    found.sort(key=lambda ks: (ks[1].start, ks[0]), reverse=True)  # a total order: any input
+    return [s for _, s in found]
 
 
 def _session(group: Sequence[Mapping[str, Any]]) -> Session | None:
@@ -102,7 +104,7 @@ def _session(group: Sequence[Mapping[str, Any]]) -> Session | None:
     ends += [start + timedelta(milliseconds=int(r["Duration"])) for r in group
              if isinstance(r.get("Duration"), int) and r["Duration"] > 0]  # fmt: skip
     ends = [e for e in ends if start <= e <= start + MAX_LENGTH]
-    first = min(signed or group, key=lambda r: _utc(r["TimeGenerated"]))
+    first = min(signed or group, key=_order)
     account = keys.shown(str(first.get("UserName") or first.get("UserEmail") or ""),
                          str(first.get("UserKey") or ""))  # fmt: skip
     host = layout.host_id_of_blob(str(first.get("SourceBlob") or ""))
@@ -120,6 +122,12 @@ def _session(group: Sequence[Mapping[str, Any]]) -> Session | None:
         end=max(ends) if ends else None,
         user_name=str(first.get("UserName") or first.get("UserEmail") or ""),
     )
+
+
+def _order(r: Mapping[str, Any]) -> tuple[datetime, str, str, str]:
+    """The first record of a session: the earliest, then by key (records arrive in any order)."""
+    return (_utc(r["TimeGenerated"]), str(r.get("PartitionKey", "")), str(r.get("RowKey", "")),
+            str(r.get("UserName", "")))  # fmt: skip
 
 
 def _utc(value: datetime) -> datetime:

@@ -12,6 +12,8 @@ from typing import Any
 import azure.functions as func
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_campaigns import lines
 
 from devtools import samples
@@ -130,6 +132,44 @@ def test_a_bad_end_or_duration_is_not_believed() -> None:
                   {"Duration": 10**12}, {"SessionEndTime": "2026-11-22T00:00:00Z"}):  # fmt: skip
         (only,) = sessions.build([{**base, **extra}])
         assert only.end is None, extra
+
+
+_TIMES = st.datetimes(min_value=datetime(2026, 11, 23), max_value=datetime(2026, 11, 24),
+                      timezones=st.just(UTC))  # fmt: skip
+_ROWS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "RowKey": st.text(max_size=4),
+            "TimeGenerated": _TIMES,
+            "UserName": st.text(max_size=20),
+            "UserKey": st.text(max_size=20),
+            "TunnelId": st.sampled_from(["", "a", "b", "c"]),
+            "Outcome": st.sampled_from(["Success", "Failure", "Other"]),
+        },
+        optional={
+            "SessionStartTime": _TIMES,
+            "SessionEndTime": st.one_of(st.text(max_size=30), _TIMES.map(datetime.isoformat)),
+            "Duration": st.integers(min_value=-(2**40), max_value=2**40),
+        },
+    ),
+    max_size=30,
+    unique_by=lambda r: r["RowKey"],  # as in a partition
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_ROWS, st.randoms())
+def test_sessions_do_not_depend_on_the_order_of_the_records(
+    rows: list[dict[str, Any]], rnd: Any
+) -> None:
+    """Whatever the records say (any end text, any duration), in any order: the same sessions,
+    none ending before it began or lasting past `MAX_LENGTH`, and no failure alone is one."""
+    found = [s.json() for s in sessions.build(rows)]
+    shuffled = list(rows)
+    rnd.shuffle(shuffled)
+    assert [s.json() for s in sessions.build(shuffled)] == found
+    for s in sessions.build(rows):
+        assert s.end is None or timedelta(0) <= s.end - s.start <= sessions.MAX_LENGTH
 
 
 # -- through the app -------------------------------------------------------------------------
