@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 #: A claim older than this was left by a worker that stopped: the incident is taken again.
 STALE = timedelta(minutes=10)
 _ATTEMPTS = 5
+#: How far back the redelivery timer looks for compromises left unanswered (by row write time).
+SWEEP_BACK = timedelta(days=1)
+#: Compromises written lately: the whole alerts table, filtered by the service (as the
+#: notifications owed are found); compromises are few.
+_SWEEP_FILTER = "CompromisedUsers ne @none and UpdatedAt ge @since"
 #: Sessions a response lists on the incident (the rest are counted): whoever opened hundreds
 #: of sessions must not push the row past Table Storage's 64 KiB a property.
 MAX_LISTED = 20
@@ -94,19 +99,20 @@ class Responder:
             self.deliverer.deliver(written)
 
     def sweep(self, now: datetime | None = None) -> int:
-        """Respond to what an earlier invocation could not (today's and yesterday's incidents)."""
+        """Respond to what an earlier invocation could not: compromises decided or changed in
+        the last `SWEEP_BACK` (found by when their rows were written, whatever day their
+        records are of: a backlog's incident is as fresh as any), not answered, or claimed by
+        a worker that stopped. Older ones are left alone: turning the feature on does not
+        answer last year's incidents."""
         now = now or datetime.now(UTC)
         if self.mode == matching.OFF:
             return 0
         done = 0
-        for day in (now.date() - timedelta(days=1), now.date()):
-            for row in self.storage.alerts.query(
-                "PartitionKey eq @pk and CompromisedUsers ne @none",
-                {"pk": day.isoformat(), "none": "[]"},
-            ):
-                if self.wanted(row, now):
-                    self.respond(row, now)
-                    done += 1
+        params = {"none": "[]", "since": now - SWEEP_BACK}
+        for row in self.storage.alerts.query(_SWEEP_FILTER, params):
+            if self.wanted(row, now):
+                self.respond(row, now)
+                done += 1
         return done
 
     # -- the parts ------------------------------------------------------------------------------

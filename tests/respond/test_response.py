@@ -27,6 +27,7 @@ from shared.ingest.loop import Pipeline
 from shared.respond import matching
 from shared.respond.bastion import Sessions
 from shared.respond.matching import Session, SignIn
+from shared.store.tables import etag_of
 
 DAY = datetime(2026, 11, 23, tzinfo=UTC)
 ATTACKER, USER = "185.220.101.4", "svc-deploy"
@@ -360,3 +361,77 @@ def test_hundreds_of_matching_sessions_are_all_ended_and_the_incident_stays_writ
     told = queue(p)
     assert told[-1]["event"] == "response" and told[-1]["response"]["unlisted"] == 280
     assert all(len(orjson.dumps(m)) < 48 * 1024 for m in told)  # base64 of it fits 64 KiB
+
+
+def test_two_workers_on_one_incident_end_its_session_once(
+    scene: Scene, bastion: FakeBastion
+) -> None:
+    """The claim is written under the row's ETag: of two workers that pay the same debt at
+    once, one acts and tells; the other finds it claimed."""
+    p = scene.start(ACTIVE_RESPONSE="dry-run")  # decided and told, but not acted on yet
+    scene.ingest()
+    row = next(r for r in incidents(p) if r.get("Response"))
+    p.storage.alerts.update({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"],
+                             "Response": ""}, etag_of(row))  # fmt: skip
+    queue(p)  # what the dry run told
+    bastion.disconnects.clear()
+    responder = functions.services().responder
+    responder.mode = "on"
+    fresh = p.storage.alerts.get(row["PartitionKey"], row["RowKey"])
+    barrier = threading.Barrier(2)
+
+    def worker() -> None:
+        barrier.wait()
+        responder.respond(fresh)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert bastion.disconnects == [["attacker"]]
+    assert [m["event"] for m in queue(p)] == ["response"]
+
+
+def test_a_claim_left_by_a_stopped_worker_is_taken_up_by_the_timer(
+    scene: Scene, bastion: FakeBastion
+) -> None:
+    """A worker that claimed the incident and stopped (a crash, a storage fault) leaves an
+    `acting` claim; once it is stale, the redelivery timer responds."""
+    p = scene.start(ACTIVE_RESPONSE="on")
+    bastion.fail = 503  # the first attempt could not act: replace its answer by a stale claim
+    scene.ingest()
+    bastion.fail = None
+    row = next(r for r in incidents(p) if r.get("Response"))
+    stale = (datetime.now(UTC) - timedelta(minutes=11)).isoformat()
+    claim = orjson.dumps({"state": "acting", "mode": "on", "at": stale}).decode()
+    p.storage.alerts.update({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"],
+                             "Response": claim}, etag_of(row))  # fmt: skip
+    queue(p)
+    functions.on_redeliver()
+    assert bastion.disconnects == [["attacker"]]
+    (done,) = responses(p)
+    assert done["state"] == "done" and done["actions"][0]["result"] == "ended"
+    assert [m["event"] for m in queue(p)] == ["response"]
+
+
+def test_turning_it_on_answers_lately_written_compromises_not_old_ones(
+    scene: Scene, bastion: FakeBastion
+) -> None:
+    """The timer answers compromises whose rows were written in the last day (a backlog's
+    incident included); one written before that is left alone."""
+    p = scene.start()  # off while the compromise is ingested
+    scene.ingest()
+    queue(p)
+    (row,) = [r for r in incidents(p) if r.get("CompromisedUsers") not in (None, "[]")]
+    old = datetime.now(UTC) - timedelta(days=2)
+    p.storage.alerts.update({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"],
+                             "UpdatedAt": old}, etag_of(row))  # fmt: skip
+    functions.services().responder.mode = "on"
+    functions.on_redeliver()
+    assert bastion.requests == [] and responses(p) == []
+    row = p.storage.alerts.get(row["PartitionKey"], row["RowKey"])
+    p.storage.alerts.update({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"],
+                             "UpdatedAt": datetime.now(UTC)}, etag_of(row))  # fmt: skip
+    functions.on_redeliver()
+    assert bastion.disconnects == [["attacker"]]
