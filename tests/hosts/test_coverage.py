@@ -6,6 +6,7 @@ stand-in for Azure Resource Manager that answers `BastionHosts_List` (paged) and
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -178,3 +179,27 @@ def test_arm_down_changes_nothing_and_tells_nothing(
     assert queue(p) == [] and incidents(p) == []
     assert "503" in caplog.text
     assert ("bas-ok", "covered", True) in status(indexed_app)
+
+
+def test_two_timers_at_once_tell_each_host_once(
+    app_env: Callable[..., Pipeline], indexed_app: dict[str, Any], arm: FakeArm, logs: Any
+) -> None:
+    """The verdict is kept under the row's ETag: of two timers that find the same news at
+    once, one writes and tells."""
+    p = app_env(COVERAGE_SUBSCRIPTIONS=SUB, LOGS_STORAGE_ACCOUNT_ID=OURS, API_AUTH="none")
+    functions.services().detector.health.checker = checker(arm)
+    run = indexed_app["check_health"].get_user_function()
+    serve(arm, body())
+    barrier = threading.Barrier(2)
+
+    def timer() -> None:
+        barrier.wait()
+        run(TIMER)
+
+    threads = [threading.Thread(target=timer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    told = sorted((m["rule"], m["subject"]) for m in queue(p))
+    assert told == [("host_not_covered", h) for h in ("bas-away", "bas-bare", "bas-dev")]
