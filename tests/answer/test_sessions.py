@@ -20,6 +20,7 @@ from devtools import samples
 from shared import cli
 from shared.answer import queries, report, sessions
 from shared.ingest.loop import Pipeline
+from shared.keep.expiry import Eraser
 from shared.respond.matching import Session as Active
 
 DAY = datetime(2026, 11, 23, tzinfo=UTC)
@@ -220,6 +221,17 @@ def test_the_route_the_command_and_the_report_show_the_sessions(
     page = report.build(stored.storage, DAY, DAY + timedelta(days=1))
     for needle in ("Longest sessions", "0:45:30", "Begun outside working hours", "dave"):
         assert needle in page
+
+
+def test_an_erased_person_has_no_sessions_left(
+    stored: Pipeline, indexed_app: dict[str, Any]
+) -> None:
+    """Sessions are read from the records, so erasure (and retention) apply as they are."""
+    Eraser(stored.storage).erase("alice", exact=True)
+    alice = orjson.loads(api(indexed_app, user="alice", **RANGE).get_body())
+    assert alice["items"] == [] and alice["total"] == 0
+    everyone = orjson.loads(api(indexed_app, **RANGE).get_body())
+    assert "alice" not in {i["account"] for i in everyone["items"]} and everyone["total"] == 4
 
 
 def test_open_now_comes_from_bastion_where_it_may_be_asked(
