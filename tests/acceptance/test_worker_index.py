@@ -23,6 +23,9 @@ import pytest
 
 from shared.core.settings import CONNECTION, DEFAULTS, LOGS_CONTAINER
 
+#: Another interpreter per test, and a venv to build on first use: `make test` runs it, the
+#: inner loop (`make unit`) does not.
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "function_app.py"
 PROBE = Path(__file__).resolve().parent / "worker_index_probe.py"

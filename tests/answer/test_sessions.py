@@ -5,6 +5,7 @@ start and end fields go through the indexed blob trigger into Azurite and come b
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -158,7 +159,11 @@ _ROWS = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+#: Examples for the property (`make unit` scales property budgets down, as the others).
+EXAMPLES = max(20, int(200 * float(os.environ.get("RELIABILITY_BUDGET_SCALE", "1"))))
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(_ROWS, st.randoms())
 def test_sessions_do_not_depend_on_the_order_of_the_records(
     rows: list[dict[str, Any]], rnd: Any
