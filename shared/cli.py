@@ -355,8 +355,8 @@ def _sessions(args: argparse.Namespace, out: TextIO) -> int:
 
     params = {"user": args.user, "from": args.start, "to": args.end}
     query = queries.parse_sessions(params | ({"limit": str(args.limit)} if args.limit else {}))
-    with _App() as storage:
-        found = queries.session_list(storage, query, queries.sessions_asker(storage.settings))
+    with _App() as storage, queries.sessions_asker(storage.settings) as ask:
+        found = queries.session_list(storage, query, ask)
     if args.format == "json":
         out.write(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0

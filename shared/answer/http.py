@@ -98,8 +98,8 @@ def sessions(req: func.HttpRequest, storage: Storage) -> func.HttpResponse:
         query = queries.parse_sessions(req.params)
     except queries.BadQuery as exc:
         return _bad(exc)
-    ask = queries.sessions_asker(storage.settings)
-    return _json(queries.session_list(storage, query, ask))
+    with queries.sessions_asker(storage.settings) as ask:
+        return _json(queries.session_list(storage, query, ask))
 
 
 @signed_in

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import heapq
 import itertools
@@ -547,14 +548,7 @@ def session_rows(storage: Storage, q: SessionQuery) -> Iterator[dict[str, Any]]:
         seen = (str(r.get("UserKey") or "") for r in report_events(storage, q.start, q.end)
                 if r.get("Outcome") == domain.Outcome.SUCCESS.value)  # fmt: skip
         accounts = sorted(filter(None, set(seen)))[:MAX_SESSION_ACCOUNTS]
-    first, last = keys.hour_of(q.start.isoformat()), keys.hour_of(_last_instant(q.end))
-    flt = "PartitionKey ge @lo and PartitionKey lt @hi and TimeGenerated ge @start and " \
-          "TimeGenerated lt @end"  # fmt: skip
-    for account in accounts:
-        lo, hi = keys.hour_range(account, first, last)
-        yield from storage.events.query(
-            flt, {"lo": lo, "hi": hi, "start": q.start, "end": q.end}, sessions.FIELDS
-        )
+    return person_events(storage, accounts, q.start, q.end, sessions.FIELDS)
 
 
 def _ask_open(found: list[sessions.Session], ask: Ask) -> str:
@@ -570,15 +564,18 @@ def _ask_open(found: list[sessions.Session], ask: Ask) -> str:
     return "bastion" + (f" (not asked: {'; '.join(errors)})" if errors else "")
 
 
-def sessions_asker(settings: Settings) -> Ask | None:
-    """Bastion's active sessions of a host, where active response has the right to ask."""
+@contextlib.contextmanager
+def sessions_asker(settings: Settings) -> Iterator[Ask | None]:
+    """Bastion's active sessions of a host, where active response has the right to ask (None
+    elsewhere); its ARM client is closed when the answer is made."""
     if settings.active_response == "off":
-        return None
+        yield None
+        return
     from shared.hosts.arm import credential
     from shared.respond.bastion import Sessions
 
-    client = Sessions(credential(settings), settings.arm_endpoint, retries=0)
-    return client.active
+    with Sessions(credential(settings), settings.arm_endpoint, retries=0) as client:
+        yield client.active
 
 
 def coverage_items(storage: Storage) -> list[dict[str, Any]]:
@@ -630,17 +627,17 @@ def report_events(storage: Storage, start: datetime, end: datetime) -> Iterator[
 
 
 def person_events(
-    storage: Storage, accounts: Iterable[str], start: datetime, end: datetime
+    storage: Storage,
+    accounts: Iterable[str],
+    start: datetime,
+    end: datetime,
+    select: list[str] = REPORT_FIELDS,
 ) -> Iterator[dict[str, Any]]:
-    """A person's events in `[start, end)` for the report: each account's hour partitions
-    (one PartitionKey range query per account, as `activity --user`)."""
-    first, last = keys.hour_of(start.isoformat()), keys.hour_of(_last_instant(end))
-    flt = "PartitionKey ge @lo and PartitionKey lt @hi and TimeGenerated ge @start and " \
-          "TimeGenerated lt @end"  # fmt: skip
+    """A person's events in `[start, end)` for the report and the sessions: each account's
+    hour partitions (one PartitionKey range query per account, as `activity --user`)."""
     for account in accounts:
-        lo, hi = keys.hour_range(account, first, last)
-        params = {"lo": lo, "hi": hi, "start": start, "end": end}
-        yield from storage.events.query(flt, params, REPORT_FIELDS)
+        params = layout.account_window(account, start, end)
+        yield from storage.events.query(layout.ACCOUNT_WINDOW, params, select)
 
 
 def names_any(item: Mapping[str, Any], accounts: Iterable[str]) -> bool:

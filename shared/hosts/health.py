@@ -171,22 +171,22 @@ class Health:
     def _coverage(self, now: datetime, told: list[str]) -> set[str]:
         """Every Bastion host of the covered subscriptions: its verdict kept, its news told.
         A subscription ARM cannot list is logged and skipped (no finding). The hosts asked."""
-        asked: set[str] = set()
+        found = []
         for subscription in self.settings.coverage_subscriptions:
             try:
-                found = self._checker().list_bastions(subscription)
+                found += self._checker().list_bastions(subscription)
             except Exception as exc:  # noqa: BLE001 - a failed listing is logged, never raised
                 status = getattr(exc, "status_code", None)
                 log.warning("coverage: listing the Bastion hosts of %s failed: %s status=%s",
                             subscription, type(exc).__name__, status or "-")  # fmt: skip
-                continue
-            for host in found:
-                asked.add(host.host_id.casefold())
-                check = None if host.developer else self._checker().check(host.host_id)
-                self._cover(coverage.verdict(host, check), now, told)
-        return asked
+        # as `status` shows them: two hosts of one name in two subscriptions are told apart
+        labels = layout.host_labels(h.host_id for h in found)
+        for host in found:
+            check = None if host.developer else self._checker().check(host.host_id)
+            self._cover(coverage.verdict(host, check), labels[host.host_id], now, told)
+        return {h.host_id.casefold() for h in found}
 
-    def _cover(self, found: coverage.Finding, now: datetime, told: list[str]) -> None:
+    def _cover(self, found: coverage.Finding, label: str, now: datetime, told: list[str]) -> None:
         """Keep a host's verdict (ETag-guarded: of two timers, one writes and tells)."""
         if found.verdict is Cover.UNKNOWN:
             return
@@ -203,7 +203,6 @@ class Health:
             return  # another run of the timer wrote it first, and tells
         if news is None:
             return
-        label = layout.host_labels([found.host_id])[found.host_id]
         rule, severity = (
             ("host_not_covered", Severity.HIGH)
             if news == "uncovered"

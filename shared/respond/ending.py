@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 from azure.data.tables import TableEntity
 
+from shared.core import domain
 from shared.core.domain import Kind
 from shared.notify import incidents
 from shared.notify.delivery import Deliverer
@@ -121,14 +122,12 @@ class Responder:
         for an address's incident, only those from that address."""
         lo = layout.utc(row["FirstSeen"]) - timedelta(minutes=1)
         hi = layout.utc(row["LastSeen"]) + timedelta(minutes=2)
-        first, last = keys.hour_of(lo.isoformat()), keys.hour_of(hi.isoformat())
-        flt = ("PartitionKey ge @plo and PartitionKey lt @phi and TimeGenerated ge @lo and "
-               "TimeGenerated lt @hi and Outcome eq @ok")  # fmt: skip
         out = []
         for account in incidents.names(row, "CompromisedUsers")[:20]:
-            plo, phi = keys.hour_range(account, first, last)
-            params = {"plo": plo, "phi": phi, "lo": lo, "hi": hi, "ok": "Success"}
-            for e in self.storage.events.query(flt, params, _SIGN_IN_FIELDS):
+            params = layout.account_window(account, lo, hi)
+            for e in self.storage.events.query(layout.ACCOUNT_WINDOW, params, _SIGN_IN_FIELDS):
+                if e.get("Outcome") != domain.Outcome.SUCCESS.value:
+                    continue
                 if row["SubjectKind"] == Kind.IP.value and e.get("ClientIpKey") != row["Subject"]:
                     continue
                 out.append(_sign_in(e))

@@ -71,6 +71,8 @@ HOUR_PATH = re.compile(r"/y=(\d{4})/m=(\d{2})/d=(\d{2})/h=(\d{2})/")
 PARTITION = "PartitionKey eq @pk"
 SEEK = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
 PK_RANGE = "PartitionKey ge @lo and PartitionKey lt @hi"
+#: One account's events in `[start, end)`: its hour partitions, then the time (`account_window`).
+ACCOUNT_WINDOW = PK_RANGE + " and TimeGenerated ge @start and TimeGenerated lt @end"
 
 DET_PREFIX = "det|"
 HEAD = "~"
@@ -367,6 +369,14 @@ def coverage_key(host_id: str, news: str, since: datetime) -> str:
 
 
 # -- events and their index rows --------------------------------------------------------------
+def account_window(account: str, start: datetime, end: datetime) -> dict[str, Any]:
+    """The parameters of `ACCOUNT_WINDOW`: the account's hour partitions that hold `[start,
+    end)` (one PartitionKey range query, as `activity --user` reads)."""
+    last = (end - timedelta(microseconds=1)).isoformat()
+    lo, hi = keys.hour_range(account, keys.hour_of(start.isoformat()), keys.hour_of(last))
+    return {"lo": lo, "hi": hi, "start": start, "end": end}
+
+
 def time_key(when: datetime) -> str:
     """The leading part of event RowKeys at `when` (they start with the UTC time)."""
     return when.astimezone(UTC).isoformat(timespec="microseconds")[:26]

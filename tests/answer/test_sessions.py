@@ -4,6 +4,7 @@ start and end fields go through the indexed blob trigger into Azurite and come b
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections.abc import Callable
@@ -248,7 +249,7 @@ def test_open_now_comes_from_bastion_where_it_may_be_asked(
         asked.append(host)
         return [Active("live", "carol", VM, "", "ssh", DAY + timedelta(hours=12, seconds=1))]
 
-    monkeypatch.setattr(queries, "sessions_asker", lambda settings: ask)
+    monkeypatch.setattr(queries, "sessions_asker", lambda settings: contextlib.nullcontext(ask))
     body = orjson.loads(api(indexed_app, **RANGE).get_body())
     now = {i["tunnelId"] or i["account"]: i["openNow"]
            for i in body["items"] if i["state"] == "open"}  # fmt: skip

@@ -72,3 +72,37 @@ def test_account_name_alone_is_enough() -> None:
 def test_no_connection_says_what_to_set() -> None:
     with pytest.raises(RuntimeError, match=f"{CONNECTION}__accountName"):
         Storage(Settings.from_env({}))
+
+
+def test_active_response_and_session_settings_are_checked_at_start_up() -> None:
+    """Issue 27's settings: off by default; a wrong value stops start-up naming the setting."""
+    s = Settings.from_env({})
+    assert (s.active_response, s.active_response_severities) == ("off", ("critical",))
+    assert (s.session_open_limit_hours, s.working_hours, s.break_glass_accounts) == (
+        12,
+        (7, 19),
+        (),
+    )
+    env = {
+        "ACTIVE_RESPONSE": " DRY-RUN ",
+        "ACTIVE_RESPONSE_SEVERITIES": "high, critical,high",
+        "BREAK_GLASS_ACCOUNTS": " ops-admin ,, CONTOSO\\breakglass ",
+        "WORKING_HOURS": "06-22",
+    }
+    s = Settings.from_env(env)
+    assert (s.active_response, s.active_response_severities) == ("dry-run", ("high", "critical"))
+    assert s.break_glass_accounts == ("ops-admin", "CONTOSO\\breakglass")
+    assert s.working_hours == (6, 22)
+    for name, value in [
+        ("ACTIVE_RESPONSE", "yes"),
+        ("ACTIVE_RESPONSE_SEVERITIES", "critical, severe"),
+        ("ACTIVE_RESPONSE_SEVERITIES", " , "),
+        ("WORKING_HOURS", "19-07"),
+        ("WORKING_HOURS", "7-25"),
+        ("WORKING_HOURS", "\u0667-19"),  # an Arabic-Indic seven is no ASCII digit
+        ("WORKING_HOURS", "x" * 10_000),
+        ("SESSION_OPEN_LIMIT_HOURS", "0"),
+    ]:
+        with pytest.raises(SettingsError, match=name) as caught:
+            Settings.from_env({name: value})
+        assert len(str(caught.value)) < 300, name  # a huge value is cut in the message
